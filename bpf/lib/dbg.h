@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Debug events: why the datapath chose what it chose (identity resolution,
+ * local delivery, ARP answers). Emitted only with CFG_F_DEBUG (monitor -v). */
+#ifndef WEFT_DBG_H
+#define WEFT_DBG_H
+
+#include "events.h"
+
+/* Debug message codes; texts live in crates/datapath/src/events.rs. */
+#define DBG_IP_ID_MAP_SUCCEED4 1  /* arg1 = addr, arg2 = identity */
+#define DBG_IP_ID_MAP_FAILED4  2  /* arg1 = addr */
+#define DBG_LOCAL_DELIVERY     3  /* arg1 = ifindex, arg2 = seclabel, arg3 = ep id */
+#define DBG_ARP_REPLY          4  /* arg1 = target addr, arg2 = ifindex */
+#define DBG_TO_HOST            5  /* arg1 = addr */
+#define DBG_TO_STACK           6  /* arg1 = addr */
+
+static __always_inline void send_debug(struct __sk_buff *skb, __u8 code,
+				       __u16 source, __u32 a1, __u32 a2,
+				       __u32 a3)
+{
+	struct weft_event *e;
+
+	if (!(config_flags() & CFG_F_DEBUG))
+		return;
+	e = event_start(skb, EVENT_DEBUG, code, source);
+	if (!e)
+		return;
+	e->arg1 = a1;
+	e->arg2 = a2;
+	e->arg3 = a3;
+	event_submit(e);
+}
+
+/* A copy of the packet as delivered (capture event), for `monitor -v`. */
+static __always_inline void send_capture(struct __sk_buff *skb, __u16 source,
+					 __u32 ifindex)
+{
+	struct weft_event *e;
+
+	if (!(config_flags() & CFG_F_DEBUG))
+		return;
+	e = event_start(skb, EVENT_CAPTURE, 0, source);
+	if (!e)
+		return;
+	e->ifindex = ifindex;
+	event_submit(e);
+}
+
+#endif /* WEFT_DBG_H */

@@ -1,0 +1,317 @@
+//! The local API between a node's agent and its clients (the CNI plugin and
+//! the `weft` CLI): one JSON request per line on a unix socket, answered by
+//! one JSON response line, or by a stream of lines for `monitor`.
+//!
+//! Kept free of heavy dependencies so the CNI binary stays small.
+
+use serde::{Deserialize, Serialize};
+use std::{
+    fmt,
+    io::{BufRead, BufReader, Write},
+    net::Ipv4Addr,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Where an agent listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/weft/agent.sock";
+
+/// Error codes the agent returns. Values below 100 are the CNI spec's
+/// well-known codes and pass through the plugin unchanged.
+pub mod code {
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    pub const INTERNAL: u32 = 100;
+    pub const IPAM_EXHAUSTED: u32 = 101;
+    pub const NETNS_NOT_FOUND: u32 = 102;
+    pub const DATAPATH: u32 = 103;
+    pub const CONFLICT: u32 = 104;
+    pub const BAD_REQUEST: u32 = 105;
+    pub const NOT_READY: u32 = 106;
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Add(AddRequest),
+    Del(DelRequest),
+    Check(CheckRequest),
+    /// CNI STATUS: can the node serve ADD?
+    Status,
+    Gc(GcRequest),
+    EndpointList,
+    BpfEndpointList,
+    IdentityList,
+    AgentStatus,
+    /// Streams `weft_datapath::events::MonitorEvent` JSON lines until the
+    /// client goes away.
+    Monitor(MonitorRequest),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AddRequest {
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub network: String,
+    #[serde(default)]
+    pub pod_namespace: Option<String>,
+    #[serde(default)]
+    pub pod_name: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AddResult {
+    pub endpoint_id: u16,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub host_ifname: String,
+    pub host_mac: String,
+    pub ifname: String,
+    pub pod_mac: String,
+    pub netns: String,
+    pub mtu: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DelRequest {
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckRequest {
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    /// The address the runtime's cached result says the container has.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GcRequest {
+    pub network: String,
+    pub valid: Vec<Attachment>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GcResult {
+    pub released: Vec<Attachment>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MonitorRequest {
+    /// Also stream debug and capture events (monitor -v).
+    #[serde(default)]
+    pub debug: bool,
+}
+
+/// One endpoint, as `weft endpoint list` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EndpointView {
+    pub id: u16,
+    pub identity: u32,
+    pub labels: Vec<String>,
+    pub ipv4: Ipv4Addr,
+    pub mac: String,
+    pub ifname: String,
+    pub container_id: String,
+    pub netns: String,
+    pub state: String,
+}
+
+/// One entry of the datapath's endpoint map (`weft bpf endpoint list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BpfEndpointView {
+    pub ip: Ipv4Addr,
+    pub id: u16,
+    pub identity: u32,
+    pub ifindex: u32,
+    pub mac: String,
+    pub node_mac: String,
+    pub host: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IdentityView {
+    pub id: u32,
+    pub labels: Vec<String>,
+    pub reserved: bool,
+    pub endpoints: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AgentStatus {
+    pub node: String,
+    pub pod_cidr: String,
+    pub gateway: Ipv4Addr,
+    pub datapath_attached: bool,
+    pub adopted_pins: bool,
+    pub pin_dir: String,
+    pub maps: Vec<MapStatus>,
+    pub endpoints: usize,
+    pub ipam_allocated: usize,
+    pub ipam_capacity: usize,
+    pub store: String,
+    pub monitors: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MapStatus {
+    pub name: String,
+    pub entries: usize,
+    pub max_entries: u32,
+}
+
+/// The error object the agent returns; the plugin turns it into the CNI
+/// error object, the CLI prints it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApiError {
+    pub code: u32,
+    pub msg: String,
+    #[serde(default)]
+    pub details: String,
+}
+
+impl ApiError {
+    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
+        Self { code, msg: msg.into(), details: details.into() }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.details.is_empty() {
+            write!(f, "{} (code {})", self.msg, self.code)
+        } else {
+            write!(f, "{}: {} (code {})", self.msg, self.details, self.code)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(serde_json::Value),
+    Error(ApiError),
+}
+
+/// What can go wrong talking to the agent.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No agent answers on the socket (not running, wrong path).
+    Unreachable { socket: PathBuf, cause: String },
+    /// The agent answered with an error.
+    Api(ApiError),
+    /// The agent answered something we cannot read.
+    Protocol(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable { socket, cause } => write!(
+                f,
+                "the weft agent is not reachable at {} ({cause}); start it with `weft agent` or check its socket path",
+                socket.display()
+            ),
+            ClientError::Api(e) => write!(f, "{e}"),
+            ClientError::Protocol(m) => write!(f, "unexpected answer from the agent: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A synchronous client; one connection per call.
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl AsRef<Path>) -> Self {
+        Self { socket: socket.as_ref().to_path_buf(), timeout: Duration::from_secs(120) }
+    }
+
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    fn connect(&self, req: &Request) -> Result<UnixStream, ClientError> {
+        let unreachable = |e: std::io::Error| ClientError::Unreachable {
+            socket: self.socket.clone(),
+            cause: e.to_string(),
+        };
+        let mut s = UnixStream::connect(&self.socket).map_err(unreachable)?;
+        s.set_read_timeout(Some(self.timeout)).map_err(unreachable)?;
+        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        s.write_all(&line).map_err(unreachable)?;
+        Ok(s)
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn call(&self, req: &Request) -> Result<serde_json::Value, ClientError> {
+        let s = self.connect(req)?;
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Protocol(format!("reading answer: {e}")))?;
+        if line.is_empty() {
+            return Err(ClientError::Protocol("the agent closed the connection without answering".into()));
+        }
+        match serde_json::from_str::<Response>(&line) {
+            Ok(Response::Ok(v)) => Ok(v),
+            Ok(Response::Error(e)) => Err(ClientError::Api(e)),
+            Err(e) => Err(ClientError::Protocol(format!("{e}: {line}"))),
+        }
+    }
+
+    /// Sends one request and decodes the answer into `T`.
+    pub fn call_as<T: serde::de::DeserializeOwned>(&self, req: &Request) -> Result<T, ClientError> {
+        let v = self.call(req)?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Opens a stream (monitor): returns a reader of JSON lines.
+    pub fn stream(&self, req: &Request) -> Result<BufReader<UnixStream>, ClientError> {
+        let s = self.connect(req)?;
+        s.set_read_timeout(None).ok();
+        Ok(BufReader::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_op() {
+        let r = Request::Del(DelRequest { container_id: "c1".into(), ifname: "eth0".into(), netns: None });
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains("\"op\":\"del\""), "{s}");
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), "{\"op\":\"status\"}");
+    }
+
+    #[test]
+    fn unreachable_agent_is_reported_with_the_socket() {
+        let e = Client::new("/nonexistent/weft.sock").call(&Request::Status).unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }));
+        assert!(e.to_string().contains("/nonexistent/weft.sock"));
+    }
+}

@@ -1,0 +1,298 @@
+//! Events from the datapath's ring buffer, decoded into what `weft monitor`
+//! prints. The numbers mirror `bpf/lib/{events,trace,drop,dbg}.h`.
+
+use crate::{dissect, maps::WeftEvent};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+pub const EVENT_DROP: u8 = 1;
+pub const EVENT_DEBUG: u8 = 2;
+pub const EVENT_CAPTURE: u8 = 3;
+pub const EVENT_TRACE: u8 = 4;
+
+/// Observation point names, indexed by number (as Cilium's `trace_point`).
+pub const OBS_POINTS: [&str; 12] = [
+    "to-endpoint",
+    "to-proxy",
+    "to-host",
+    "to-stack",
+    "to-overlay",
+    "from-endpoint",
+    "from-proxy",
+    "from-host",
+    "from-stack",
+    "from-overlay",
+    "from-network",
+    "to-network",
+];
+
+/// Text of a drop reason; the numbers are those of `bpf/lib/drop.h`.
+pub fn drop_reason_text(reason: u8) -> &'static str {
+    match reason {
+        130 => "Invalid source mac",
+        132 => "Invalid source ip",
+        134 => "Invalid packet",
+        139 => "Unsupported L3 protocol",
+        141 => "Error writing to packet",
+        166 => "Unsupported L2 protocol",
+        168 => "No endpoint for device",
+        196 => "TTL exceeded",
+        _ => "Unknown reason",
+    }
+}
+
+/// Source file of a drop, by the ids of `bpf/lib/drop.h`.
+pub fn file_name(id: u8) -> &'static str {
+    match id {
+        1 => "lxc.c",
+        2 => "host.c",
+        _ => "unknown",
+    }
+}
+
+fn ip(v: u32) -> Ipv4Addr {
+    crate::maps::be_to_ip(v)
+}
+
+/// Text of a debug message (`DBG_*` in `bpf/lib/dbg.h`).
+pub fn debug_text(code: u8, a1: u32, a2: u32, a3: u32) -> String {
+    match code {
+        1 => format!("Successfully mapped addr={} to identity={a2}", ip(a1)),
+        2 => format!("Failed to map addr={} to identity", ip(a1)),
+        3 => format!("Attempting local delivery for container id {a3} from seclabel {a2} (ifindex {a1})"),
+        4 => format!("ARP reply for {} sent (ifindex {a2})", ip(a1)),
+        5 => format!("Destination {} is the host: to stack", ip(a1)),
+        6 => format!("Destination {} is not local: to stack", ip(a1)),
+        _ => format!("Unknown message {code} args {a1:#x} {a2:#x} {a3:#x}"),
+    }
+}
+
+/// One decoded event, as sent from the agent to `weft monitor` (and printed
+/// as-is by `weft monitor -j`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MonitorEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "observationPoint", skip_serializing_if = "Option::is_none")]
+    pub observation_point: Option<String>,
+    /// Endpoint the event is about (0: the host).
+    pub source: u16,
+    #[serde(rename = "dstID")]
+    pub dst_endpoint: u16,
+    pub flow: u32,
+    pub ifindex: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(rename = "srcLabel")]
+    pub src_identity: u32,
+    #[serde(rename = "dstLabel")]
+    pub dst_identity: u32,
+    pub state: String,
+    #[serde(rename = "origIP")]
+    pub orig_ip: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<u8>,
+    #[serde(rename = "reasonText", skip_serializing_if = "Option::is_none")]
+    pub reason_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub bytes: u32,
+    pub summary: String,
+    /// Captured packet head, hex encoded (for --pcap and --hex).
+    pub data: String,
+    pub ktime: u64,
+}
+
+impl MonitorEvent {
+    pub fn decode(e: &WeftEvent) -> Self {
+        let kind = match e.kind {
+            EVENT_DROP => "drop",
+            EVENT_DEBUG => "debug",
+            EVENT_CAPTURE => "capture",
+            EVENT_TRACE => "trace",
+            _ => "unknown",
+        };
+        let mut ev = MonitorEvent {
+            kind: kind.into(),
+            observation_point: None,
+            source: e.source,
+            dst_endpoint: e.dst_ep,
+            flow: e.hash,
+            ifindex: e.ifindex,
+            ifname: None,
+            src_identity: e.src_identity,
+            dst_identity: e.dst_identity,
+            state: if e.reason == 0 { "untracked".into() } else { format!("{}", e.reason) },
+            orig_ip: ip(e.orig_ip),
+            reason: None,
+            reason_text: None,
+            file: None,
+            line: None,
+            message: None,
+            bytes: e.orig_len,
+            summary: dissect::summary(e.captured()),
+            data: hex(e.captured()),
+            ktime: e.ktime,
+        };
+        match e.kind {
+            EVENT_TRACE => {
+                ev.observation_point = OBS_POINTS.get(e.subtype as usize).map(|s| s.to_string());
+            }
+            EVENT_DROP => {
+                ev.reason = Some(e.subtype);
+                ev.reason_text = Some(drop_reason_text(e.subtype).into());
+                ev.file = Some(file_name(e.file).into());
+                ev.line = Some(e.line);
+            }
+            EVENT_DEBUG => {
+                ev.message = Some(debug_text(e.subtype, e.arg1, e.arg2, e.arg3));
+            }
+            _ => {}
+        }
+        ev
+    }
+
+    /// The captured bytes, decoded back from hex.
+    pub fn packet(&self) -> Vec<u8> {
+        (0..self.data.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&self.data[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    }
+
+    fn ifname_or_index(&self) -> String {
+        self.ifname.clone().unwrap_or_else(|| self.ifindex.to_string())
+    }
+
+    /// The event as one line, in the form of `cilium monitor`.
+    pub fn line(&self) -> String {
+        match self.kind.as_str() {
+            "trace" => {
+                let point = self.observation_point.as_deref().unwrap_or("unknown");
+                let prefix = trace_prefix(point, self.dst_endpoint, self.source);
+                format!(
+                    "{prefix} flow {:#x} , identity {}->{} state {} ifindex {} orig-ip {}: {}",
+                    self.flow,
+                    self.src_identity,
+                    self.dst_identity,
+                    self.state,
+                    self.ifname_or_index(),
+                    self.orig_ip,
+                    self.summary
+                )
+            }
+            "drop" => format!(
+                "xx drop ({}) flow {:#x} to endpoint {}, ifindex {}, file {}:{}, identity {}->{}: {}",
+                self.reason_text.as_deref().unwrap_or("?"),
+                self.flow,
+                self.dst_endpoint,
+                self.ifindex,
+                self.file.as_deref().unwrap_or("?"),
+                self.line.unwrap_or(0),
+                self.src_identity,
+                self.dst_identity,
+                self.summary
+            ),
+            "debug" => format!(
+                "CPU 00: MARK {:#x} FROM {} DEBUG: {}",
+                self.flow,
+                self.source,
+                self.message.as_deref().unwrap_or("")
+            ),
+            "capture" => format!("-> {}: {}", self.ifname_or_index(), self.summary),
+            other => format!("{other} event from {}", self.source),
+        }
+    }
+
+    /// Whether the event concerns endpoint `ep` (as source or destination).
+    pub fn related_to(&self, ep: u16) -> bool {
+        self.source == ep || self.dst_endpoint == ep
+    }
+}
+
+fn trace_prefix(point: &str, dst_ep: u16, source: u16) -> String {
+    match point {
+        "to-endpoint" => format!("-> endpoint {dst_ep}"),
+        "from-endpoint" => format!("<- endpoint {source}"),
+        "to-host" => "-> host".into(),
+        "from-host" => "<- host".into(),
+        "to-stack" => "-> stack".into(),
+        "from-stack" => "<- stack".into(),
+        "to-overlay" => "-> overlay".into(),
+        "from-overlay" => "<- overlay".into(),
+        "to-network" => "-> network".into(),
+        "from-network" => "<- network".into(),
+        other => other.to_string(),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(kind: u8, subtype: u8) -> WeftEvent {
+        WeftEvent {
+            kind,
+            subtype,
+            source: 7,
+            hash: 0xabc,
+            ifindex: 3,
+            src_identity: 256,
+            dst_identity: 257,
+            dst_ep: 9,
+            reason: 0,
+            file: 1,
+            line: 42,
+            cap_len: 0,
+            orig_len: 98,
+            arg1: u32::from_ne_bytes([10, 0, 0, 1]),
+            arg2: 300,
+            arg3: 9,
+            orig_ip: 0,
+            ktime: 1,
+            data: [0; 128],
+        }
+    }
+
+    #[test]
+    fn drop_line_names_reason_and_place() {
+        let ev = MonitorEvent::decode(&raw(EVENT_DROP, 132));
+        let line = ev.line();
+        assert!(line.starts_with("xx drop (Invalid source ip) flow 0xabc"), "{line}");
+        assert!(line.contains("file lxc.c:42"), "{line}");
+        assert!(line.contains("identity 256->257"), "{line}");
+    }
+
+    #[test]
+    fn trace_prefixes_follow_cilium() {
+        let ev = MonitorEvent::decode(&raw(EVENT_TRACE, 0));
+        assert!(ev.line().starts_with("-> endpoint 9 flow 0xabc , identity 256->257"));
+        let ev = MonitorEvent::decode(&raw(EVENT_TRACE, 5));
+        assert!(ev.line().starts_with("<- endpoint 7 "));
+        assert!(ev.related_to(7) && ev.related_to(9) && !ev.related_to(8));
+    }
+
+    #[test]
+    fn debug_text_maps_identity() {
+        let ev = MonitorEvent::decode(&raw(EVENT_DEBUG, 1));
+        assert_eq!(
+            ev.message.as_deref(),
+            Some("Successfully mapped addr=10.0.0.1 to identity=300")
+        );
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let mut e = raw(EVENT_TRACE, 0);
+        e.cap_len = 3;
+        e.data[..3].copy_from_slice(&[1, 0xab, 0xff]);
+        assert_eq!(MonitorEvent::decode(&e).packet(), vec![1, 0xab, 0xff]);
+    }
+}

@@ -1,0 +1,10 @@
+//! weft's eBPF datapath as seen from user space: the objects built from
+//! `bpf/*.c`, the Rust mirrors of their maps, the loader that attaches and
+//! pins them, and the decoder for their events.
+
+pub mod dissect;
+pub mod events;
+pub mod loader;
+pub mod maps;
+
+pub use loader::{Datapath, Error, Hook, ensure_bpffs};

@@ -1,0 +1,277 @@
+//! Loading the objects, pinning maps and links, and the typed map accessors
+//! the agent uses. One `Datapath` per node; its state lives in bpffs under
+//! `<base>/v<ABI>/` so it outlives the agent process.
+
+use crate::maps::*;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, Map, MapData, RingBuf, array::Array},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+use std::{
+    fmt, fs, io,
+    path::{Path, PathBuf},
+};
+
+/// The clang-built objects, embedded at build time (see build.rs).
+pub const LXC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));
+pub const HOST_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host.o"));
+
+pub const PROG_FROM_CONTAINER: &str = "from_container";
+pub const PROG_FROM_HOST: &str = "from_host";
+
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Error {}
+
+fn err<E: fmt::Display>(what: impl fmt::Display) -> impl FnOnce(E) -> Error {
+    move |e| Error(format!("{what}: {e}"))
+}
+
+/// The versioned directory for a node's pins: `<base>/v<ABI>`.
+pub fn pin_dir(base: &Path) -> PathBuf {
+    base.join(format!("v{ABI_VERSION}"))
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Mounts bpffs on /sys/fs/bpf unless it is mounted already.
+pub fn ensure_bpffs() -> Result<(), Error> {
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let _ = fs::create_dir_all("/sys/fs/bpf");
+    // SAFETY: plain mount(2) call with valid C strings.
+    let rc = unsafe {
+        libc::mount(c"bpf".as_ptr(), path.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(Error(format!(
+            "bpffs is not mounted on /sys/fs/bpf and mounting it failed: {} (run as root, or `mount -t bpf bpf /sys/fs/bpf`)",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Which way a tcx program sees the device's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Ingress,
+    Egress,
+}
+
+impl Hook {
+    fn tc(self) -> TcAttachType {
+        match self {
+            Hook::Ingress => TcAttachType::Ingress,
+            Hook::Egress => TcAttachType::Egress,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Ingress => "ingress",
+            Hook::Egress => "egress",
+        }
+    }
+}
+
+pub struct Datapath {
+    dir: PathBuf,
+    lxc: Ebpf,
+    host: Ebpf,
+    adopted: bool,
+}
+
+impl Datapath {
+    /// Loads both objects. Maps already pinned under `base` (from an earlier
+    /// agent) are reused, not flushed: that is what lets the agent restart
+    /// without disturbing traffic.
+    pub fn load(base: &Path) -> Result<Self, Error> {
+        ensure_bpffs()?;
+        let dir = pin_dir(base);
+        fs::create_dir_all(dir.join("links"))
+            .map_err(err(format!("cannot create pin directory {}", dir.display())))?;
+        let adopted = dir.join(MAP_ENDPOINTS).exists();
+        let load = |obj: &[u8], name: &str| -> Result<Ebpf, Error> {
+            let mut bpf = EbpfLoader::new()
+                .default_map_pin_directory(&dir)
+                .load(obj)
+                .map_err(err(format!("loading {name}")))?;
+            let prog: &mut SchedClassifier = bpf
+                .program_mut(name)
+                .ok_or_else(|| Error(format!("program {name} missing from object")))?
+                .try_into()
+                .map_err(err(name))?;
+            prog.load().map_err(err(format!("verifier rejected {name}")))?;
+            Ok(bpf)
+        };
+        let lxc = load(LXC_OBJ, PROG_FROM_CONTAINER)?;
+        let host = load(HOST_OBJ, PROG_FROM_HOST)?;
+        Ok(Self { dir, lxc, host, adopted })
+    }
+
+    /// Whether the maps were found pinned (an agent restart) rather than new.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
+        self.dir.join("links").join(format!("{ifname}.{}", hook.name()))
+    }
+
+    /// Whether a pinned link exists for the device (the datapath is attached
+    /// even if no agent runs).
+    pub fn is_attached(&self, ifname: &str, hook: Hook) -> bool {
+        self.link_pin(ifname, hook).exists()
+    }
+
+    /// Attaches from-container to the ingress of a pod's host-side device.
+    pub fn attach_lxc(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach(ifname, PROG_FROM_CONTAINER, Hook::Ingress)
+    }
+
+    /// Attaches from-host to the egress of weft_host.
+    pub fn attach_host(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach(ifname, PROG_FROM_HOST, Hook::Egress)
+    }
+
+    /// Attaches with tcx and pins the link. If a link is pinned already (the
+    /// agent restarted), the running program is swapped atomically in that
+    /// link (bpf_link_update): there is no moment without a program.
+    fn attach(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
+        let pin = self.link_pin(ifname, hook);
+        let bpf = if prog_name == PROG_FROM_HOST { &mut self.host } else { &mut self.lxc };
+        let prog: &mut SchedClassifier = bpf
+            .program_mut(prog_name)
+            .ok_or_else(|| Error(format!("program {prog_name} missing")))?
+            .try_into()
+            .map_err(err(prog_name))?;
+        if pin.exists() {
+            let replaced = PinnedLink::from_pin(&pin)
+                .map_err(|e| Error(e.to_string()))
+                .and_then(|old| FdLink::from(old).try_into().map_err(|e: aya::programs::links::LinkError| Error(e.to_string())))
+                .and_then(|link| prog.attach_to_link(link).map_err(|e| Error(e.to_string())));
+            match replaced {
+                Ok(id) => {
+                    // The pin keeps the link; our handle can go.
+                    let link = prog.take_link(id).map_err(err("take_link"))?;
+                    drop(link);
+                    return Ok(());
+                }
+                Err(e) => {
+                    // A link whose device vanished cannot be updated: drop it.
+                    log::info!("stale link pin {} ({e}); attaching anew", pin.display());
+                    let _ = fs::remove_file(&pin);
+                }
+            }
+        }
+        let id = prog
+            .attach_with_options(ifname, hook.tc(), TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .map_err(err(format!("attaching {prog_name} to {ifname} {}", hook.name())))?;
+        let link = prog.take_link(id).map_err(err("take_link"))?;
+        let fd: FdLink = link.try_into().map_err(err("link is not an fd link"))?;
+        fd.pin(&pin).map_err(err(format!("pinning link {}", pin.display())))?;
+        Ok(())
+    }
+
+    /// Detaches whatever weft attached to the device (removes the link pin).
+    pub fn detach(&self, ifname: &str) {
+        for hook in [Hook::Ingress, Hook::Egress] {
+            let _ = fs::remove_file(self.link_pin(ifname, hook));
+        }
+    }
+
+    /// Names of devices with a pinned link (for reconciliation).
+    pub fn attached_devices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.dir.join("links")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some((dev, _)) = name.rsplit_once('.') {
+                    out.push(dev.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    fn map(&mut self, name: &str) -> Result<&mut Map, Error> {
+        self.lxc.map_mut(name).ok_or_else(|| Error(format!("map {name} missing")))
+    }
+
+    pub fn endpoints(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointInfo>, Error> {
+        BpfHashMap::try_from(self.map(MAP_ENDPOINTS)?).map_err(err(MAP_ENDPOINTS))
+    }
+
+    pub fn lxc(&mut self) -> Result<BpfHashMap<&mut MapData, u32, LxcInfo>, Error> {
+        BpfHashMap::try_from(self.map(MAP_LXC)?).map_err(err(MAP_LXC))
+    }
+
+    fn config_map(&mut self) -> Result<Array<&mut MapData, WeftConfig>, Error> {
+        Array::try_from(self.map(MAP_CONFIG)?).map_err(err(MAP_CONFIG))
+    }
+
+    pub fn config(&mut self) -> Result<WeftConfig, Error> {
+        self.config_map()?.get(&0, 0).map_err(err("reading weft_config"))
+    }
+
+    pub fn set_config(&mut self, cfg: WeftConfig) -> Result<(), Error> {
+        self.config_map()?.set(0, cfg, 0).map_err(err("writing weft_config"))
+    }
+
+    pub fn put_endpoint(&mut self, ip: std::net::Ipv4Addr, info: EndpointInfo) -> Result<(), Error> {
+        self.endpoints()?
+            .insert(EndpointKey::new(ip), info, 0)
+            .map_err(err(format!("writing endpoint {ip} (is weft_endpoints full?)")))
+    }
+
+    pub fn del_endpoint(&mut self, ip: std::net::Ipv4Addr) {
+        if let Ok(mut m) = self.endpoints() {
+            let _ = m.remove(&EndpointKey::new(ip));
+        }
+    }
+
+    pub fn list_endpoints(&mut self) -> Result<Vec<(std::net::Ipv4Addr, EndpointInfo)>, Error> {
+        let m = self.endpoints()?;
+        let mut out: Vec<_> = m
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (be_to_ip(k.ip4), v))
+            .collect();
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    /// Takes the event ring buffer out (call once; the agent's reader owns it).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
+        let map = self
+            .lxc
+            .take_map(MAP_EVENTS)
+            .ok_or_else(|| Error("events map missing (taken already?)".into()))?;
+        RingBuf::try_from(map).map_err(err(MAP_EVENTS))
+    }
+
+    /// The loaded program, for BPF_PROG_TEST_RUN and statistics.
+    pub fn program(&mut self, name: &str) -> Option<&mut SchedClassifier> {
+        let bpf = if name == PROG_FROM_HOST { &mut self.host } else { &mut self.lxc };
+        bpf.program_mut(name)?.try_into().ok()
+    }
+}
