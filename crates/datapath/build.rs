@@ -16,7 +16,7 @@ fn main() {
         }
     }
     let multiarch = format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap());
-    for prog in ["lxc", "host"] {
+    for prog in ["lxc", "host", "layout"] {
         let src = root.join(format!("{prog}.c"));
         let obj = out.join(format!("{prog}.o"));
         let status = Command::new(&clang)

@@ -275,3 +275,7 @@ impl Datapath {
         bpf.program_mut(name)?.try_into().ok()
     }
 }
+
+/// BTF-only object describing the shared structs (see bpf/layout.c); used by
+/// the layout test, never loaded.
+pub const LAYOUT_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/layout.o"));

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Never loaded. Compiled only so that its BTF describes every struct the
+ * datapath shares with user space (some, like struct weft_event, are only
+ * used through pointers and would otherwise be missing from the programs'
+ * BTF). crates/datapath/tests/layout.rs compares the Rust mirrors with it. */
+#define WEFT_FILE_ID 0
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/events.h"
+
+struct endpoint_key layout_endpoint_key;
+struct endpoint_info layout_endpoint_info;
+struct lxc_info layout_lxc_info;
+struct weft_config layout_weft_config;
+struct weft_event layout_weft_event;
+int layout_abi_version = WEFT_ABI_VERSION;
