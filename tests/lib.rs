@@ -1,0 +1,237 @@
+//! Helpers for the end-to-end tests: a lab that is torn down even when the
+//! test panics, commands inside its namespaces, the CNI plugin exec'd as a
+//! runtime does, and `weft monitor` in the background.
+
+use serde_json::Value;
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use weft_api::{AgentStatus, Client, EndpointView, Request};
+use weft_lab::{Lab, cni};
+
+/// target/<profile>/ — where `cargo build --bins` put weft and weft-cni.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn weft_bin() -> PathBuf {
+    let p = bin_dir().join("weft");
+    assert!(p.exists(), "{} missing: run `cargo build --bins` first (`make test` does)", p.display());
+    p
+}
+
+pub fn cni_bin() -> PathBuf {
+    let p = bin_dir().join("weft-cni");
+    assert!(p.exists(), "{} missing: run `cargo build --bins` first (`make test` does)", p.display());
+    p
+}
+
+/// A unique lab name (a-z0-9, <= 12 chars) for one test.
+pub fn lab_name(tag: &str) -> String {
+    format!("{}{}", &tag[..tag.len().min(6)], std::process::id() % 100000)
+}
+
+/// A running lab, removed on drop (also when the test panics).
+pub struct TestLab {
+    pub lab: Lab,
+}
+
+impl TestLab {
+    pub fn up(tag: &str, nodes: usize, pods: usize) -> TestLab {
+        let name = lab_name(tag);
+        let _ = weft_lab::down(&name);
+        let mut opts = weft_lab::Options::new(&name, nodes, pods).unwrap();
+        opts.weft_bin = weft_bin();
+        opts.cni_bin = cni_bin();
+        let lab = weft_lab::up(&opts).unwrap_or_else(|e| panic!("lab up: {e}"));
+        TestLab { lab }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.lab.name
+    }
+
+    pub fn client(&self, node: &str) -> Client {
+        Client::new(&self.lab.node(node).unwrap().socket)
+    }
+
+    pub fn pod_ip(&self, pod: &str) -> String {
+        self.lab.pod(pod).unwrap().ip.to_string()
+    }
+
+    pub fn endpoints(&self, node: &str) -> Vec<EndpointView> {
+        self.client(node).call_as(&Request::EndpointList).unwrap()
+    }
+
+    pub fn status(&self, node: &str) -> AgentStatus {
+        self.client(node).call_as(&Request::AgentStatus).unwrap()
+    }
+
+    pub fn endpoint_id(&self, pod: &str) -> u16 {
+        let p = self.lab.pod(pod).unwrap();
+        self.endpoints(&p.node).into_iter().find(|e| e.container_id == p.container_id).unwrap().id
+    }
+
+    /// Runs a command in a pod or node namespace (through `weft lab exec`).
+    pub fn exec(&self, target: &str, cmd: &[&str]) -> Output {
+        Command::new(weft_bin())
+            .args(["lab", "exec", self.name(), target, "--"])
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    /// Like exec, but panics with the output unless the command succeeds.
+    pub fn ok(&self, target: &str, cmd: &[&str]) -> String {
+        let out = self.exec(target, cmd);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "`{}` in {target} failed:\n{text}", cmd.join(" "));
+        text
+    }
+
+    /// `weft ARGS` against a node's agent.
+    pub fn weft(&self, node: &str, args: &[&str]) -> Output {
+        Command::new(weft_bin())
+            .env("WEFT_SOCKET", &self.lab.node(node).unwrap().socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn netns_path(&self, target: &str) -> String {
+        self.lab.netns_of(target).unwrap()
+    }
+
+    /// Runs the CNI plugin from the node's namespace, as a runtime does.
+    pub fn cni(&self, node: &str, command: &str, container_id: &str, netns: &str, version: &str) -> cni::Outcome {
+        let n = self.lab.node(node).unwrap();
+        let config = cni::plugin_config(&n.socket, version);
+        self.cni_with(node, command, container_id, netns, &config)
+    }
+
+    pub fn cni_with(&self, node: &str, command: &str, container_id: &str, netns: &str, config: &Value) -> cni::Outcome {
+        let n = self.lab.node(node).unwrap();
+        let (plugin, command, cid, netns, config) =
+            (cni_bin(), command.to_string(), container_id.to_string(), netns.to_string(), config.clone());
+        weft_net::netns::run_in(Path::new(&format!("/run/netns/{}", n.netns)), move || {
+            cni::exec(&cni::Invocation {
+                plugin: &plugin,
+                command: &command,
+                container_id: &cid,
+                netns: &netns,
+                ifname: "eth0",
+                args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=extra",
+                config: &config,
+            })
+            .map_err(|e| weft_net::Error(e.to_string()))
+        })
+        .unwrap()
+    }
+
+    /// Starts `weft monitor -j ARGS` against a node's agent.
+    pub fn monitor(&self, node: &str, args: &[&str]) -> MonitorCapture {
+        let mut child = Command::new(weft_bin())
+            .env("WEFT_SOCKET", &self.lab.node(node).unwrap().socket)
+            .args(["monitor", "-j"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        // Wait until the agent has switched tracing on for us.
+        let start = Instant::now();
+        while self.status(node).monitors == 0 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        MonitorCapture { child, lines }
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = weft_lab::down(&self.lab.name) {
+            eprintln!("lab down {}: {e}", self.lab.name);
+        }
+    }
+}
+
+pub struct MonitorCapture {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl MonitorCapture {
+    /// Waits until `pred` matches an event (or the timeout passes).
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(v) = self.lines.lock().unwrap().iter().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for MonitorCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway network namespace, deleted on drop.
+pub struct TempNetns {
+    pub name: String,
+}
+
+impl TempNetns {
+    pub fn new(name: &str) -> Self {
+        let _ = weft_net::netns::delete(name);
+        weft_net::netns::add(name).unwrap();
+        TempNetns { name: name.to_string() }
+    }
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for TempNetns {
+    fn drop(&mut self) {
+        let _ = weft_net::netns::delete(&self.name);
+    }
+}
+
+/// Runs `f` on a thread inside a namespace while the caller goes on.
+pub fn spawn_in_ns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = std::fs::File::open(netns).unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this dedicated thread only.
+        assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        f()
+    })
+}

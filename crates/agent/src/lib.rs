@@ -1,0 +1,28 @@
+//! `weft agent`: one per node. It is the single writer of the node's state —
+//! devices, pod addresses, identities in use and the datapath maps — and
+//! serves the CNI plugin and the CLI on a unix socket.
+//!
+//! Walk it in this order: `node` (the node's own devices), `endpoint`
+//! (ADD/DEL/CHECK of a pod), `reconcile` (what happens on start), `monitor`
+//! (events to `weft monitor`), `server` (the socket).
+
+pub mod config;
+pub mod endpoint;
+pub mod logger;
+pub mod monitor;
+pub mod names;
+pub mod node;
+pub mod reconcile;
+pub mod server;
+pub mod state;
+
+pub use config::AgentConfig;
+pub use state::Agent;
+
+/// Starts the agent and serves until the process is killed. Everything the
+/// datapath needs lives in bpffs, so being killed at any moment is safe.
+pub fn run(cfg: AgentConfig) -> Result<(), String> {
+    logger::init();
+    let agent = state::Agent::start(cfg)?;
+    server::serve(agent)
+}

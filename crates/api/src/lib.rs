@@ -44,6 +44,8 @@ pub enum Request {
     BpfEndpointList,
     IdentityList,
     AgentStatus,
+    /// Stores the labels of a pod (they decide its identity at ADD).
+    PodLabels(PodLabels),
     /// Streams `weft_datapath::events::MonitorEvent` JSON lines until the
     /// client goes away.
     Monitor(MonitorRequest),
@@ -109,6 +111,13 @@ pub struct GcRequest {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GcResult {
     pub released: Vec<Attachment>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,83 @@
+//! Network plumbing for the agent and the lab: switching network namespaces
+//! (only ever on a dedicated thread), driving iproute2 and writing sysctls.
+//!
+//! Devices are configured through `ip -batch`, one exec per group of
+//! commands: iproute2 is the reference netlink client, its error texts are
+//! what operators know, and a batch keeps the number of execs per pod small.
+
+pub mod ip;
+pub mod netns;
+pub mod sysctl;
+
+use std::fmt;
+
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Index of a device in the calling thread's namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// Name of a device in the calling thread's namespace.
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer is IF_NAMESIZE long as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// Formats a MAC address as aa:bb:cc:dd:ee:ff.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Parses aa:bb:cc:dd:ee:ff.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<_> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip() {
+        let m = [0x0e, 0xab, 0, 1, 2, 0xff];
+        assert_eq!(mac_string(&m), "0e:ab:00:01:02:ff");
+        assert_eq!(parse_mac("0e:ab:00:01:02:ff"), Some(m));
+        assert_eq!(parse_mac("0e:ab"), None);
+    }
+
+    #[test]
+    fn loopback_has_index_one() {
+        assert_eq!(ifindex("lo"), Some(1));
+        assert_eq!(ifname(1).as_deref(), Some("lo"));
+        assert_eq!(ifindex("weft-no-such-dev"), None);
+    }
+}

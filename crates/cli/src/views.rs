@@ -1,0 +1,112 @@
+//! Operator views of one node, read from its agent.
+
+use crate::{Format, table};
+use weft_api::{AgentStatus, BpfEndpointView, Client, EndpointView, IdentityView, Request};
+
+type R = Result<(), String>;
+
+fn json(v: &impl serde::Serialize) -> R {
+    println!("{}", serde_json::to_string_pretty(v).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+pub fn status(c: &Client, f: Format) -> R {
+    let s: AgentStatus = c.call_as(&Request::AgentStatus).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&s);
+    }
+    println!("Node:          {}", s.node);
+    println!("Store:         {}", s.store);
+    println!(
+        "Datapath:      {} (tcx, pins in {}{})",
+        if s.datapath_attached { "attached" } else { "NOT attached" },
+        s.pin_dir,
+        if s.adopted_pins { ", adopted from a previous agent" } else { "" }
+    );
+    println!("IPAM:          IPv4: {}/{} allocated from {}", s.ipam_allocated, s.ipam_capacity, s.pod_cidr);
+    println!("Gateway:       {}", s.gateway);
+    println!("Endpoints:     {}", s.endpoints);
+    println!("Monitors:      {}", s.monitors);
+    println!("Maps:");
+    for m in s.maps {
+        println!("  {:<16} {}/{}", m.name, m.entries, m.max_entries);
+    }
+    Ok(())
+}
+
+pub fn endpoints(c: &Client, f: Format) -> R {
+    let eps: Vec<EndpointView> = c.call_as(&Request::EndpointList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&eps);
+    }
+    let rows: Vec<Vec<String>> = eps
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                e.identity.to_string(),
+                e.labels.join("\n"),
+                e.ipv4.to_string(),
+                e.mac.clone(),
+                e.ifname.clone(),
+                e.state.clone(),
+            ]
+        })
+        .collect();
+    table::print(&["ENDPOINT", "IDENTITY", "LABELS (source:key[=value])", "IPv4", "MAC", "IFNAME", "STATUS"], &rows);
+    Ok(())
+}
+
+pub fn identities(c: &Client, f: Format) -> R {
+    let ids: Vec<IdentityView> = c.call_as(&Request::IdentityList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&ids);
+    }
+    let rows: Vec<Vec<String>> = ids
+        .iter()
+        .map(|i| vec![i.id.to_string(), i.labels.join("\n"), i.endpoints.to_string()])
+        .collect();
+    table::print(&["ID", "LABELS", "ENDPOINTS"], &rows);
+    Ok(())
+}
+
+pub fn bpf_endpoints(c: &Client, f: Format) -> R {
+    let eps: Vec<BpfEndpointView> = c.call_as(&Request::BpfEndpointList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&eps);
+    }
+    let rows: Vec<Vec<String>> = eps
+        .iter()
+        .map(|e| {
+            let info = if e.host {
+                "(localhost)".to_string()
+            } else {
+                format!(
+                    "id={:<5} sec_id={:<6} ifindex={:<4} mac={} nodemac={}",
+                    e.id, e.identity, e.ifindex, e.mac, e.node_mac
+                )
+            };
+            vec![format!("{}:0", e.ip), info]
+        })
+        .collect();
+    table::print(&["IP ADDRESS", "LOCAL ENDPOINT INFO"], &rows);
+    Ok(())
+}
+
+pub fn label_pod(c: &Client, pod: &str, labels: &[String]) -> R {
+    let (ns, name) = pod
+        .split_once('/')
+        .ok_or_else(|| format!("pod must be NAMESPACE/NAME, got {pod:?}"))?;
+    let mut map = std::collections::BTreeMap::new();
+    for l in labels {
+        let (k, v) = l.split_once('=').ok_or_else(|| format!("label must be key=value, got {l:?}"))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    c.call(&Request::PodLabels(weft_api::PodLabels {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        labels: map,
+    }))
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `weft lab up|exec|status|down`.
+
+use crate::{Lab, layout, lifecycle};
+use clap::Subcommand;
+use std::{path::Path, process::ExitCode};
+use weft_api::{AgentStatus, Client, Request};
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Create a lab: an underlay, N nodes each with an agent, M pods per node.
+    Up {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        #[arg(long = "pods-per-node", default_value_t = 2)]
+        pods_per_node: usize,
+        /// Pod MTU.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
+    },
+    /// Run a command inside a pod or node of the lab (WEFT_SOCKET points at
+    /// that node's agent, so `weft ...` views work there).
+    Exec {
+        lab: String,
+        /// A pod (pod1-1), a node (node1) or `net` (the underlay).
+        target: String,
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Kill a node's agent and start it again (the datapath keeps running).
+    Restart { lab: String, node: String },
+    /// Nodes, agents and pods of a lab.
+    Status { lab: String },
+    /// Remove everything the lab created (also after a crash).
+    Down { lab: String },
+}
+
+pub fn run(cmd: LabCmd) -> ExitCode {
+    let r = match cmd {
+        LabCmd::Up { name, nodes, pods_per_node, mtu } => up(&name, nodes, pods_per_node, mtu),
+        LabCmd::Exec { lab, target, cmd } => return exec(&lab, &target, &cmd),
+        LabCmd::Status { lab } => status(&lab),
+        LabCmd::Restart { lab, node } => Lab::load(&lab)
+            .and_then(|l| lifecycle::restart_agent(&l, &node))
+            .map(|pid| println!("agent of {node} restarted (pid {pid})")),
+        LabCmd::Down { lab } => lifecycle::down(&lab).map(|removed| {
+            println!("lab {lab} is down ({} objects removed)", removed.len());
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn up(name: &str, nodes: usize, pods: usize, mtu: u32) -> Result<(), String> {
+    let mut opts = lifecycle::Options::new(name, nodes, pods)?;
+    opts.mtu = mtu;
+    let lab = lifecycle::up(&opts)?;
+    println!("lab {} is up: {} node(s), {} pod(s)", lab.name, lab.nodes.len(), lab.pods.len());
+    print_lab(&lab);
+    Ok(())
+}
+
+fn print_lab(lab: &Lab) {
+    for n in &lab.nodes {
+        let st = Client::new(&n.socket)
+            .with_timeout(std::time::Duration::from_secs(3))
+            .call_as::<AgentStatus>(&Request::AgentStatus);
+        let agent = match st {
+            Ok(s) => format!("agent pid {} ready, {} endpoint(s)", n.pid, s.endpoints),
+            Err(e) => format!("agent DOWN ({e})"),
+        };
+        println!("  {:<8} {:<15} pods {:<15} {agent}", n.name, n.underlay_ip, n.pod_cidr);
+        for p in lab.pods.iter().filter(|p| p.node == n.name) {
+            println!("    {:<10} {:<15} endpoint {}", p.name, p.ip, p.endpoint_id);
+        }
+    }
+}
+
+fn status(name: &str) -> Result<(), String> {
+    let lab = Lab::load(name)?;
+    println!("lab {}", lab.name);
+    print_lab(&lab);
+    Ok(())
+}
+
+fn exec(lab: &str, target: &str, cmd: &[String]) -> ExitCode {
+    let state = Lab::load(lab).ok();
+    let ns = state
+        .as_ref()
+        .and_then(|l| l.netns_of(target))
+        .unwrap_or_else(|| format!("/run/netns/{}{target}", layout::prefix(lab)));
+    let socket = state.as_ref().and_then(|l| {
+        let node = l.pod(target).map(|p| p.node.clone()).unwrap_or_else(|| target.to_string());
+        l.node(&node).map(|n| n.socket.clone())
+    });
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if let Some(s) = socket {
+        command.env("WEFT_SOCKET", s);
+    }
+    let r = weft_net::netns::run_in(Path::new(&ns), move || {
+        command.status().map_err(|e| weft_net::Error(format!("cannot run {:?}: {e}", command.get_program())))
+    });
+    match r {
+        Ok(st) => ExitCode::from(st.code().unwrap_or(1) as u8),
+        Err(e) => {
+            eprintln!("weft lab exec: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

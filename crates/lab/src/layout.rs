@@ -1,0 +1,113 @@
+//! Names, paths and the persisted description of a lab.
+
+use serde::{Deserialize, Serialize};
+use std::{net::Ipv4Addr, path::PathBuf};
+
+pub const RUN_DIR: &str = "/run/weft/lab";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabNode {
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    pub pod_cidr: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub cni_dir: PathBuf,
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabPod {
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub container_id: String,
+    pub ip: Ipv4Addr,
+    pub endpoint_id: u16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lab {
+    pub name: String,
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    pub nodes: Vec<LabNode>,
+    pub pods: Vec<LabPod>,
+}
+
+fn default_mtu() -> u32 {
+    1500
+}
+
+/// Lab names become part of namespace and device names: keep them short
+/// and free of '-' so one lab's prefix never matches another's.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 12 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err(format!(
+            "lab name {name:?} must be 1-12 characters of a-z and 0-9 (it becomes part of namespace names)"
+        ));
+    }
+    Ok(())
+}
+
+pub fn prefix(lab: &str) -> String {
+    format!("weft-{lab}-")
+}
+
+pub fn dir(lab: &str) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(lab)
+}
+
+pub fn bpffs(lab: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/weft-{lab}"))
+}
+
+pub fn underlay_ns(lab: &str) -> String {
+    format!("weft-{lab}-net")
+}
+
+pub fn node_name(i: usize) -> String {
+    format!("node{i}")
+}
+
+pub fn pod_name(node: usize, j: usize) -> String {
+    format!("pod{node}-{j}")
+}
+
+impl Lab {
+    pub fn state_file(&self) -> PathBuf {
+        dir(&self.name).join("lab.json")
+    }
+
+    pub fn load(name: &str) -> Result<Lab, String> {
+        let path = dir(name).join("lab.json");
+        let b = std::fs::read(&path).map_err(|e| format!("lab {name} is not up ({}: {e})", path.display()))?;
+        serde_json::from_slice(&b).map_err(|e| format!("{} is corrupt: {e}", path.display()))
+    }
+
+    pub fn save(&self) -> Result<(), String> {
+        let path = self.state_file();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap()).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&LabNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&LabPod> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+
+    /// The namespace path of a pod or node, by name.
+    pub fn netns_of(&self, name: &str) -> Option<String> {
+        self.pod(name)
+            .map(|p| p.netns.clone())
+            .or_else(|| self.node(name).map(|n| n.netns.clone()))
+            .or_else(|| (name == "net").then(|| underlay_ns(&self.name)))
+            .map(|ns| format!("/run/netns/{ns}"))
+    }
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `make demo`: a one-node lab with two pods; shows the main flows with the
+# `weft monitor` lines each one produces, then tears everything down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WEFT=${WEFT:-target/debug/weft}
+LAB=demo
+MON_OUT=$(mktemp /tmp/weft-demo-monitor.XXXXXX)
+
+cleanup() {
+  [ -n "${MON_PID:-}" ] && kill "$MON_PID" 2>/dev/null || true
+  rm -f "$MON_OUT"
+  "$WEFT" lab down "$LAB" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+in_lab() { "$WEFT" lab exec "$LAB" "$@"; }
+
+# Runs a command while `weft monitor ARGS` records, then prints what it saw.
+watch() {
+  local args=$1; shift
+  : >"$MON_OUT"
+  "$WEFT" lab exec "$LAB" node1 -- "$WEFT" monitor $args >"$MON_OUT" 2>&1 &
+  MON_PID=$!
+  sleep 0.5
+  printf '$ %s\n' "$*"
+  "$@" || true
+  sleep 0.5
+  kill "$MON_PID" 2>/dev/null || true
+  wait "$MON_PID" 2>/dev/null || true
+  MON_PID=
+  printf -- '--- weft monitor %s\n' "$args"
+  grep -v '^Listening' "$MON_OUT" | sed 's/^/    /' || true
+}
+
+"$WEFT" lab down "$LAB" >/dev/null 2>&1 || true
+say "Bring up a lab: one node (own netns, real agent), two pods added through the real CNI plugin"
+run "$WEFT" lab up --name "$LAB" --nodes 1 --pods-per-node 2
+
+POD1=$(in_lab pod1-1 ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+POD2=$(in_lab pod1-2 ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+EP2=$(in_lab node1 "$WEFT" bpf endpoint list | awk -v ip="$POD2:0" '$1 == ip { sub("id=", "", $2); print $2 }')
+
+say "The node's view"
+run in_lab node1 "$WEFT" status
+run in_lab node1 "$WEFT" endpoint list
+run in_lab node1 "$WEFT" bpf endpoint list
+run in_lab node1 "$WEFT" identity list
+
+say "Inside pod1-1: a /32 and exactly two routes, both via the gateway"
+run in_lab pod1-1 ip -4 addr show eth0
+run in_lab pod1-1 ip route
+
+say "ARP for the gateway is answered in BPF with each pod's own lxc MAC"
+watch "-v -t debug -t capture" in_lab pod1-1 ping -c 1 -W 2 10.244.1.1
+run in_lab pod1-1 ip neigh
+run in_lab pod1-2 ping -c 1 -W 2 10.244.1.1 >/dev/null
+run in_lab pod1-2 ip neigh
+
+say "pod1-1 -> pod1-2: ping, delivered by bpf_redirect_peer (monitor --related-to $EP2)"
+watch "--related-to $EP2" in_lab pod1-1 ping -c 2 -i 0.3 -W 2 "$POD2"
+
+say "pod1-1 -> pod1-2 over TCP (busybox nc), with debug events"
+in_lab pod1-2 busybox nc -l -p 8080 >/dev/null 2>&1 &
+NC=$!
+sleep 0.3
+watch "-v" sh -c "echo hello weft | $WEFT lab exec $LAB pod1-1 busybox nc -w 1 $POD2 8080"
+kill $NC 2>/dev/null || true
+
+say "node -> pod1-1: from-host delivers as identity 1 (host)"
+watch "" in_lab node1 ping -c 1 -W 2 "$POD1"
+
+say "pod1-1 spoofs a source address: dropped with a reason and file:line"
+in_lab pod1-1 ip addr add 10.244.1.250/32 dev eth0
+watch "-t drop" in_lab pod1-1 ping -c 1 -W 1 -I 10.244.1.250 "$POD2"
+
+say "SIGKILL the agent during a 10/s ping and restart it: the datapath keeps forwarding"
+in_lab pod1-1 ping -c 30 -i 0.1 -W 2 "$POD2" | tail -2 &
+PING=$!
+sleep 1
+run "$WEFT" lab restart "$LAB" node1
+wait $PING
+
+say "Tear down"
+run "$WEFT" lab down "$LAB"
+trap - EXIT
+rm -f "$MON_OUT"
