@@ -79,17 +79,14 @@ impl TestLab {
 
     /// Runs a command in a pod or node namespace (through `weft lab exec`).
     pub fn exec(&self, target: &str, cmd: &[&str]) -> Output {
-        Command::new(weft_bin())
-            .args(["lab", "exec", self.name(), target, "--"])
-            .args(cmd)
-            .output()
-            .unwrap()
+        Command::new(weft_bin()).args(["lab", "exec", self.name(), target, "--"]).args(cmd).output().unwrap()
     }
 
     /// Like exec, but panics with the output unless the command succeeds.
     pub fn ok(&self, target: &str, cmd: &[&str]) -> String {
         let out = self.exec(target, cmd);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "`{}` in {target} failed:\n{text}", cmd.join(" "));
         text
     }
@@ -108,13 +105,27 @@ impl TestLab {
     }
 
     /// Runs the CNI plugin from the node's namespace, as a runtime does.
-    pub fn cni(&self, node: &str, command: &str, container_id: &str, netns: &str, version: &str) -> cni::Outcome {
+    pub fn cni(
+        &self,
+        node: &str,
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        version: &str,
+    ) -> cni::Outcome {
         let n = self.lab.node(node).unwrap();
         let config = cni::plugin_config(&n.socket, version);
         self.cni_with(node, command, container_id, netns, &config)
     }
 
-    pub fn cni_with(&self, node: &str, command: &str, container_id: &str, netns: &str, config: &Value) -> cni::Outcome {
+    pub fn cni_with(
+        &self,
+        node: &str,
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        config: &Value,
+    ) -> cni::Outcome {
         let n = self.lab.node(node).unwrap();
         let (plugin, command, cid, netns, config) =
             (cni_bin(), command.to_string(), container_id.to_string(), netns.to_string(), config.clone());

@@ -75,7 +75,8 @@ fn pod_routes_and_arp_table_hold_the_gateway_with_its_own_lxc_mac() {
     let addr = lab.ok("pod1-1", &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(addr.contains(&format!("{}/32", lab.pod_ip("pod1-1"))), "{addr}");
 
-    let bpf: Vec<weft_api::BpfEndpointView> = lab.client("node1").call_as(&weft_api::Request::BpfEndpointList).unwrap();
+    let bpf: Vec<weft_api::BpfEndpointView> =
+        lab.client("node1").call_as(&weft_api::Request::BpfEndpointList).unwrap();
     let mut gw_macs = Vec::new();
     for pod in ["pod1-1", "pod1-2"] {
         lab.ok(pod, &["ping", "-c", "1", "-W", "2", &gw]);
@@ -97,9 +98,8 @@ fn spoofed_source_is_dropped_and_shown_by_monitor() {
     lab.ok("pod1-1", &["ip", "addr", "add", "10.244.1.250/32", "dev", "eth0"]);
     let out = lab.exec("pod1-1", &["ping", "-c", "2", "-W", "1", "-I", "10.244.1.250", &b]);
     assert!(!out.status.success(), "a spoofed ping must not be answered");
-    let drop = mon
-        .wait_for(T, |v| v["type"] == "drop" && v["reason"] == 132)
-        .expect("a drop event with reason 132");
+    let drop =
+        mon.wait_for(T, |v| v["type"] == "drop" && v["reason"] == 132).expect("a drop event with reason 132");
     assert_eq!(drop["reasonText"], "Invalid source ip");
     assert_eq!(drop["file"], "lxc.c");
     assert!(drop["summary"].as_str().unwrap().contains("10.244.1.250 -> "), "{drop}");

@@ -19,7 +19,11 @@ fn busybox_rootfs(dir: &std::path::Path) -> PathBuf {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed (make deps)");
-    let out = Command::new(root.join("bin/busybox")).args(["--install", "-s"]).arg(root.join("bin")).output().unwrap();
+    let out = Command::new(root.join("bin/busybox"))
+        .args(["--install", "-s"])
+        .arg(root.join("bin"))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     for d in ["proc", "sys", "dev", "etc", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -52,7 +56,18 @@ fn podman_container_gets_a_weft_address_and_reaches_pod_and_node() {
     );
     let out = Command::new(weft_e2e::weft_bin())
         .env("CONTAINERS_CONF", &conf)
-        .args(["lab", "exec", lab.name(), "node1", "--", "podman", "--network-backend", "cni", "--runtime", "runc"])
+        .args([
+            "lab",
+            "exec",
+            lab.name(),
+            "node1",
+            "--",
+            "podman",
+            "--network-backend",
+            "cni",
+            "--runtime",
+            "runc",
+        ])
         .arg("--cni-config-dir")
         .arg(&node.cni_dir)
         .args(["run", "--rm", "--network", "weft", "--cap-add", "NET_RAW", "--rootfs"])

@@ -56,7 +56,11 @@ fn validate(req: &AddRequest) -> Result<(), ApiError> {
     }
     if let Some(m) = req.mtu {
         if !(576..=65535).contains(&m) {
-            return Err(ApiError::new(code::INVALID_CONFIG, "invalid mtu", format!("{m} is outside 576..=65535")));
+            return Err(ApiError::new(
+                code::INVALID_CONFIG,
+                "invalid mtu",
+                format!("{m} is outside 576..=65535"),
+            ));
         }
     }
     if !netns::exists(Path::new(&req.netns)) {
@@ -86,7 +90,11 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
         Ok(()) => {
             log::info!(
                 "endpoint {} added: {} {} on {} identity {}",
-                rec.id, rec.container_id, rec.ip, rec.host_ifname, rec.identity
+                rec.id,
+                rec.container_id,
+                rec.ip,
+                rec.host_ifname,
+                rec.identity
             );
             Ok(rec.result(agent.gateway))
         }
@@ -123,7 +131,11 @@ fn reserve(agent: &Agent, req: &AddRequest) -> Result<Result<AddResult, Reservat
             ),
         ));
     }
-    let owner = Owner { container_id: req.container_id.clone(), ifname: req.ifname.clone(), netns: req.netns.clone() };
+    let owner = Owner {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+        netns: req.netns.clone(),
+    };
     let ip = inner
         .ipam
         .allocate(&owner)
@@ -163,8 +175,9 @@ fn free_endpoint_id(inner: &Inner, seed: u16) -> u16 {
 fn pod_labels(agent: &Agent, req: &AddRequest) -> Result<Vec<String>, ApiError> {
     let ns = req.pod_namespace.clone().unwrap_or_else(|| "default".into());
     let extra = match &req.pod_name {
-        Some(name) => identity::stored_pod_labels(agent.store.as_ref(), &ns, name)
-            .map_err(|e| ApiError::new(code::INTERNAL, "reading pod labels from the store failed", e.to_string()))?,
+        Some(name) => identity::stored_pod_labels(agent.store.as_ref(), &ns, name).map_err(|e| {
+            ApiError::new(code::INTERNAL, "reading pod labels from the store failed", e.to_string())
+        })?,
         None => BTreeMap::new(),
     };
     Ok(identity::pod_labels(&ns, &extra))
@@ -180,14 +193,34 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<u32, ApiError> {
     }
     let mtu = rec.mtu.to_string();
     ip::run(&[
-        "link", "add", &rec.host_ifname, "mtu", &mtu, "address", &mac_string(&rec.host_mac),
-        "type", "veth", "peer", "name", &rec.ifname, "mtu", &mtu, "address",
-        &mac_string(&rec.pod_mac), "netns", &rec.netns,
+        "link",
+        "add",
+        &rec.host_ifname,
+        "mtu",
+        &mtu,
+        "address",
+        &mac_string(&rec.host_mac),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &rec.ifname,
+        "mtu",
+        &mtu,
+        "address",
+        &mac_string(&rec.pod_mac),
+        "netns",
+        &rec.netns,
     ])
     .map_err(|e| api_err(code::DATAPATH, "setting up the pod's devices failed")(e.to_string()))?;
-    device_sysctls(&rec.host_ifname).map_err(api_err(code::DATAPATH, "setting up the pod's devices failed"))?;
+    device_sysctls(&rec.host_ifname)
+        .map_err(api_err(code::DATAPATH, "setting up the pod's devices failed"))?;
     let ifindex = weft_net::ifindex(&rec.host_ifname).ok_or_else(|| {
-        ApiError::new(code::DATAPATH, "setting up the pod's devices failed", format!("{} vanished", rec.host_ifname))
+        ApiError::new(
+            code::DATAPATH,
+            "setting up the pod's devices failed",
+            format!("{} vanished", rec.host_ifname),
+        )
     })?;
     // The datapath must be in place before the pod's first ARP.
     {
@@ -250,7 +283,9 @@ fn activate(agent: &Agent, rec: &EndpointRecord, _ifindex: u32) -> Result<(), Ap
 /// devices). Used by DEL, GC, rollback and reconciliation.
 pub fn forget(agent: &Agent, inner: &mut Inner, rec: &EndpointRecord) {
     inner.dp.detach(&rec.host_ifname);
-    if let Ok(Some(info)) = inner.dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok()) {
+    if let Ok(Some(info)) =
+        inner.dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok())
+    {
         if info.ep_id == rec.id {
             if let Ok(mut lxc) = inner.dp.lxc() {
                 let _ = lxc.remove(&info.ifindex);
@@ -293,11 +328,8 @@ pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
 
 pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
     let mut inner = agent.lock();
-    let rec = inner
-        .endpoints
-        .get(&(req.container_id.clone(), req.ifname.clone()))
-        .cloned()
-        .ok_or_else(|| {
+    let rec =
+        inner.endpoints.get(&(req.container_id.clone(), req.ifname.clone())).cloned().ok_or_else(|| {
             ApiError::new(
                 code::UNKNOWN_CONTAINER,
                 "unknown container",
@@ -333,12 +365,15 @@ pub fn gc(agent: &Agent, network: &str, valid: &[Attachment]) -> Vec<Attachment>
         .endpoints
         .values()
         .filter(|r| r.network == network)
-        .filter(|r| !valid.contains(&Attachment { container_id: r.container_id.clone(), ifname: r.ifname.clone() }))
+        .filter(|r| {
+            !valid.contains(&Attachment { container_id: r.container_id.clone(), ifname: r.ifname.clone() })
+        })
         .cloned()
         .collect();
     let mut released = Vec::new();
     for rec in stale {
-        let req = DelRequest { container_id: rec.container_id.clone(), ifname: rec.ifname.clone(), netns: None };
+        let req =
+            DelRequest { container_id: rec.container_id.clone(), ifname: rec.ifname.clone(), netns: None };
         if del(agent, req).is_ok() {
             released.push(Attachment { container_id: rec.container_id, ifname: rec.ifname });
         }

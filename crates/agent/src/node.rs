@@ -66,11 +66,8 @@ pub fn device_sysctls(dev: &str) -> Result<(), String> {
 
 /// Every IPv4 address of the node (the gateway included).
 fn host_addresses(gw: Ipv4Addr) -> Result<Vec<Ipv4Addr>, String> {
-    let mut v: Vec<Ipv4Addr> = ip::ipv4_addresses()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
+    let mut v: Vec<Ipv4Addr> =
+        ip::ipv4_addresses().map_err(|e| e.to_string())?.into_iter().map(|(_, a)| a).collect();
     if !v.contains(&gw) {
         v.push(gw);
     }

@@ -3,7 +3,11 @@
 //! entries are only rewritten where they differ, and only what no longer
 //! has a pod behind it (its netns is gone) is removed.
 
-use crate::{endpoint, node::HOST_DEV, state::{Agent, EndpointRecord}};
+use crate::{
+    endpoint,
+    node::HOST_DEV,
+    state::{Agent, EndpointRecord},
+};
 use std::{collections::HashSet, path::Path};
 use weft_ipam::Owner;
 use weft_net::{ip, netns};
@@ -28,18 +32,32 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
         inner.ids_in_use.insert(rec.id);
         inner.endpoints.insert(key, rec.clone());
         if !netns::exists(Path::new(&rec.netns)) {
-            log::info!("endpoint {} ({}): netns {} is gone, releasing {}", rec.id, rec.container_id, rec.netns, rec.ip);
+            log::info!(
+                "endpoint {} ({}): netns {} is gone, releasing {}",
+                rec.id,
+                rec.container_id,
+                rec.netns,
+                rec.ip
+            );
             endpoint::forget(agent, &mut inner, &rec);
             let _ = ip::link_delete(&rec.host_ifname);
             report.removed += 1;
             continue;
         }
-        let owner = Owner { container_id: rec.container_id.clone(), ifname: rec.ifname.clone(), netns: rec.netns.clone() };
+        let owner = Owner {
+            container_id: rec.container_id.clone(),
+            ifname: rec.ifname.clone(),
+            netns: rec.netns.clone(),
+        };
         if let Err(e) = inner.ipam.reserve(rec.ip, &owner) {
             log::warn!("endpoint {}: IPAM disagrees about {}: {e}", rec.id, rec.ip);
         }
         let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
-            log::warn!("endpoint {}: device {} is missing; the pod has no network until re-added", rec.id, rec.host_ifname);
+            log::warn!(
+                "endpoint {}: device {} is missing; the pod has no network until re-added",
+                rec.id,
+                rec.host_ifname
+            );
             continue;
         };
         let current = inner
@@ -89,7 +107,9 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
     }
     log::info!(
         "reconciled: {} endpoints adopted from pinned state, {} repaired, {} removed",
-        report.adopted, report.repaired, report.removed
+        report.adopted,
+        report.repaired,
+        report.removed
     );
     Ok(report)
 }

@@ -10,7 +10,8 @@ use std::{
     time::Duration,
 };
 use weft_api::{
-    AgentStatus, ApiError, BpfEndpointView, EndpointView, GcResult, IdentityView, MapStatus, Request, Response, code,
+    AgentStatus, ApiError, BpfEndpointView, EndpointView, GcResult, IdentityView, MapStatus, Request,
+    Response, code,
 };
 use weft_net::mac_string;
 
@@ -21,7 +22,8 @@ pub fn serve(agent: Arc<Agent>) -> Result<(), String> {
     }
     // A socket file left by a killed agent would make bind fail.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     log::info!("listening on {}", path.display());
     for conn in listener.incoming() {
         match conn {
@@ -116,7 +118,11 @@ fn endpoints(agent: &Agent) -> Vec<EndpointView> {
             ifname: r.host_ifname.clone(),
             container_id: r.container_id.clone(),
             netns: r.netns.clone(),
-            state: if weft_net::ifindex(&r.host_ifname).is_some() { "ready".into() } else { "not-ready".into() },
+            state: if weft_net::ifindex(&r.host_ifname).is_some() {
+                "ready".into()
+            } else {
+                "not-ready".into()
+            },
         })
         .collect()
 }

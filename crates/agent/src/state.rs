@@ -74,12 +74,7 @@ impl Agent {
             store,
             gateway,
             monitor: Monitor::default(),
-            inner: Mutex::new(Inner {
-                ipam,
-                dp,
-                endpoints: BTreeMap::new(),
-                ids_in_use: Default::default(),
-            }),
+            inner: Mutex::new(Inner { ipam, dp, endpoints: BTreeMap::new(), ids_in_use: Default::default() }),
             cfg,
         });
         node::setup(&agent)?;

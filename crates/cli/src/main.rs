@@ -107,10 +107,7 @@ enum BpfEndpointCmd {
 #[derive(Subcommand)]
 enum PodCmd {
     /// Set the labels of a pod (NAMESPACE/NAME k=v ...); takes effect at its next ADD.
-    Label {
-        pod: String,
-        labels: Vec<String>,
-    },
+    Label { pod: String, labels: Vec<String> },
 }
 
 fn main() -> ExitCode {

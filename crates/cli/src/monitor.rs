@@ -38,9 +38,7 @@ pub fn run(client: &Client, a: MonitorArgs) -> Result<(), String> {
         }
     }
     let debug = a.verbose || a.types.iter().any(|t| t == "debug" || t == "capture");
-    let reader = client
-        .stream(&Request::Monitor(MonitorRequest { debug }))
-        .map_err(|e| e.to_string())?;
+    let reader = client.stream(&Request::Monitor(MonitorRequest { debug })).map_err(|e| e.to_string())?;
     let mut pcap = match &a.pcap {
         Some(p) => Some(PcapWriter::create(p).map_err(|e| format!("cannot write {}: {e}", p.display()))?),
         None => None,

@@ -53,7 +53,10 @@ pub fn endpoints(c: &Client, f: Format) -> R {
             ]
         })
         .collect();
-    table::print(&["ENDPOINT", "IDENTITY", "LABELS (source:key[=value])", "IPv4", "MAC", "IFNAME", "STATUS"], &rows);
+    table::print(
+        &["ENDPOINT", "IDENTITY", "LABELS (source:key[=value])", "IPv4", "MAC", "IFNAME", "STATUS"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -62,10 +65,8 @@ pub fn identities(c: &Client, f: Format) -> R {
     if f == Format::Json {
         return json(&ids);
     }
-    let rows: Vec<Vec<String>> = ids
-        .iter()
-        .map(|i| vec![i.id.to_string(), i.labels.join("\n"), i.endpoints.to_string()])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        ids.iter().map(|i| vec![i.id.to_string(), i.labels.join("\n"), i.endpoints.to_string()]).collect();
     table::print(&["ID", "LABELS", "ENDPOINTS"], &rows);
     Ok(())
 }
@@ -94,9 +95,7 @@ pub fn bpf_endpoints(c: &Client, f: Format) -> R {
 }
 
 pub fn label_pod(c: &Client, pod: &str, labels: &[String]) -> R {
-    let (ns, name) = pod
-        .split_once('/')
-        .ok_or_else(|| format!("pod must be NAMESPACE/NAME, got {pod:?}"))?;
+    let (ns, name) = pod.split_once('/').ok_or_else(|| format!("pod must be NAMESPACE/NAME, got {pod:?}"))?;
     let mut map = std::collections::BTreeMap::new();
     for l in labels {
         let (k, v) = l.split_once('=').ok_or_else(|| format!("label must be key=value, got {l:?}"))?;

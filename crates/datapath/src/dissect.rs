@@ -47,12 +47,7 @@ fn ipv4(l3: &[u8]) -> Option<String> {
     let dst = Ipv4Addr::new(l3[16], l3[17], l3[18], l3[19]);
     let l4 = l3.get(ihl..).unwrap_or(&[]);
     let ports = |l4: &[u8]| -> Option<(u16, u16)> {
-        (l4.len() >= 4).then(|| {
-            (
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-            )
-        })
+        (l4.len() >= 4).then(|| (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])))
     };
     Some(match proto {
         1 => {
@@ -84,11 +79,7 @@ fn ipv4(l3: &[u8]) -> Option<String> {
 fn tcp_flags(f: u8) -> String {
     let names = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH")];
     let set: Vec<&str> = names.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect();
-    if set.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", set.join(", "))
-    }
+    if set.is_empty() { String::new() } else { format!(" {}", set.join(", ")) }
 }
 
 #[cfg(test)]

@@ -282,10 +282,7 @@ mod tests {
     #[test]
     fn debug_text_maps_identity() {
         let ev = MonitorEvent::decode(&raw(EVENT_DEBUG, 1));
-        assert_eq!(
-            ev.message.as_deref(),
-            Some("Successfully mapped addr=10.0.0.1 to identity=300")
-        );
+        assert_eq!(ev.message.as_deref(), Some("Successfully mapped addr=10.0.0.1 to identity=300"));
     }
 
     #[test]

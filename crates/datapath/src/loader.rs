@@ -55,9 +55,7 @@ pub fn ensure_bpffs() -> Result<(), Error> {
     }
     let _ = fs::create_dir_all("/sys/fs/bpf");
     // SAFETY: plain mount(2) call with valid C strings.
-    let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), path.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
-    };
+    let rc = unsafe { libc::mount(c"bpf".as_ptr(), path.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(Error(format!(
             "bpffs is not mounted on /sys/fs/bpf and mounting it failed: {} (run as root, or `mount -t bpf bpf /sys/fs/bpf`)",
@@ -167,7 +165,11 @@ impl Datapath {
         if pin.exists() {
             let replaced = PinnedLink::from_pin(&pin)
                 .map_err(|e| Error(e.to_string()))
-                .and_then(|old| FdLink::from(old).try_into().map_err(|e: aya::programs::links::LinkError| Error(e.to_string())))
+                .and_then(|old| {
+                    FdLink::from(old)
+                        .try_into()
+                        .map_err(|e: aya::programs::links::LinkError| Error(e.to_string()))
+                })
                 .and_then(|link| prog.attach_to_link(link).map_err(|e| Error(e.to_string())));
             match replaced {
                 Ok(id) => {
@@ -251,11 +253,7 @@ impl Datapath {
 
     pub fn list_endpoints(&mut self) -> Result<Vec<(std::net::Ipv4Addr, EndpointInfo)>, Error> {
         let m = self.endpoints()?;
-        let mut out: Vec<_> = m
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, v)| (be_to_ip(k.ip4), v))
-            .collect();
+        let mut out: Vec<_> = m.iter().filter_map(|r| r.ok()).map(|(k, v)| (be_to_ip(k.ip4), v)).collect();
         out.sort_by_key(|(ip, _)| *ip);
         Ok(out)
     }

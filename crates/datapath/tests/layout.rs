@@ -3,7 +3,11 @@
 //! compiled object (via bpftool) and compared with the Rust layout.
 
 use serde_json::Value;
-use std::{collections::HashMap, mem::{offset_of, size_of}, process::Command};
+use std::{
+    collections::HashMap,
+    mem::{offset_of, size_of},
+    process::Command,
+};
 use weft_datapath::{loader::LAYOUT_OBJ, maps::*};
 
 /// name -> (size, member -> byte offset)
@@ -83,7 +87,11 @@ fn constants_match_the_c_headers() {
     let def = |src: &str, name: &str| -> u64 {
         let l = src.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap();
         let v = l.split_whitespace().nth(2).unwrap();
-        if let Some(h) = v.strip_prefix("0x") { u64::from_str_radix(h, 16).unwrap() } else { v.parse().unwrap() }
+        if let Some(h) = v.strip_prefix("0x") {
+            u64::from_str_radix(h, 16).unwrap()
+        } else {
+            v.parse().unwrap()
+        }
     };
     assert_eq!(def(maps_h, "ENDPOINT_F_HOST"), ENDPOINT_F_HOST as u64);
     assert_eq!(def(maps_h, "CFG_F_TRACE"), CFG_F_TRACE as u64);

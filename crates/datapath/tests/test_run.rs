@@ -9,7 +9,9 @@ use std::{net::Ipv4Addr, path::PathBuf, sync::atomic::AtomicU32};
 use weft_datapath::{
     Datapath,
     events::MonitorEvent,
-    maps::{CFG_F_DEBUG, CFG_F_TRACE, ENDPOINT_F_HOST, EndpointInfo, LxcInfo, WeftConfig, WeftEvent, ip_to_be},
+    maps::{
+        CFG_F_DEBUG, CFG_F_TRACE, ENDPOINT_F_HOST, EndpointInfo, LxcInfo, WeftConfig, WeftEvent, ip_to_be,
+    },
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -48,11 +50,22 @@ fn fixture() -> Fixture {
     let base = PathBuf::from(format!("/sys/fs/bpf/weft-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let mut dp = Datapath::load(&base).expect("load datapath (are you root?)");
-    dp.set_config(WeftConfig { flags: CFG_F_TRACE | CFG_F_DEBUG, gw_ip4: ip_to_be(GW), ..Default::default() })
-        .unwrap();
+    dp.set_config(WeftConfig {
+        flags: CFG_F_TRACE | CFG_F_DEBUG,
+        gw_ip4: ip_to_be(GW),
+        ..Default::default()
+    })
+    .unwrap();
     dp.put_endpoint(
         POD_A,
-        EndpointInfo { ifindex: TEST_IFINDEX, sec_identity: 256, ep_id: 11, flags: 0, mac: MAC_A, node_mac: LXC_A },
+        EndpointInfo {
+            ifindex: TEST_IFINDEX,
+            sec_identity: 256,
+            ep_id: 11,
+            flags: 0,
+            mac: MAC_A,
+            node_mac: LXC_A,
+        },
     )
     .unwrap();
     dp.put_endpoint(
@@ -60,7 +73,8 @@ fn fixture() -> Fixture {
         EndpointInfo { ifindex: 4242, sec_identity: 257, ep_id: 22, flags: 0, mac: MAC_B, node_mac: LXC_B },
     )
     .unwrap();
-    dp.put_endpoint(GW, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() }).unwrap();
+    dp.put_endpoint(GW, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
+        .unwrap();
     dp.lxc().unwrap().insert(TEST_IFINDEX, LxcInfo { ip4: ip_to_be(POD_A), ep_id: 11, pad: 0 }, 0).unwrap();
     Fixture { dp, rb: None, base }
 }
@@ -69,9 +83,7 @@ fn fixture() -> Fixture {
 fn run(f: &mut Fixture, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
     let p = f.dp.program(prog).expect("program");
     let mut out = vec![0u8; pkt.len() + 256];
-    let mut opts = TestRunOptions::default();
-    opts.data_in = Some(pkt);
-    opts.data_out = Some(&mut out);
+    let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
     let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(r.data_size_out as usize);
     (r.return_value, out)
@@ -104,13 +116,16 @@ fn arp_request_for_gateway_gets_reply_with_lxc_mac() {
     assert_eq!(&out[32..38], &MAC_A, "target MAC = the pod");
     assert_eq!(&out[38..42], &POD_A.octets(), "target IP = the pod");
     let ev = events(&mut f);
-    assert!(ev.iter().any(|e| e.kind == "debug" && e.message.as_deref().unwrap_or("").contains("ARP reply for 10.244.1.1")));
+    assert!(ev.iter().any(
+        |e| e.kind == "debug" && e.message.as_deref().unwrap_or("").contains("ARP reply for 10.244.1.1")
+    ));
 }
 
 #[test]
 fn arp_for_any_other_address_is_answered_too_but_not_for_own() {
     let mut f = fixture();
-    let (verdict, out) = run(&mut f, "from_container", &pkt::arp_request(MAC_A, POD_A, Ipv4Addr::new(10, 9, 9, 9)));
+    let (verdict, out) =
+        run(&mut f, "from_container", &pkt::arp_request(MAC_A, POD_A, Ipv4Addr::new(10, 9, 9, 9)));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(&out[22..28], &LXC_A);
     let (verdict, _) = run(&mut f, "from_container", &pkt::arp_request(MAC_A, POD_A, POD_A));
@@ -159,7 +174,10 @@ fn packet_to_local_endpoint_is_redirected_with_rewritten_macs() {
     assert_eq!(pts, vec!["from-endpoint", "to-endpoint"]);
     let to = ev.iter().find(|e| e.observation_point.as_deref() == Some("to-endpoint")).unwrap();
     assert_eq!((to.dst_endpoint, to.src_identity, to.dst_identity), (22, 256, 257));
-    assert!(ev.iter().any(|e| e.message.as_deref() == Some("Successfully mapped addr=10.244.1.3 to identity=257")));
+    assert!(
+        ev.iter()
+            .any(|e| e.message.as_deref() == Some("Successfully mapped addr=10.244.1.3 to identity=257"))
+    );
 }
 
 #[test]
@@ -175,7 +193,11 @@ fn packet_to_node_address_goes_to_host() {
 #[test]
 fn packet_to_unknown_address_goes_to_stack() {
     let mut f = fixture();
-    let (verdict, _) = run(&mut f, "from_container", &pkt::icmp_echo(MAC_A, LXC_A, POD_A, Ipv4Addr::new(198, 18, 0, 99), 64));
+    let (verdict, _) = run(
+        &mut f,
+        "from_container",
+        &pkt::icmp_echo(MAC_A, LXC_A, POD_A, Ipv4Addr::new(198, 18, 0, 99), 64),
+    );
     assert_eq!(verdict, TC_ACT_OK);
     assert!(events(&mut f).iter().any(|e| e.observation_point.as_deref() == Some("to-stack")));
 }
@@ -203,7 +225,8 @@ fn traces_are_silent_without_a_monitor() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert!(events(&mut f).is_empty());
     // ...but drops are always reported.
-    let (verdict, _) = run(&mut f, "from_container", &pkt::icmp_echo(MAC_A, LXC_A, Ipv4Addr::new(1, 2, 3, 4), POD_B, 64));
+    let (verdict, _) =
+        run(&mut f, "from_container", &pkt::icmp_echo(MAC_A, LXC_A, Ipv4Addr::new(1, 2, 3, 4), POD_B, 64));
     assert_eq!(verdict, TC_ACT_SHOT);
     let ev = events(&mut f);
     assert_eq!(ev.len(), 1);

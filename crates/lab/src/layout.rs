@@ -44,7 +44,10 @@ fn default_mtu() -> u32 {
 /// Lab names become part of namespace and device names: keep them short
 /// and free of '-' so one lab's prefix never matches another's.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 12 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+    if name.is_empty()
+        || name.len() > 12
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
         return Err(format!(
             "lab name {name:?} must be 1-12 characters of a-z and 0-9 (it becomes part of namespace names)"
         ));
@@ -83,7 +86,8 @@ impl Lab {
 
     pub fn load(name: &str) -> Result<Lab, String> {
         let path = dir(name).join("lab.json");
-        let b = std::fs::read(&path).map_err(|e| format!("lab {name} is not up ({}: {e})", path.display()))?;
+        let b =
+            std::fs::read(&path).map_err(|e| format!("lab {name} is not up ({}: {e})", path.display()))?;
         serde_json::from_slice(&b).map_err(|e| format!("{} is corrupt: {e}", path.display()))
     }
 

@@ -51,7 +51,10 @@ impl Options {
     }
 }
 
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> weft_net::Result<T> + Send + 'static) -> Result<T, String> {
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> weft_net::Result<T> + Send + 'static,
+) -> Result<T, String> {
     netns::run_in(Path::new(&format!("/run/netns/{ns}")), f).map_err(|e| e.to_string())
 }
 
@@ -66,8 +69,13 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
             return Err(format!("{} not found: build it first (cargo build --bins)", bin.display()));
         }
     }
-    if layout::dir(&opts.name).join("lab.json").exists() || !netns::list(&layout::prefix(&opts.name)).is_empty() {
-        return Err(format!("lab {0} exists already (or left leftovers): run `weft lab down {0}` first", opts.name));
+    if layout::dir(&opts.name).join("lab.json").exists()
+        || !netns::list(&layout::prefix(&opts.name)).is_empty()
+    {
+        return Err(format!(
+            "lab {0} exists already (or left leftovers): run `weft lab down {0}` first",
+            opts.name
+        ));
     }
     let mut lab = Lab { name: opts.name.clone(), mtu: opts.mtu, nodes: vec![], pods: vec![] };
     match build(opts, &mut lab) {
@@ -102,11 +110,7 @@ fn build_underlay(lab: &str) -> Result<(), String> {
     let ns = layout::underlay_ns(lab);
     netns::add(&ns).map_err(|e| e.to_string())?;
     in_ns(&ns, || {
-        ip::batch(&[
-            "link set lo up".into(),
-            "link add br0 type bridge".into(),
-            "link set br0 up".into(),
-        ])
+        ip::batch(&["link set lo up".into(), "link add br0 type bridge".into(), "link set br0 up".into()])
     })
 }
 
@@ -162,11 +166,7 @@ pub fn start_agent(
     bpffs: &Path,
 ) -> Result<u32, String> {
     let log = dir.join("agent.log");
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| e.to_string())?;
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&opts.weft_bin);
     cmd.args(["agent", "--node", node, "--pod-cidr", pod_cidr, "--lab", lab])
         .arg("--socket")
@@ -201,7 +201,11 @@ pub fn start_agent(
     }
     let tail = std::fs::read_to_string(&log).unwrap_or_default();
     let tail: Vec<&str> = tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
-    Err(format!("agent of {node} did not come up; its log ({}) ends with:\n{}", log.display(), tail.join("\n")))
+    Err(format!(
+        "agent of {node} did not come up; its log ({}) ends with:\n{}",
+        log.display(),
+        tail.join("\n")
+    ))
 }
 
 /// Kills a node's agent (if it runs) and starts a new one with the same
@@ -212,13 +216,17 @@ pub fn restart_agent(lab: &Lab, node: &str) -> Result<u32, String> {
         // SAFETY: plain kill(2) of the agent this lab started.
         unsafe { libc::kill(n.pid as i32, libc::SIGKILL) };
         let start = Instant::now();
-        while Path::new(&format!("/proc/{}", n.pid)).exists() && !is_zombie(n.pid) && start.elapsed() < Duration::from_secs(5) {
+        while Path::new(&format!("/proc/{}", n.pid)).exists()
+            && !is_zombie(n.pid)
+            && start.elapsed() < Duration::from_secs(5)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     let mut opts = Options::new(&lab.name, lab.nodes.len(), 0)?;
     opts.mtu = lab.mtu;
-    let pid = start_agent(&opts, &lab.name, &n.netns, &n.name, &n.pod_cidr, &n.socket, &n.state_dir, &n.bpffs)?;
+    let pid =
+        start_agent(&opts, &lab.name, &n.netns, &n.name, &n.pod_cidr, &n.socket, &n.state_dir, &n.bpffs)?;
     let mut updated = lab.clone();
     if let Some(m) = updated.nodes.iter_mut().find(|m| m.name == node) {
         m.pid = pid;
@@ -263,9 +271,10 @@ pub fn add_pod(opts: &Options, lab: &Lab, i: usize, j: usize) -> Result<LabPod, 
         })
         .map_err(|e| weft_net::Error(format!("exec weft-cni: {e}")))
     })?;
-    let result = out.json().filter(|_| out.success).ok_or_else(|| {
-        format!("CNI ADD of {name} failed: {} {}", out.stdout.trim(), out.stderr.trim())
-    })?;
+    let result = out
+        .json()
+        .filter(|_| out.success)
+        .ok_or_else(|| format!("CNI ADD of {name} failed: {} {}", out.stdout.trim(), out.stderr.trim()))?;
     let ip = result["ips"][0]["address"]
         .as_str()
         .and_then(|a| a.split('/').next())
@@ -314,10 +323,7 @@ pub fn down(name: &str) -> Result<Vec<String>, String> {
 /// Processes of the lab: agents (and anything else) whose command line names
 /// the lab's bpffs or run directory.
 pub fn lab_processes(name: &str) -> Vec<u32> {
-    let marks = [
-        format!("{}/", layout::bpffs(name).display()),
-        format!("{}/", layout::dir(name).display()),
-    ];
+    let marks = [format!("{}/", layout::bpffs(name).display()), format!("{}/", layout::dir(name).display())];
     let me = std::process::id();
     let mut pids = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {

@@ -79,16 +79,14 @@ pub fn link_delete(name: &str) -> Result<()> {
 /// loopback ones: (device, address).
 pub fn ipv4_addresses() -> Result<Vec<(String, std::net::Ipv4Addr)>> {
     let out = output(&["-j", "-4", "addr", "show"])?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).map_err(|e| Error(format!("ip -j addr: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error(format!("ip -j addr: {e}")))?;
     let mut addrs = Vec::new();
     for link in v.as_array().into_iter().flatten() {
         let dev = link["ifname"].as_str().unwrap_or_default().to_string();
         for a in link["addr_info"].as_array().into_iter().flatten() {
-            if let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<std::net::Ipv4Addr>().ok()) {
-                if !ip.is_loopback() {
-                    addrs.push((dev.clone(), ip));
-                }
+            let ip = a["local"].as_str().and_then(|s| s.parse::<std::net::Ipv4Addr>().ok());
+            if let Some(ip) = ip.filter(|ip| !ip.is_loopback()) {
+                addrs.push((dev.clone(), ip));
             }
         }
     }
