@@ -1,0 +1,75 @@
+//! The cluster store: where desired state lives. It is a small key-value
+//! trait with one atomic primitive (`create`, put-if-absent), which is what
+//! etcd transactions and Kubernetes objects can provide too, so the etcd
+//! and kubernetes backends slot in behind the same trait later.
+//!
+//! Keys are '/'-separated paths: `endpoints/<node>/<container>/<ifname>`,
+//! `identities/id/<n>`, `pods/<ns>/<name>/labels`.
+
+pub mod identity;
+mod local;
+
+pub use local::LocalStore;
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::{fmt, path::PathBuf};
+
+#[derive(Debug)]
+pub enum StoreError {
+    Io { path: PathBuf, source: std::io::Error },
+    InvalidKey { key: String, why: &'static str },
+    Decode { key: String, error: String },
+    Locked { dir: PathBuf },
+    Unavailable { backend: String, cause: String },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, source } => write!(f, "store file {}: {source}", path.display()),
+            StoreError::InvalidKey { key, why } => write!(f, "invalid store key {key:?}: {why}"),
+            StoreError::Decode { key, error } => {
+                write!(f, "store value at {key} cannot be decoded ({error}); fix or delete it")
+            }
+            StoreError::Locked { dir } => write!(
+                f,
+                "store {} is locked by another process (is another agent running with this state directory?)",
+                dir.display()
+            ),
+            StoreError::Unavailable { backend, cause } => {
+                write!(f, "store backend {backend} is unavailable: {cause}; check that it runs and is reachable")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub trait Store: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Puts only if the key is absent; false if it existed.
+    fn create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Deletes; false if the key did not exist.
+    fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Every key under `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// e.g. "local:/var/lib/weft/store".
+    fn describe(&self) -> String;
+}
+
+fn decode<T: DeserializeOwned>(key: &str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Decode { key: key.to_string(), error: e.to_string() })
+}
+
+pub fn get_json<T: DeserializeOwned>(s: &dyn Store, key: &str) -> Result<Option<T>, StoreError> {
+    s.get(key)?.map(|b| decode(key, &b)).transpose()
+}
+
+pub fn put_json<T: Serialize + ?Sized>(s: &dyn Store, key: &str, v: &T) -> Result<(), StoreError> {
+    s.put(key, &serde_json::to_vec(v).expect("value serializes"))
+}
+
+pub fn list_json<T: DeserializeOwned>(s: &dyn Store, prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
+    s.list(prefix)?.into_iter().map(|(k, b)| decode(&k, &b).map(|v| (k, v))).collect()
+}
