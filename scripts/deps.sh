@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
-      protobuf-compiler iproute2 tcpdump iperf3 podman runc
+      protobuf-compiler iproute2 iputils-ping tcpdump iperf3 podman runc
       containernetworking-plugins busybox-static nftables)
 
 if [ "$(id -u)" != 0 ]; then

@@ -59,7 +59,7 @@ event_start(struct __sk_buff *skb, __u8 type, __u8 subtype, __u16 source)
 	e->type = type;
 	e->subtype = subtype;
 	e->source = source;
-	e->hash = skb->hash;
+	e->hash = bpf_get_hash_recalc(skb);
 	e->ifindex = skb->ifindex;
 	e->orig_len = len;
 	e->ktime = bpf_ktime_get_ns();

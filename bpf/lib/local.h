@@ -44,7 +44,7 @@ static __always_inline int local_delivery(struct __sk_buff *skb, __u16 src_ep,
 	if (eth_rewrite(skb, gw_mac, pod_mac) < 0)
 		return send_drop(skb, DROP_WRITE_ERROR, src_ep, src_id, dst_id);
 
-	send_debug(skb, DBG_LOCAL_DELIVERY, src_ep, ifindex, dst_id, dst_ep);
+	send_debug(skb, DBG_LOCAL_DELIVERY, src_ep, ifindex, src_id, dst_ep);
 	t.source = dst_ep;
 	t.dst_ep = dst_ep;
 	t.src_id = src_id;

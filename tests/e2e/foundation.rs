@@ -119,9 +119,13 @@ fn monitor_related_to_shows_from_and_to_endpoint_for_a_ping() {
         .expect("-> endpoint for the request");
     assert!(to["summary"].as_str().unwrap().ends_with("EchoRequest"), "{to}");
     let from = mon
-        .wait_for(T, |v| v["observationPoint"] == "from-endpoint" && v["source"].to_string() == ep)
+        .wait_for(T, |v| {
+            v["observationPoint"] == "from-endpoint"
+                && v["source"].to_string() == ep
+                && v["summary"].as_str().unwrap().ends_with("EchoReply")
+        })
         .expect("<- endpoint for the reply");
-    assert!(from["summary"].as_str().unwrap().ends_with("EchoReply"), "{from}");
+    assert_eq!(from["srcLabel"], to["dstLabel"], "the reply leaves with the identity the request arrived for");
     // Nothing unrelated slipped through.
     for v in mon.events() {
         assert!(v["source"].to_string() == ep || v["dstID"].to_string() == ep, "unrelated event {v}");

@@ -132,7 +132,8 @@ impl Datapath {
     }
 
     fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
-        self.dir.join("links").join(format!("{ifname}.{}", hook.name()))
+        // bpffs refuses names with a dot.
+        self.dir.join("links").join(format!("{ifname}_{}", hook.name()))
     }
 
     /// Whether a pinned link exists for the device (the datapath is attached
@@ -207,7 +208,7 @@ impl Datapath {
         if let Ok(rd) = fs::read_dir(self.dir.join("links")) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if let Some((dev, _)) = name.rsplit_once('.') {
+                if let Some((dev, _)) = name.rsplit_once('_') {
                     out.push(dev.to_string());
                 }
             }

@@ -72,7 +72,11 @@ pub fn link_delete(name: &str) -> Result<()> {
     if !link_exists(name) {
         return Ok(());
     }
-    run(&["link", "delete", name])
+    match run(&["link", "delete", name]) {
+        // It can vanish under us: a veth goes with its peer's namespace.
+        Err(e) if e.0.contains("Cannot find device") => Ok(()),
+        r => r,
+    }
 }
 
 /// IPv4 addresses configured in the calling thread's namespace, except
