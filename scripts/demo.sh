@@ -23,7 +23,7 @@ in_lab() { "$WEFT" lab exec "$LAB" "$@"; }
 watch() {
   local args=$1; shift
   : >"$MON_OUT"
-  "$WEFT" lab exec "$LAB" node1 -- "$WEFT" monitor $args >"$MON_OUT" 2>&1 &
+  WEFT_SOCKET=/run/weft/lab/$LAB/node1/agent.sock "$WEFT" monitor $args >"$MON_OUT" 2>&1 &
   MON_PID=$!
   sleep 0.5
   printf '$ %s\n' "$*"

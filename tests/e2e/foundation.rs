@@ -111,24 +111,27 @@ fn spoofed_source_is_dropped_and_shown_by_monitor() {
 #[test]
 fn monitor_related_to_shows_from_and_to_endpoint_for_a_ping() {
     let lab = TestLab::up("mon", 1, 2);
-    let ep = lab.endpoint_id("pod1-2").to_string();
-    let mon = lab.monitor("node1", &["--related-to", &ep]);
+    let ep = lab.endpoint_id("pod1-2");
+    let mon = lab.monitor("node1", &["--related-to", &ep.to_string()]);
     lab.ok("pod1-1", &["ping", "-c", "1", "-W", "2", &lab.pod_ip("pod1-2")]);
     let to = mon
-        .wait_for(T, |v| v["observationPoint"] == "to-endpoint" && v["dstID"].to_string() == ep)
+        .wait_for(T, |v| v["observationPoint"] == "to-endpoint" && v["dstID"] == ep)
         .expect("-> endpoint for the request");
     assert!(to["summary"].as_str().unwrap().ends_with("EchoRequest"), "{to}");
     let from = mon
         .wait_for(T, |v| {
             v["observationPoint"] == "from-endpoint"
-                && v["source"].to_string() == ep
+                && v["source"] == ep
                 && v["summary"].as_str().unwrap().ends_with("EchoReply")
         })
         .expect("<- endpoint for the reply");
-    assert_eq!(from["srcLabel"], to["dstLabel"], "the reply leaves with the identity the request arrived for");
+    assert_eq!(
+        from["srcLabel"], to["dstLabel"],
+        "the reply leaves with the identity the request arrived for"
+    );
     // Nothing unrelated slipped through.
     for v in mon.events() {
-        assert!(v["source"].to_string() == ep || v["dstID"].to_string() == ep, "unrelated event {v}");
+        assert!(v["source"] == ep || v["dstID"] == ep, "unrelated event {v}");
     }
     // The text form reads like cilium monitor.
     let out = lab.weft("node1", &["endpoint", "list"]);

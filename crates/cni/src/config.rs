@@ -55,7 +55,10 @@ pub fn parse(input: &[u8]) -> Result<NetConf, CniError> {
     let invalid = |field: &str, why: String| {
         CniError::new(code::INVALID_CONFIG, format!("invalid network configuration: {field}"), why)
     };
-    let version = raw.cni_version.filter(|s| !s.is_empty()).ok_or_else(|| invalid("cniVersion", "cniVersion is required".into()))?;
+    let version = raw
+        .cni_version
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("cniVersion", "cniVersion is required".into()))?;
     if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
@@ -63,13 +66,17 @@ pub fn parse(input: &[u8]) -> Result<NetConf, CniError> {
             format!("weft-cni supports {}", SUPPORTED_VERSIONS.join(", ")),
         ));
     }
-    let name = raw.name.filter(|s| !s.is_empty()).ok_or_else(|| invalid("name", "the network needs a name".into()))?;
-    raw.kind.filter(|s| !s.is_empty()).ok_or_else(|| invalid("type", "the plugin type is required".into()))?;
-    if let Some(m) = raw.mtu {
-        if !(576..=65535).contains(&m) {
+    let name = raw
+        .name
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("name", "the network needs a name".into()))?;
+    raw.kind
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("type", "the plugin type is required".into()))?;
+    if let Some(m) = raw.mtu
+        && !(576..=65535).contains(&m) {
             return Err(invalid("mtu", format!("{m} is outside 576..=65535")));
         }
-    }
     Ok(NetConf {
         cni_version: version,
         name,
@@ -86,8 +93,14 @@ mod tests {
 
     #[test]
     fn valid_config() {
-        let c = parse(br#"{"cniVersion":"1.0.0","name":"weft","type":"weft-cni","mtu":1450,"agentSocket":"/x.sock"}"#).unwrap();
-        assert_eq!((c.cni_version.as_str(), c.name.as_str(), c.mtu, c.agent_socket.as_str()), ("1.0.0", "weft", Some(1450), "/x.sock"));
+        let c = parse(
+            br#"{"cniVersion":"1.0.0","name":"weft","type":"weft-cni","mtu":1450,"agentSocket":"/x.sock"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cni_version.as_str(), c.name.as_str(), c.mtu, c.agent_socket.as_str()),
+            ("1.0.0", "weft", Some(1450), "/x.sock")
+        );
         let c = parse(br#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni"}"#).unwrap();
         assert_eq!(c.agent_socket, weft_api::DEFAULT_SOCKET);
     }
@@ -99,7 +112,10 @@ mod tests {
         let e = parse(br#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","mtu":10}"#).unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("mtu"));
-        assert_eq!(parse(br#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","mtu":"big"}"#).unwrap_err().code, 7);
+        assert_eq!(
+            parse(br#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","mtu":"big"}"#).unwrap_err().code,
+            7
+        );
         let e = parse(br#"{"cniVersion":"0.9.9","name":"n","type":"weft-cni"}"#).unwrap_err();
         assert_eq!(e.code, 1);
         assert!(e.details.contains("1.0.0, 1.1.0"));

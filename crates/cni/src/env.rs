@@ -55,10 +55,18 @@ pub struct Env {
 pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> {
     let var = |k: &str| get(k).filter(|v| !v.is_empty());
     let raw = var("CNI_COMMAND").ok_or_else(|| {
-        CniError::new(code::INVALID_ENV, "missing environment variables: CNI_COMMAND", "set CNI_COMMAND to ADD, DEL, CHECK, VERSION, STATUS or GC")
+        CniError::new(
+            code::INVALID_ENV,
+            "missing environment variables: CNI_COMMAND",
+            "set CNI_COMMAND to ADD, DEL, CHECK, VERSION, STATUS or GC",
+        )
     })?;
     let command = Command::parse(&raw).ok_or_else(|| {
-        CniError::new(code::INVALID_ENV, format!("invalid environment variables: CNI_COMMAND={raw}"), "CNI_COMMAND must be ADD, DEL, CHECK, VERSION, STATUS or GC")
+        CniError::new(
+            code::INVALID_ENV,
+            format!("invalid environment variables: CNI_COMMAND={raw}"),
+            "CNI_COMMAND must be ADD, DEL, CHECK, VERSION, STATUS or GC",
+        )
     })?;
     let missing: Vec<&str> = command.required().iter().copied().filter(|k| var(k).is_none()).collect();
     if !missing.is_empty() {
@@ -82,7 +90,11 @@ pub fn parse_args(s: &str) -> Result<PodArgs, CniError> {
     let mut a = PodArgs::default();
     for pair in s.split(';').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            CniError::new(code::INVALID_ENV, "invalid environment variables: CNI_ARGS", format!("{pair:?} is not KEY=VALUE"))
+            CniError::new(
+                code::INVALID_ENV,
+                "invalid environment variables: CNI_ARGS",
+                format!("{pair:?} is not KEY=VALUE"),
+            )
         })?;
         match k {
             "K8S_POD_NAMESPACE" => a.namespace = Some(v.to_string()),
@@ -117,7 +129,8 @@ mod tests {
 
     #[test]
     fn del_needs_no_netns_and_version_needs_nothing() {
-        let e = parse(env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")])).unwrap();
+        let e =
+            parse(env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")])).unwrap();
         assert_eq!(e.command, Command::Del);
         assert_eq!(e.netns, "");
         assert_eq!(parse(env(&[("CNI_COMMAND", "VERSION")])).unwrap().command, Command::Version);

@@ -45,7 +45,8 @@ mod tests {
 
     #[test]
     fn error_object_has_the_spec_keys() {
-        let e = CniError::new(7, "invalid network config", "field mtu: 10 is outside 576..=65535").with_version("1.0.0");
+        let e = CniError::new(7, "invalid network config", "field mtu: 10 is outside 576..=65535")
+            .with_version("1.0.0");
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["code"], 7);

@@ -11,7 +11,9 @@ pub mod result;
 use env::Command;
 use error::{CniError, code};
 use serde_json::{Value, json};
-use weft_api::{AddRequest, AddResult, Attachment, CheckRequest, Client, ClientError, DelRequest, GcRequest, Request};
+use weft_api::{
+    AddRequest, AddResult, Attachment, CheckRequest, Client, ClientError, DelRequest, GcRequest, Request,
+};
 
 /// Used when the input's own version cannot be read.
 pub const DEFAULT_VERSION: &str = "1.1.0";
@@ -22,7 +24,11 @@ pub fn run(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Opt
     let fail = |e: CniError| e.with_version(&version);
     let env = env::parse(&get_env).map_err(fail)?;
     if env.command == Command::Version {
-        let v = if config::SUPPORTED_VERSIONS.contains(&version.as_str()) { version.clone() } else { DEFAULT_VERSION.into() };
+        let v = if config::SUPPORTED_VERSIONS.contains(&version.as_str()) {
+            version.clone()
+        } else {
+            DEFAULT_VERSION.into()
+        };
         return Ok(Some(json!({ "cniVersion": v, "supportedVersions": config::SUPPORTED_VERSIONS })));
     }
     let conf = config::parse(stdin).map_err(fail)?;
@@ -47,12 +53,20 @@ fn execute(env: &env::Env, conf: &config::NetConf, client: &Client) -> Result<Op
         }
         Command::Del => {
             let netns = (!env.netns.is_empty()).then(|| env.netns.clone());
-            let req = Request::Del(DelRequest { container_id: env.container_id.clone(), ifname: env.ifname.clone(), netns });
+            let req = Request::Del(DelRequest {
+                container_id: env.container_id.clone(),
+                ifname: env.ifname.clone(),
+                netns,
+            });
             client.call(&req).map_err(agent_error).map(|_| None)
         }
         Command::Check => {
             let prev = conf.prev_result.as_ref().ok_or_else(|| {
-                CniError::new(code::INVALID_CONFIG, "invalid network configuration: prevResult", "CHECK needs the cached result in prevResult")
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "invalid network configuration: prevResult",
+                    "CHECK needs the cached result in prevResult",
+                )
             })?;
             let req = Request::Check(CheckRequest {
                 container_id: env.container_id.clone(),
@@ -64,7 +78,11 @@ fn execute(env: &env::Env, conf: &config::NetConf, client: &Client) -> Result<Op
         }
         Command::Status => client.call(&Request::Status).map(|_| None).map_err(|e| {
             let inner = agent_error(e);
-            CniError::new(code::NOT_AVAILABLE, "weft cannot serve ADD on this node", format!("{}: {}", inner.msg, inner.details))
+            CniError::new(
+                code::NOT_AVAILABLE,
+                "weft cannot serve ADD on this node",
+                format!("{}: {}", inner.msg, inner.details),
+            )
         }),
         Command::Gc => {
             let valid = conf
@@ -84,7 +102,10 @@ fn agent_error(e: ClientError) -> CniError {
         ClientError::Unreachable { socket, cause } => CniError::new(
             code::TRY_AGAIN,
             "the weft agent is not reachable; try again later",
-            format!("no agent answers at {} ({cause}): start it with `weft agent` or fix agentSocket in the network config", socket.display()),
+            format!(
+                "no agent answers at {} ({cause}): start it with `weft agent` or fix agentSocket in the network config",
+                socket.display()
+            ),
         ),
         ClientError::Api(a) => CniError::new(a.code, a.msg, a.details),
         ClientError::Protocol(m) => CniError::new(code::INTERNAL, "unexpected answer from the weft agent", m),
@@ -97,15 +118,20 @@ mod tests {
 
     #[test]
     fn version_answers_in_the_asked_version() {
-        let out = run(|k| (k == "CNI_COMMAND").then(|| "VERSION".into()), br#"{"cniVersion":"1.0.0"}"#).unwrap().unwrap();
+        let out = run(|k| (k == "CNI_COMMAND").then(|| "VERSION".into()), br#"{"cniVersion":"1.0.0"}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(out["cniVersion"], "1.0.0");
         assert_eq!(out["supportedVersions"], json!(["1.0.0", "1.1.0"]));
     }
 
     #[test]
     fn errors_carry_the_callers_version() {
-        let e = run(|k| (k == "CNI_COMMAND").then(|| "ADD".into()), br#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#)
-            .unwrap_err();
+        let e = run(
+            |k| (k == "CNI_COMMAND").then(|| "ADD".into()),
+            br#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#,
+        )
+        .unwrap_err();
         assert_eq!((e.code, e.cni_version.as_str()), (4, "1.0.0"));
     }
 }

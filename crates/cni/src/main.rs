@@ -5,7 +5,11 @@ fn main() -> ExitCode {
     let read = std::io::stdin().read_to_end(&mut input);
     let outcome = match read {
         Ok(_) => weft_cni::run(|k| std::env::var(k).ok(), &input),
-        Err(e) => Err(weft_cni::error::CniError::new(weft_cni::error::code::IO, "cannot read the network configuration from stdin", e.to_string())),
+        Err(e) => Err(weft_cni::error::CniError::new(
+            weft_cni::error::code::IO,
+            "cannot read the network configuration from stdin",
+            e.to_string(),
+        )),
     };
     match outcome {
         Ok(Some(v)) => {

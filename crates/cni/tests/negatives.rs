@@ -31,7 +31,9 @@ const ADD_ENV: [(&str, &str); 5] = [
 ];
 
 fn conf(version: &str) -> String {
-    format!(r#"{{"cniVersion":"{version}","name":"weft","type":"weft-cni","agentSocket":"/run/weft-nonexistent/agent.sock"}}"#)
+    format!(
+        r#"{{"cniVersion":"{version}","name":"weft","type":"weft-cni","agentSocket":"/run/weft-nonexistent/agent.sock"}}"#
+    )
 }
 
 #[test]
@@ -68,7 +70,8 @@ fn agent_down_is_try_again_and_status_not_available() {
     let (ok, v) = run(&[("CNI_COMMAND", "STATUS")], &conf("1.1.0"));
     assert!(!ok);
     assert_eq!(v["code"], 50);
-    let (ok, v) = run(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")], &conf("1.0.0"));
+    let (ok, v) =
+        run(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", "eth0")], &conf("1.0.0"));
     assert!(!ok, "DEL cannot succeed without the agent: the runtime retries");
     assert_eq!(v["code"], 11);
 }

@@ -44,11 +44,14 @@ impl fmt::Display for Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (expected e.g. 10.244.1.0/24)"))?;
+        let (a, p) =
+            s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (expected e.g. 10.244.1.0/24)"))?;
         let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} in {s:?} is not an IPv4 address"))?;
         let prefix: u8 = p.parse().map_err(|_| format!("{p:?} in {s:?} is not a prefix length"))?;
         if prefix > 30 {
-            return Err(format!("{s}: a pod CIDR needs room for a gateway and pods; use a prefix of /30 or shorter"));
+            return Err(format!(
+                "{s}: a pod CIDR needs room for a gateway and pods; use a prefix of /30 or shorter"
+            ));
         }
         let c = Cidr { addr, prefix };
         if c.network() != addr {

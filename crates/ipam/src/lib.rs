@@ -53,7 +53,10 @@ impl fmt::Display for IpamError {
                 path.display()
             ),
             IpamError::Exhausted { cidr, in_use } => {
-                write!(f, "all addresses of {cidr} are in use ({in_use} pods); delete pods or give the node a larger CIDR")
+                write!(
+                    f,
+                    "all addresses of {cidr} are in use ({in_use} pods); delete pods or give the node a larger CIDR"
+                )
             }
             IpamError::Conflict { ip, holder } => write!(f, "{ip} is already held by {holder}"),
             IpamError::OutOfRange { ip, cidr } => write!(f, "{ip} is not in the node's pod CIDR {cidr}"),
@@ -90,21 +93,34 @@ impl Ipam {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
         let lock_path = state_file.with_extension("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(IpamError::Locked { path: state_file.to_path_buf() });
         }
         let state = match fs::read(state_file) {
             Ok(b) => {
-                let s: State = serde_json::from_slice(&b)
-                    .map_err(|e| IpamError::Corrupt { path: state_file.to_path_buf(), error: e.to_string() })?;
+                let s: State = serde_json::from_slice(&b).map_err(|e| IpamError::Corrupt {
+                    path: state_file.to_path_buf(),
+                    error: e.to_string(),
+                })?;
                 if s.cidr != cidr {
-                    return Err(IpamError::CidrMismatch { path: state_file.to_path_buf(), stored: s.cidr, wanted: cidr });
+                    return Err(IpamError::CidrMismatch {
+                        path: state_file.to_path_buf(),
+                        stored: s.cidr,
+                        wanted: cidr,
+                    });
                 }
                 s
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State { cidr, allocations: BTreeMap::new() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                State { cidr, allocations: BTreeMap::new() }
+            }
             Err(e) => return Err(IpamError::Io { path: state_file.to_path_buf(), source: e }),
         };
         Ok(Self { path: state_file.to_path_buf(), state, _lock: lock })
@@ -282,8 +298,14 @@ mod tests {
         let mut ipam = Ipam::open(&p, "10.244.5.0/24".parse().unwrap()).unwrap();
         ipam.reserve(Ipv4Addr::new(10, 244, 5, 9), &owner("a")).unwrap();
         ipam.reserve(Ipv4Addr::new(10, 244, 5, 9), &owner("a")).unwrap();
-        assert!(matches!(ipam.reserve(Ipv4Addr::new(10, 244, 5, 9), &owner("b")), Err(IpamError::Conflict { .. })));
-        assert!(matches!(ipam.reserve(Ipv4Addr::new(10, 244, 5, 1), &owner("b")), Err(IpamError::OutOfRange { .. })));
+        assert!(matches!(
+            ipam.reserve(Ipv4Addr::new(10, 244, 5, 9), &owner("b")),
+            Err(IpamError::Conflict { .. })
+        ));
+        assert!(matches!(
+            ipam.reserve(Ipv4Addr::new(10, 244, 5, 1), &owner("b")),
+            Err(IpamError::OutOfRange { .. })
+        ));
         fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 

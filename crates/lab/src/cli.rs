@@ -104,14 +104,12 @@ fn exec(lab: &str, target: &str, cmd: &[String]) -> ExitCode {
     if let Some(s) = socket {
         command.env("WEFT_SOCKET", s);
     }
-    let r = weft_net::netns::run_in(Path::new(&ns), move || {
-        command.status().map_err(|e| weft_net::Error(format!("cannot run {:?}: {e}", command.get_program())))
-    });
-    match r {
-        Ok(st) => ExitCode::from(st.code().unwrap_or(1) as u8),
-        Err(e) => {
-            eprintln!("weft lab exec: {e}");
-            ExitCode::FAILURE
-        }
+    // Become the command (signals reach it, its exit code is ours).
+    if let Err(e) = weft_net::netns::enter_for_exec(Path::new(&ns)) {
+        eprintln!("weft lab exec: {e}");
+        return ExitCode::FAILURE;
     }
+    let e = std::os::unix::process::CommandExt::exec(&mut command);
+    eprintln!("weft lab exec: cannot run {:?}: {e}", cmd[0]);
+    ExitCode::FAILURE
 }

@@ -30,6 +30,23 @@ where
     .map_err(|_| Error("namespace worker thread panicked".into()))?
 }
 
+/// Moves the calling thread into the namespace at `path`. Only for a
+/// process about to exec another program (`weft lab exec`): everywhere else
+/// use [`run_in`], which keeps the switch on a thread of its own.
+pub fn enter_for_exec(path: &Path) -> Result<()> {
+    let ns = File::open(path)
+        .map_err(|e| Error(format!("network namespace {} cannot be opened: {e}", path.display())))?;
+    // SAFETY: setns on a valid namespace fd.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(Error(format!(
+            "entering network namespace {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `path` is a network namespace (a bind mount or /proc entry).
 pub fn exists(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e736673;

@@ -41,7 +41,11 @@ pub fn pod_labels_key(namespace: &str, name: &str) -> String {
     format!("pods/{namespace}/{name}/labels")
 }
 
-pub fn stored_pod_labels(store: &dyn Store, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, StoreError> {
+pub fn stored_pod_labels(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>, StoreError> {
     Ok(get_json(store, &pod_labels_key(namespace, name))?.unwrap_or_default())
 }
 
@@ -145,7 +149,9 @@ mod tests {
         let (s, d) = store("eq");
         let a = IdentityAllocator::new(s);
         let x = a.allocate(&l(&["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"])).unwrap();
-        let y = a.allocate(&l(&["k8s:io.kubernetes.pod.namespace=default", "k8s:app=web", "k8s:app=web"])).unwrap();
+        let y = a
+            .allocate(&l(&["k8s:io.kubernetes.pod.namespace=default", "k8s:app=web", "k8s:app=web"]))
+            .unwrap();
         let z = a.allocate(&l(&["k8s:app=db"])).unwrap();
         assert_eq!(x, 256);
         assert_eq!(x, y);
@@ -175,7 +181,9 @@ mod tests {
             .map(|t| {
                 let a = IdentityAllocator::new(s.clone());
                 std::thread::spawn(move || {
-                    (0..20).map(|i| (i, a.allocate(&[format!("k8s:set={}", (i + t) % 20)]).unwrap())).collect::<Vec<_>>()
+                    (0..20)
+                        .map(|i| (i, a.allocate(&[format!("k8s:set={}", (i + t) % 20)]).unwrap()))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();

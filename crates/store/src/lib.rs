@@ -37,7 +37,10 @@ impl fmt::Display for StoreError {
                 dir.display()
             ),
             StoreError::Unavailable { backend, cause } => {
-                write!(f, "store backend {backend} is unavailable: {cause}; check that it runs and is reachable")
+                write!(
+                    f,
+                    "store backend {backend} is unavailable: {cause}; check that it runs and is reachable"
+                )
             }
         }
     }

@@ -45,7 +45,12 @@ impl LocalStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(StoreError::Locked { dir: dir.to_path_buf() });
@@ -167,7 +172,10 @@ mod tests {
         assert_eq!(s.get("endpoints/n1/c1/eth0").unwrap().unwrap(), b"1");
         assert_eq!(s.get("endpoints/n1/none").unwrap(), None);
         let l = s.list("endpoints/n1/").unwrap();
-        assert_eq!(l.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["endpoints/n1/c1/eth0", "endpoints/n1/c2/eth0"]);
+        assert_eq!(
+            l.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["endpoints/n1/c1/eth0", "endpoints/n1/c2/eth0"]
+        );
         assert_eq!(s.list("endpoints/").unwrap().len(), 3);
         assert_eq!(s.list("nothing/").unwrap().len(), 0);
         assert!(!s.create("endpoints/n1/c1/eth0", b"x").unwrap());
