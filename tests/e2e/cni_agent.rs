@@ -140,3 +140,27 @@ fn gc_releases_attachments_the_runtime_no_longer_knows() {
     let out = lab.cni("node1", "STATUS", "", "", "1.1.0");
     assert!(out.success, "STATUS: {} {}", out.stdout, out.stderr);
 }
+
+#[test]
+fn mtu_from_the_network_config_reaches_both_ends() {
+    let lab = TestLab::up("mtu", 1, 0);
+    let ns = TempNetns::new(&format!("weft-{}-m", lab.name()));
+    let mut conf = weft_lab::cni::plugin_config(&lab.lab.node("node1").unwrap().socket, "1.1.0");
+    conf["mtu"] = 1400.into();
+    let out = lab.cni_with("node1", "ADD", "m1", &ns.path(), &conf);
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    let r = out.json().unwrap();
+    assert_eq!(r["interfaces"][1]["mtu"], 1400);
+    let host_dev = r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let pod = weft_net::netns::run_in(std::path::Path::new(&ns.path()), || {
+        weft_net::ip::output(&["link", "show", "eth0"])
+    })
+    .unwrap();
+    assert!(pod.contains("mtu 1400"), "{pod}");
+    let host = lab.ok("node1", &["ip", "link", "show", &host_dev]);
+    assert!(host.contains("mtu 1400"), "{host}");
+    // An MTU no link can have is refused before anything is created.
+    conf["mtu"] = 100.into();
+    let out = lab.cni_with("node1", "ADD", "m2", &ns.path(), &conf);
+    assert_eq!(out.json().unwrap()["code"], 7);
+}

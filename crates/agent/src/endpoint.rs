@@ -55,13 +55,14 @@ fn validate(req: &AddRequest) -> Result<(), ApiError> {
         return Err(bad("ifname must be 1-15 characters without '/'"));
     }
     if let Some(m) = req.mtu
-        && !(576..=65535).contains(&m) {
-            return Err(ApiError::new(
-                code::INVALID_CONFIG,
-                "invalid mtu",
-                format!("{m} is outside 576..=65535"),
-            ));
-        }
+        && !(576..=65535).contains(&m)
+    {
+        return Err(ApiError::new(
+            code::INVALID_CONFIG,
+            "invalid mtu",
+            format!("{m} is outside 576..=65535"),
+        ));
+    }
     if !netns::exists(Path::new(&req.netns)) {
         return Err(ApiError::new(
             code::NETNS_NOT_FOUND,
@@ -284,12 +285,13 @@ pub fn forget(agent: &Agent, inner: &mut Inner, rec: &EndpointRecord) {
     inner.dp.detach(&rec.host_ifname);
     if let Ok(Some(info)) =
         inner.dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok())
-        && info.ep_id == rec.id {
-            if let Ok(mut lxc) = inner.dp.lxc() {
-                let _ = lxc.remove(&info.ifindex);
-            }
-            inner.dp.del_endpoint(rec.ip);
+        && info.ep_id == rec.id
+    {
+        if let Ok(mut lxc) = inner.dp.lxc() {
+            let _ = lxc.remove(&info.ifindex);
         }
+        inner.dp.del_endpoint(rec.ip);
+    }
     if let Err(e) = inner.ipam.release(&rec.container_id, &rec.ifname) {
         log::warn!("IPAM release of {} failed: {e}", rec.ip);
     }
@@ -297,9 +299,10 @@ pub fn forget(agent: &Agent, inner: &mut Inner, rec: &EndpointRecord) {
     inner.endpoints.remove(&(rec.container_id.clone(), rec.ifname.clone()));
     let _ = agent.store.delete(&agent.endpoint_key(&rec.container_id, &rec.ifname));
     if !inner.endpoints.values().any(|e| e.identity == rec.identity)
-        && let Err(e) = agent.identities.release(rec.identity) {
-            log::warn!("releasing identity {} failed: {e}", rec.identity);
-        }
+        && let Err(e) = agent.identities.release(rec.identity)
+    {
+        log::warn!("releasing identity {} failed: {e}", rec.identity);
+    }
 }
 
 /// DEL is idempotent: an unknown attachment or a vanished netns is success.
@@ -337,9 +340,10 @@ pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
         return fail(format!("network namespace {} is not the endpoint's ({})", req.netns, rec.netns));
     }
     if let Some(ip) = req.ip
-        && ip != rec.ip {
-            return fail(format!("the runtime expects {ip}, the endpoint has {}", rec.ip));
-        }
+        && ip != rec.ip
+    {
+        return fail(format!("the runtime expects {ip}, the endpoint has {}", rec.ip));
+    }
     let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
         return fail(format!("host device {} is missing", rec.host_ifname));
     };

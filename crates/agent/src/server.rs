@@ -208,9 +208,10 @@ fn stream_events(agent: &Agent, mut stream: UnixStream, debug: bool) {
                 // A closed peer reads as EOF.
                 let mut b = [0u8; 1];
                 if let Some(p) = probe.as_mut()
-                    && let Ok(0) = p.read(&mut b) {
-                        break;
-                    }
+                    && let Ok(0) = p.read(&mut b)
+                {
+                    break;
+                }
             }
             Err(_) => break,
         }

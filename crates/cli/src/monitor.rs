@@ -55,13 +55,15 @@ pub fn run(client: &Client, a: MonitorArgs) -> Result<(), String> {
             continue;
         }
         if let Some(ep) = a.related_to
-            && !ev.related_to(ep) {
-                continue;
-            }
+            && !ev.related_to(ep)
+        {
+            continue;
+        }
         if let Some(w) = pcap.as_mut()
-            && ev.kind != "debug" {
-                w.write(&ev.packet(), ev.bytes).map_err(|e| format!("pcap: {e}"))?;
-            }
+            && ev.kind != "debug"
+        {
+            w.write(&ev.packet(), ev.bytes).map_err(|e| format!("pcap: {e}"))?;
+        }
         let mut out = stdout.lock();
         let printed = if a.json { writeln!(out, "{line}") } else { writeln!(out, "{}", ev.line()) };
         if printed.and_then(|_| out.flush()).is_err() {

@@ -74,9 +74,10 @@ pub fn parse(input: &[u8]) -> Result<NetConf, CniError> {
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid("type", "the plugin type is required".into()))?;
     if let Some(m) = raw.mtu
-        && !(576..=65535).contains(&m) {
-            return Err(invalid("mtu", format!("{m} is outside 576..=65535")));
-        }
+        && !(576..=65535).contains(&m)
+    {
+        return Err(invalid("mtu", format!("{m} is outside 576..=65535")));
+    }
     Ok(NetConf {
         cni_version: version,
         name,
