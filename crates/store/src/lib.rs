@@ -6,9 +6,11 @@
 //! Keys are '/'-separated paths: `endpoints/<node>/<container>/<ifname>`,
 //! `identities/id/<n>`, `pods/<ns>/<name>/labels`.
 
+mod etcd;
 pub mod identity;
 mod local;
 
+pub use etcd::EtcdStore;
 pub use local::LocalStore;
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -59,6 +61,19 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// e.g. "local:/var/lib/weft/store".
     fn describe(&self) -> String;
+
+    /// A lease: keys put with it vanish when it is not renewed within `ttl`
+    /// (node liveness). The local backend has one node only: no leases.
+    fn grant_lease(&self, _ttl: std::time::Duration) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Renews a lease; false once it has expired (re-grant and re-put).
+    fn keep_alive(&self, _lease: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    fn put_leased(&self, key: &str, value: &[u8], _lease: u64) -> Result<(), StoreError> {
+        self.put(key, value)
+    }
 }
 
 fn decode<T: DeserializeOwned>(key: &str, b: &[u8]) -> Result<T, StoreError> {

@@ -1,0 +1,200 @@
+//! The etcd backend against a real etcd (Debian's etcd-server), started by
+//! the test inside a network namespace of its own.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use weft_store::{EtcdStore, Store, StoreError, identity::IdentityAllocator};
+
+/// etcd in a throwaway namespace; the namespace, process and data go on drop.
+struct Etcd {
+    ns: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    fn start(tag: &str) -> Etcd {
+        let ns = format!("weft-st-{tag}-{}", std::process::id());
+        let _ = weft_net::netns::delete(&ns);
+        weft_net::netns::add(&ns).unwrap();
+        let path = PathBuf::from(format!("/run/netns/{ns}"));
+        weft_net::netns::run_in(&path, || weft_net::ip::run(&["link", "set", "lo", "up"])).unwrap();
+        let dir = std::env::temp_dir().join(&ns);
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = dir.clone();
+        let child = weft_net::netns::run_in(&path, move || {
+            Command::new("etcd")
+                .arg("--data-dir")
+                .arg(&data)
+                .args([
+                    "--listen-client-urls",
+                    "http://127.0.0.1:2379",
+                    "--advertise-client-urls",
+                    "http://127.0.0.1:2379",
+                ])
+                .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| weft_net::Error(format!("etcd (apt-get install etcd-server): {e}")))
+        })
+        .unwrap();
+        let e = Etcd { ns, child, dir };
+        let start = Instant::now();
+        while e.run(|s| s.get("probe")).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "etcd did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        e
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap())
+    }
+
+    /// Runs `f` with a store client inside the namespace.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<dyn Store>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let s = self.store();
+        weft_net::netns::run_in(&PathBuf::from(format!("/run/netns/{}", self.ns)), move || {
+            Ok(f(s).map_err(|e| e.to_string()))
+        })
+        .unwrap()
+        .map_err(|e| StoreError::Unavailable { backend: "etcd".into(), cause: e })
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = weft_net::netns::delete(&self.ns);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn kv_semantics_match_the_local_backend() {
+    let etcd = Etcd::start("kv");
+    etcd.run(|s| {
+        s.put("endpoints/n1/c1/eth0", b"1")?;
+        s.put("endpoints/n1/c2/eth0", b"2")?;
+        s.put("endpoints/n2/c3/eth0", b"3")?;
+        s.put("endpointsX", b"not under the prefix")?;
+        assert_eq!(s.get("endpoints/n1/c1/eth0")?.unwrap(), b"1");
+        assert_eq!(s.get("endpoints/none")?, None);
+        let keys: Vec<String> = s.list("endpoints/n1/")?.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["endpoints/n1/c1/eth0", "endpoints/n1/c2/eth0"]);
+        assert_eq!(s.list("endpoints/")?.len(), 3);
+        assert!(!s.create("endpoints/n1/c1/eth0", b"x")?);
+        assert!(s.create("cidrs/10.244.1.0-24", b"node1")?);
+        assert!(s.delete("endpoints/n1/c1/eth0")?);
+        assert!(!s.delete("endpoints/n1/c1/eth0")?);
+        assert!(s.describe().starts_with("etcd:http://127.0.0.1:2379"));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn racing_creates_have_exactly_one_winner() {
+    let etcd = Etcd::start("race");
+    for round in 0..5 {
+        let wins = etcd
+            .run(move |s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|t| {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            (0..10)
+                                .filter(|k| {
+                                    s.create(&format!("race/{round}/{k}"), format!("{t}").as_bytes()).unwrap()
+                                })
+                                .count()
+                        })
+                    })
+                    .collect();
+                Ok(hs.into_iter().map(|h| h.join().unwrap()).sum::<usize>())
+            })
+            .unwrap();
+        assert_eq!(wins, 10, "round {round}: every key has exactly one winner");
+    }
+}
+
+#[test]
+fn two_agents_allocating_identities_never_collide() {
+    let etcd = Etcd::start("ident");
+    for round in 0..3 {
+        let results = etcd
+            .run(move |s| {
+                let hs: Vec<_> = (0..2)
+                    .map(|agent| {
+                        // Each "agent" has its own client, as two nodes would.
+                        let a = IdentityAllocator::new(Arc::new(
+                            EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap(),
+                        ));
+                        let _ = &s;
+                        std::thread::spawn(move || {
+                            (0..15)
+                                .map(|i| {
+                                    let set = (i + agent * 7) % 15;
+                                    (
+                                        set,
+                                        a.allocate(&[format!("k8s:round={round}"), format!("k8s:set={set}")])
+                                            .unwrap(),
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                Ok(hs.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<_>>())
+            })
+            .unwrap();
+        let mut by_set = std::collections::BTreeMap::new();
+        for (set, id) in results {
+            assert_eq!(*by_set.entry(set).or_insert(id), id, "round {round}: one label set, one identity");
+        }
+        let ids: std::collections::HashSet<_> = by_set.values().collect();
+        assert_eq!(ids.len(), 15, "round {round}: one identity, one label set");
+        assert!(ids.iter().all(|i| **i >= 256));
+    }
+}
+
+#[test]
+fn leased_keys_vanish_when_not_renewed() {
+    let etcd = Etcd::start("lease");
+    etcd.run(|s| {
+        let lease = s.grant_lease(Duration::from_secs(2))?;
+        s.put_leased("nodes/node1", b"{}", lease)?;
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(700));
+            assert!(s.keep_alive(lease)?);
+        }
+        assert!(s.get("nodes/node1")?.is_some(), "kept alive");
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(s.get("nodes/node1")?.is_none(), "gone after the lease ran out");
+        assert!(!s.keep_alive(lease)?, "an expired lease cannot be renewed");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn unreachable_etcd_is_a_clear_error() {
+    let etcd = Etcd::start("down");
+    // A port nothing listens on, inside the test's namespace.
+    let e = etcd
+        .run(|_| {
+            Ok(EtcdStore::new("http://127.0.0.1:1", "/weft/").unwrap().get("x").unwrap_err().to_string())
+        })
+        .unwrap();
+    assert!(e.contains("etcd 127.0.0.1:1") && e.contains("unavailable"), "{e}");
+    assert!(EtcdStore::new("https://x:2379", "/w/").is_err());
+}
