@@ -9,6 +9,7 @@
 mod etcd;
 pub mod identity;
 mod local;
+pub mod pool;
 
 pub use etcd::EtcdStore;
 pub use local::LocalStore;

@@ -3,7 +3,7 @@
 //! dependency-free: the agent calls the store from plain threads.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::{TcpStream, ToSocketAddrs},
     time::Duration,
 };
