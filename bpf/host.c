@@ -3,7 +3,8 @@
  *
  * The node routes its pod CIDR to weft_host, so everything the host itself
  * sends to a pod leaves through here. The source identity is the host (1);
- * a packet for a local endpoint is delivered straight to its device. */
+ * a packet for a local endpoint is delivered straight to its device, one
+ * for a pod on another node is encapsulated towards that node. */
 #define WEFT_FILE_ID WEFT_FILE_HOST
 
 #include "lib/common.h"
@@ -13,6 +14,7 @@
 #include "lib/drop.h"
 #include "lib/dbg.h"
 #include "lib/local.h"
+#include "lib/encap.h"
 
 SEC("classifier/from-host")
 int from_host(struct __sk_buff *skb)
@@ -32,6 +34,12 @@ int from_host(struct __sk_buff *skb)
 	send_trace(skb, TRACE_FROM_HOST, &t);
 
 	dst = lookup_endpoint(daddr);
+	if (!dst) {
+		struct ipcache_info *remote = ipcache_lookup(daddr);
+
+		if (remote && remote->tunnel_endpoint)
+			return encap_to_node(skb, 0, IDENTITY_HOST, remote);
+	}
 	if (!dst || (dst->flags & ENDPOINT_F_HOST)) {
 		send_debug(skb, DBG_IP_ID_MAP_FAILED4, 0, daddr, 0, 0);
 		t.dst_id = IDENTITY_WORLD;

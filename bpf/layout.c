@@ -13,4 +13,6 @@ struct endpoint_info layout_endpoint_info;
 struct lxc_info layout_lxc_info;
 struct weft_config layout_weft_config;
 struct weft_event layout_weft_event;
+struct ipcache_key layout_ipcache_key;
+struct ipcache_info layout_ipcache_info;
 int layout_abi_version = WEFT_ABI_VERSION;

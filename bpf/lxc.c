@@ -6,9 +6,10 @@
  *   2. anti-spoofing: the source MAC and IPv4 address must be the endpoint's;
  *   3. ARP: answer for any address but the pod's own, with this device's MAC;
  *   4. IPv4 to another local pod: deliver straight into its netns
- *      (bpf_redirect_peer), to one of the node's addresses: hand to the
- *      host stack, anything else: to the stack (routing beyond the node
- *      comes with the overlay). */
+ *      (bpf_redirect_peer); to one of the node's addresses: hand to the
+ *      host stack; to an address the ipcache places on another node:
+ *      encapsulate towards that node (lib/encap.h); anything else: to the
+ *      stack. */
 #define WEFT_FILE_ID WEFT_FILE_LXC
 
 #include "lib/common.h"
@@ -19,6 +20,7 @@
 #include "lib/dbg.h"
 #include "lib/arp.h"
 #include "lib/local.h"
+#include "lib/encap.h"
 
 static __always_inline int handle_arp(struct __sk_buff *skb, __u16 ep,
 				      __u32 sec, __u32 own_ip4,
@@ -47,6 +49,7 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, __u16 ep,
 				       __u32 sec, __u32 own_ip4)
 {
 	struct trace_ctx t = { .source = ep, .src_id = sec };
+	struct ipcache_info *remote;
 	struct endpoint_info *dst;
 	struct iphdr *ip = ip4_hdr(skb);
 	__be32 daddr;
@@ -70,14 +73,19 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, __u16 ep,
 			   dst->sec_identity, 0);
 		return local_delivery(skb, ep, sec, dst, DELIVER_FROM_INGRESS);
 	}
+	remote = ipcache_lookup(daddr);
+	if (remote && remote->tunnel_endpoint) {
+		send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, ep, daddr,
+			   remote->sec_identity, 0);
+		return encap_to_node(skb, ep, sec, remote);
+	}
 	send_debug(skb, DBG_IP_ID_MAP_FAILED4, ep, daddr, 0, 0);
 	t.dst_id = IDENTITY_WORLD;
 	send_trace(skb, TRACE_TO_STACK, &t);
 	return CTX_ACT_OK;
 }
 
-SEC("classifier/from-container")
-int from_container(struct __sk_buff *skb)
+static __always_inline int do_from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
 	struct endpoint_info *self;
@@ -112,6 +120,12 @@ int from_container(struct __sk_buff *skb)
 	default:
 		return send_drop(skb, DROP_UNSUPPORTED_L3, ep, sec, 0);
 	}
+}
+
+SEC("classifier/from-container")
+int from_container(struct __sk_buff *skb)
+{
+	return do_from_container(skb);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

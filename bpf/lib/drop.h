@@ -9,6 +9,7 @@
 /* Source files, for the "file" field of drop events. */
 #define WEFT_FILE_LXC  1
 #define WEFT_FILE_HOST 2
+#define WEFT_FILE_OVERLAY 3
 
 /* Drop reasons (numbers as in Cilium's monitor API, printed as text by
  * `weft monitor`; crates/datapath/src/events.rs holds the texts). */
@@ -17,8 +18,13 @@
 #define DROP_INVALID         134
 #define DROP_UNSUPPORTED_L3  139
 #define DROP_WRITE_ERROR     141
+#define DROP_NO_TUNNEL_KEY   147
+#define DROP_NO_TUNNEL_DEV   160
 #define DROP_UNSUPPORTED_L2  166
 #define DROP_NO_ENDPOINT     168  /* our own: lxc device without endpoint */
+#define DROP_UNROUTABLE      170  /* our own: no local endpoint for a decapsulated packet */
+#define DROP_INVALID_IDENTITY 171
+#define DROP_UNKNOWN_SENDER  172
 #define DROP_TTL_EXCEEDED    196
 
 #ifndef WEFT_FILE_ID

@@ -37,6 +37,28 @@ struct lxc_info {
 	__u16 pad;
 };
 
+/* Key of weft_ipcache (LPM trie: the prefix length comes first). */
+struct ipcache_key {
+	__u32 prefixlen;     /* 0..32 */
+	__u32 ip4;           /* network byte order */
+};
+
+/* The prefix is a node's own address (outer sources must be one of these). */
+#define IPCACHE_F_NODE 0x1
+
+/* Value of weft_ipcache: who owns an address anywhere in the cluster. */
+struct ipcache_info {
+	__u32 sec_identity;     /* identity of the address */
+	__u32 tunnel_endpoint;  /* underlay address of its node (network order), 0: this node */
+	__u16 flags;            /* IPCACHE_F_* */
+	__u16 pad;
+};
+
+/* Cross-node modes (a cluster setting). */
+#define MODE_VXLAN  0
+#define MODE_IPIP   1
+#define MODE_NATIVE 2
+
 /* Runtime switches the agent flips without reloading programs. */
 #define CFG_F_TRACE 0x1      /* emit trace events (a monitor is listening) */
 #define CFG_F_DEBUG 0x2      /* emit debug and capture events (monitor -v) */
@@ -45,6 +67,8 @@ struct weft_config {
 	__u32 flags;         /* CFG_F_* */
 	__u32 node_ip4;      /* the node's underlay address (network order) */
 	__u32 gw_ip4;        /* the pod gateway address (network order) */
+	__u32 mode;          /* MODE_* */
+	__u32 vxlan_ifindex; /* weft_vxlan, the collect_md VXLAN device */
 	__u32 pad;
 };
 
@@ -73,6 +97,23 @@ struct {
 	__type(value, struct weft_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, WEFT_ENDPOINTS_MAX);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_ipcache SEC(".maps");
+
+/* Longest-prefix match of an address in the ipcache. */
+static __always_inline struct ipcache_info *ipcache_lookup(__be32 ip4)
+{
+	struct ipcache_key key = { .prefixlen = 32, .ip4 = ip4 };
+
+	return bpf_map_lookup_elem(&weft_ipcache, &key);
+}
 
 static __always_inline struct weft_config *config_get(void)
 {

@@ -10,15 +10,17 @@ fn main() {
     println!("cargo:rerun-if-env-changed=WEFT_CLANG");
     println!("cargo:rerun-if-changed={}", root.display());
     println!("cargo:rerun-if-changed={}", root.join("lib").display());
-    for dir in [&root, &root.join("lib")] {
+    for dir in [&root, &root.join("lib"), &root.join("tests")] {
         for entry in std::fs::read_dir(dir).expect("bpf/ is missing") {
             println!("cargo:rerun-if-changed={}", entry.unwrap().path().display());
         }
     }
     let multiarch = format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap());
-    for prog in ["lxc", "host", "layout"] {
+    // Programs, the BTF-only layout object, and test-only probe wrappers.
+    let objects = ["lxc", "host", "overlay", "layout", "tests/probe_lxc", "tests/probe_overlay"];
+    for prog in objects {
         let src = root.join(format!("{prog}.c"));
-        let obj = out.join(format!("{prog}.o"));
+        let obj = out.join(format!("{}.o", prog.trim_start_matches("tests/")));
         let status = Command::new(&clang)
             .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
             .arg(format!("-I{multiarch}"))

@@ -34,8 +34,13 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
         134 => "Invalid packet",
         139 => "Unsupported L3 protocol",
         141 => "Error writing to packet",
+        147 => "Error retrieving tunnel key",
+        160 => "No tunnel/encapsulation endpoint (datapath BUG!)",
         166 => "Unsupported L2 protocol",
         168 => "No endpoint for device",
+        170 => "No local endpoint for decapsulated packet",
+        171 => "Invalid identity",
+        172 => "Unknown sender",
         196 => "TTL exceeded",
         _ => "Unknown reason",
     }
@@ -46,6 +51,7 @@ pub fn file_name(id: u8) -> &'static str {
     match id {
         1 => "lxc.c",
         2 => "host.c",
+        3 => "overlay.c",
         _ => "unknown",
     }
 }
@@ -63,6 +69,11 @@ pub fn debug_text(code: u8, a1: u32, a2: u32, a3: u32) -> String {
         4 => format!("ARP reply for {} sent (ifindex {a2})", ip(a1)),
         5 => format!("Destination {} is the host: to stack", ip(a1)),
         6 => format!("Destination {} is not local: to stack", ip(a1)),
+        7 => {
+            let node = u32::from(ip(a1));
+            format!("Encapsulating to node {node} ({node:#x}) from seclabel {a2}")
+        }
+        8 => format!("Decapsulated from node {} with seclabel {a2}", ip(a1)),
         _ => format!("Unknown message {code} args {a1:#x} {a2:#x} {a3:#x}"),
     }
 }

@@ -5,7 +5,11 @@
 use crate::maps::*;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, Map, MapData, RingBuf, array::Array},
+    maps::{
+        HashMap as BpfHashMap, Map, MapData, RingBuf,
+        array::Array,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -20,9 +24,11 @@ use std::{
 /// The clang-built objects, embedded at build time (see build.rs).
 pub const LXC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));
 pub const HOST_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host.o"));
+pub const OVERLAY_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.o"));
 
 pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_FROM_HOST: &str = "from_host";
+pub const PROG_FROM_OVERLAY: &str = "from_overlay";
 
 #[derive(Debug)]
 pub struct Error(pub String);
@@ -91,6 +97,7 @@ pub struct Datapath {
     dir: PathBuf,
     lxc: Ebpf,
     host: Ebpf,
+    overlay: Ebpf,
     adopted: bool,
 }
 
@@ -119,7 +126,8 @@ impl Datapath {
         };
         let lxc = load(LXC_OBJ, PROG_FROM_CONTAINER)?;
         let host = load(HOST_OBJ, PROG_FROM_HOST)?;
-        Ok(Self { dir, lxc, host, adopted })
+        let overlay = load(OVERLAY_OBJ, PROG_FROM_OVERLAY)?;
+        Ok(Self { dir, lxc, host, overlay, adopted })
     }
 
     /// Whether the maps were found pinned (an agent restart) rather than new.
@@ -152,12 +160,26 @@ impl Datapath {
         self.attach(ifname, PROG_FROM_HOST, Hook::Egress)
     }
 
+    /// Attaches from-overlay to the ingress of weft_vxlan.
+    pub fn attach_overlay(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach(ifname, PROG_FROM_OVERLAY, Hook::Ingress)
+    }
+
+    /// The object that holds a program.
+    fn object(&mut self, prog_name: &str) -> &mut Ebpf {
+        match prog_name {
+            PROG_FROM_HOST => &mut self.host,
+            PROG_FROM_OVERLAY => &mut self.overlay,
+            _ => &mut self.lxc,
+        }
+    }
+
     /// Attaches with tcx and pins the link. If a link is pinned already (the
     /// agent restarted), the running program is swapped atomically in that
     /// link (bpf_link_update): there is no moment without a program.
     fn attach(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
         let pin = self.link_pin(ifname, hook);
-        let bpf = if prog_name == PROG_FROM_HOST { &mut self.host } else { &mut self.lxc };
+        let bpf = self.object(prog_name);
         let prog: &mut SchedClassifier = bpf
             .program_mut(prog_name)
             .ok_or_else(|| Error(format!("program {prog_name} missing")))?
@@ -270,10 +292,51 @@ impl Datapath {
 
     /// The loaded program, for BPF_PROG_TEST_RUN and statistics.
     pub fn program(&mut self, name: &str) -> Option<&mut SchedClassifier> {
-        let bpf = if name == PROG_FROM_HOST { &mut self.host } else { &mut self.lxc };
-        bpf.program_mut(name)?.try_into().ok()
+        self.object(name).program_mut(name)?.try_into().ok()
+    }
+
+    pub fn ipcache(&mut self) -> Result<LpmTrie<&mut MapData, u32, IpcacheInfo>, Error> {
+        LpmTrie::try_from(self.map(MAP_IPCACHE)?).map_err(err(MAP_IPCACHE))
+    }
+
+    pub fn put_ipcache(
+        &mut self,
+        ip: std::net::Ipv4Addr,
+        prefix: u8,
+        info: IpcacheInfo,
+    ) -> Result<(), Error> {
+        let key = Key::new(prefix as u32, ip_to_be(ip));
+        self.ipcache()?
+            .insert(&key, info, 0)
+            .map_err(err(format!("writing ipcache {ip}/{prefix} (is weft_ipcache full?)")))
+    }
+
+    pub fn del_ipcache(&mut self, ip: std::net::Ipv4Addr, prefix: u8) {
+        if let Ok(mut m) = self.ipcache() {
+            let _ = m.remove(&Key::new(prefix as u32, ip_to_be(ip)));
+        }
+    }
+
+    /// Every ipcache entry as (address, prefix length, value), sorted.
+    pub fn list_ipcache(&mut self) -> Result<Vec<(std::net::Ipv4Addr, u8, IpcacheInfo)>, Error> {
+        let m = self.ipcache()?;
+        let mut out: Vec<_> = m
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (be_to_ip(k.data()), k.prefix_len() as u8, v))
+            .collect();
+        out.sort_by_key(|(ip, p, _)| (*ip, *p));
+        Ok(out)
     }
 }
+
+/// Test-only wrappers around the real programs that set or read the tunnel
+/// key (bpf/tests/); the agent never loads them.
+#[doc(hidden)]
+pub const PROBE_LXC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe_lxc.o"));
+#[doc(hidden)]
+pub const PROBE_OVERLAY_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe_overlay.o"));
 
 /// BTF-only object describing the shared structs (see bpf/layout.c); used by
 /// the layout test, never loaded.

@@ -7,13 +7,22 @@ use std::net::Ipv4Addr;
 
 /// Must equal `WEFT_ABI_VERSION` in `bpf/lib/common.h` (checked by a test).
 /// Part of every pin path, so an agent never adopts maps of another layout.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Names of the pinned maps, as in the C sources.
 pub const MAP_ENDPOINTS: &str = "weft_endpoints";
 pub const MAP_LXC: &str = "weft_lxc";
 pub const MAP_CONFIG: &str = "weft_config";
 pub const MAP_EVENTS: &str = "weft_events";
+pub const MAP_IPCACHE: &str = "weft_ipcache";
+
+/// `IPCACHE_F_NODE`: the prefix is a node's own address.
+pub const IPCACHE_F_NODE: u16 = 0x1;
+
+/// `MODE_*`: how pod traffic crosses nodes.
+pub const MODE_VXLAN: u32 = 0;
+pub const MODE_IPIP: u32 = 1;
+pub const MODE_NATIVE: u32 = 2;
 
 /// `ENDPOINT_F_HOST`: the entry is one of the node's own addresses.
 pub const ENDPOINT_F_HOST: u16 = 0x1;
@@ -72,7 +81,31 @@ pub struct WeftConfig {
     pub flags: u32,
     pub node_ip4: u32,
     pub gw_ip4: u32,
+    pub mode: u32,
+    pub vxlan_ifindex: u32,
     pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpcacheKey {
+    pub prefixlen: u32,
+    pub ip4: u32,
+}
+
+impl IpcacheKey {
+    pub fn new(ip: Ipv4Addr, prefixlen: u8) -> Self {
+        Self { prefixlen: prefixlen as u32, ip4: ip_to_be(ip) }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpcacheInfo {
+    pub sec_identity: u32,
+    pub tunnel_endpoint: u32,
+    pub flags: u16,
+    pub pad: u16,
 }
 
 #[repr(C)]
@@ -121,3 +154,5 @@ unsafe impl aya::Pod for EndpointKey {}
 unsafe impl aya::Pod for EndpointInfo {}
 unsafe impl aya::Pod for LxcInfo {}
 unsafe impl aya::Pod for WeftConfig {}
+unsafe impl aya::Pod for IpcacheKey {}
+unsafe impl aya::Pod for IpcacheInfo {}

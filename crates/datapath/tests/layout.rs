@@ -61,7 +61,12 @@ fn c_and_rust_layouts_agree() {
     });
     check!(s, "lxc_info", LxcInfo, { "ip4" => ip4, "ep_id" => ep_id, "pad" => pad });
     check!(s, "weft_config", WeftConfig, {
-        "flags" => flags, "node_ip4" => node_ip4, "gw_ip4" => gw_ip4, "pad" => pad,
+        "flags" => flags, "node_ip4" => node_ip4, "gw_ip4" => gw_ip4, "mode" => mode,
+        "vxlan_ifindex" => vxlan_ifindex, "pad" => pad,
+    });
+    check!(s, "ipcache_key", IpcacheKey, { "prefixlen" => prefixlen, "ip4" => ip4 });
+    check!(s, "ipcache_info", IpcacheInfo, {
+        "sec_identity" => sec_identity, "tunnel_endpoint" => tunnel_endpoint, "flags" => flags, "pad" => pad,
     });
     check!(s, "weft_event", WeftEvent, {
         "type" => kind, "subtype" => subtype, "source" => source, "hash" => hash,
@@ -96,5 +101,9 @@ fn constants_match_the_c_headers() {
     assert_eq!(def(maps_h, "ENDPOINT_F_HOST"), ENDPOINT_F_HOST as u64);
     assert_eq!(def(maps_h, "CFG_F_TRACE"), CFG_F_TRACE as u64);
     assert_eq!(def(maps_h, "CFG_F_DEBUG"), CFG_F_DEBUG as u64);
+    assert_eq!(def(maps_h, "IPCACHE_F_NODE"), IPCACHE_F_NODE as u64);
+    assert_eq!(def(maps_h, "MODE_VXLAN"), MODE_VXLAN as u64);
+    assert_eq!(def(maps_h, "MODE_IPIP"), MODE_IPIP as u64);
+    assert_eq!(def(maps_h, "MODE_NATIVE"), MODE_NATIVE as u64);
     assert_eq!(def(events_h, "EVENT_CAP_LEN"), EVENT_CAP_LEN as u64);
 }

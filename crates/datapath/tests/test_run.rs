@@ -9,8 +9,10 @@ use std::{net::Ipv4Addr, path::PathBuf, sync::atomic::AtomicU32};
 use weft_datapath::{
     Datapath,
     events::MonitorEvent,
+    loader::{PROBE_LXC_OBJ, PROBE_OVERLAY_OBJ},
     maps::{
-        CFG_F_DEBUG, CFG_F_TRACE, ENDPOINT_F_HOST, EndpointInfo, LxcInfo, WeftConfig, WeftEvent, ip_to_be,
+        CFG_F_DEBUG, CFG_F_TRACE, ENDPOINT_F_HOST, EndpointInfo, IPCACHE_F_NODE, IpcacheInfo, LxcInfo,
+        WeftConfig, WeftEvent, ip_to_be,
     },
 };
 
@@ -76,7 +78,77 @@ fn fixture() -> Fixture {
     dp.put_endpoint(GW, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
         .unwrap();
     dp.lxc().unwrap().insert(TEST_IFINDEX, LxcInfo { ip4: ip_to_be(POD_A), ep_id: 11, pad: 0 }, 0).unwrap();
+    // Another node and a pod on it.
+    let tunnel = ip_to_be(NODE2);
+    dp.put_ipcache(
+        NODE2,
+        32,
+        IpcacheInfo { sec_identity: 6, tunnel_endpoint: tunnel, flags: IPCACHE_F_NODE, pad: 0 },
+    )
+    .unwrap();
+    dp.put_ipcache(
+        Ipv4Addr::new(10, 244, 2, 0),
+        24,
+        IpcacheInfo { sec_identity: 6, tunnel_endpoint: tunnel, ..Default::default() },
+    )
+    .unwrap();
+    dp.put_ipcache(
+        REMOTE_POD,
+        32,
+        IpcacheInfo { sec_identity: 300, tunnel_endpoint: tunnel, ..Default::default() },
+    )
+    .unwrap();
     Fixture { dp, rb: None, base }
+}
+
+const NODE2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
+const VXLAN_IFINDEX: u32 = 99;
+
+/// A test-only wrapper program (bpf/tests/probe_*.c) loaded over the same
+/// pinned maps, and its tunnel-key probe.
+struct Probe {
+    bpf: aya::Ebpf,
+    prog: &'static str,
+}
+
+impl Probe {
+    fn load(f: &Fixture, obj: &[u8], prog: &'static str) -> Probe {
+        let mut bpf = aya::EbpfLoader::new().default_map_pin_directory(f.dp.dir()).load(obj).unwrap();
+        let p: &mut aya::programs::SchedClassifier = bpf.program_mut(prog).unwrap().try_into().unwrap();
+        p.load().unwrap();
+        Probe { bpf, prog }
+    }
+
+    /// (remote_ipv4, tunnel_id, set) as host-order numbers.
+    fn set(&mut self, remote: Ipv4Addr, vni: u32) {
+        let mut m: aya::maps::Array<_, [u32; 4]> =
+            aya::maps::Array::try_from(self.bpf.map_mut("weft_probe").unwrap()).unwrap();
+        m.set(0, [u32::from(remote), vni, 0, 0], 0).unwrap();
+    }
+
+    fn get(&mut self) -> (Ipv4Addr, u32, bool) {
+        let m: aya::maps::Array<_, [u32; 4]> =
+            aya::maps::Array::try_from(self.bpf.map_mut("weft_probe").unwrap()).unwrap();
+        let v = m.get(&0, 0).unwrap();
+        (Ipv4Addr::from(v[0]), v[1], v[2] == 1)
+    }
+
+    fn run(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let p: &mut aya::programs::SchedClassifier =
+            self.bpf.program_mut(self.prog).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; pkt.len() + 256];
+        let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
+        let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+}
+
+fn with_vxlan(f: &mut Fixture) {
+    let mut c = f.dp.config().unwrap();
+    c.vxlan_ifindex = VXLAN_IFINDEX;
+    f.dp.set_config(c).unwrap();
 }
 
 /// Runs `prog` on `pkt`; returns the verdict and the packet as the program left it.
@@ -231,4 +303,101 @@ fn traces_are_silent_without_a_monitor() {
     let ev = events(&mut f);
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, "drop");
+}
+
+#[test]
+fn to_remote_pod_sets_tunnel_key_vni_is_source_identity() {
+    let mut f = fixture();
+    with_vxlan(&mut f);
+    let mut probe = Probe::load(&f, PROBE_LXC_OBJ, "probe_from_container");
+    let (verdict, _) = probe.run(&pkt::icmp_echo(MAC_A, LXC_A, POD_A, REMOTE_POD, 64));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (remote, vni, set) = probe.get();
+    assert!(set, "a tunnel key was set");
+    assert_eq!(remote, NODE2, "remote = the node that owns the pod");
+    assert_eq!(vni, 256, "VNI = the sender's identity");
+    let ev = events(&mut f);
+    let to =
+        ev.iter().find(|e| e.observation_point.as_deref() == Some("to-overlay")).expect("to-overlay trace");
+    assert_eq!((to.ifindex, to.src_identity, to.dst_identity), (VXLAN_IFINDEX, 256, 300));
+    assert!(
+        ev.iter().any(|e| e.message.as_deref()
+            == Some("Encapsulating to node 3323068428 (0xc612000c) from seclabel 256")),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn host_to_remote_pod_is_encapsulated_as_host() {
+    let mut f = fixture();
+    with_vxlan(&mut f);
+    let p = pkt::icmp_echo([0x0e, 0, 0, 0, 0, 1], [0x0e, 0, 0, 0, 0, 1], GW, REMOTE_POD, 64);
+    let (verdict, _) = run(&mut f, "from_host", &p);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let ev = events(&mut f);
+    assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("to-overlay") && e.src_identity == 1));
+}
+
+#[test]
+fn without_a_tunnel_device_remote_traffic_is_dropped_not_lost_silently() {
+    let mut f = fixture();
+    let (verdict, _) = run(&mut f, "from_container", &pkt::icmp_echo(MAC_A, LXC_A, POD_A, REMOTE_POD, 64));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(events(&mut f).iter().find(|e| e.kind == "drop").unwrap().reason, Some(160));
+}
+
+fn overlay_packet() -> Vec<u8> {
+    pkt::icmp_echo([0x0a, 9, 9, 9, 9, 9], [0x0e, 9, 9, 9, 9, 9], REMOTE_POD, POD_B, 63)
+}
+
+#[test]
+fn from_overlay_drops_unknown_outer_source() {
+    let mut f = fixture();
+    let mut probe = Probe::load(&f, PROBE_OVERLAY_OBJ, "probe_from_overlay");
+    probe.set(Ipv4Addr::new(198, 18, 0, 66), 300);
+    let (verdict, _) = probe.run(&overlay_packet());
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let drop = events(&mut f).into_iter().find(|e| e.kind == "drop").expect("drop event");
+    assert_eq!(
+        (drop.reason, drop.reason_text.as_deref(), drop.file.as_deref()),
+        (Some(172), Some("Unknown sender"), Some("overlay.c"))
+    );
+}
+
+#[test]
+fn from_overlay_drops_invalid_vni() {
+    let mut f = fixture();
+    let mut probe = Probe::load(&f, PROBE_OVERLAY_OBJ, "probe_from_overlay");
+    for vni in [0, 3, 100] {
+        probe.set(NODE2, vni);
+        let (verdict, _) = probe.run(&overlay_packet());
+        assert_eq!(verdict, TC_ACT_SHOT, "VNI {vni}");
+    }
+    let drops: Vec<_> = events(&mut f).into_iter().filter(|e| e.kind == "drop").collect();
+    assert_eq!(drops.len(), 3);
+    assert!(
+        drops.iter().all(|d| d.reason == Some(171) && d.reason_text.as_deref() == Some("Invalid identity"))
+    );
+}
+
+#[test]
+fn from_overlay_delivers_with_the_identity_from_the_vni() {
+    let mut f = fixture();
+    let mut probe = Probe::load(&f, PROBE_OVERLAY_OBJ, "probe_from_overlay");
+    probe.set(NODE2, 300);
+    let (verdict, out) = probe.run(&overlay_packet());
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[0..6], &MAC_B);
+    assert_eq!(&out[6..12], &LXC_B);
+    let ev = events(&mut f);
+    let from = ev.iter().find(|e| e.observation_point.as_deref() == Some("from-overlay")).unwrap();
+    assert_eq!(from.src_identity, 300);
+    let to = ev.iter().find(|e| e.observation_point.as_deref() == Some("to-endpoint")).unwrap();
+    assert_eq!((to.src_identity, to.dst_identity, to.dst_endpoint), (300, 257, 22));
+    // A remote host sends as identity 1; here it is the remote node (6).
+    probe.set(NODE2, 1);
+    let (verdict, _) = probe.run(&overlay_packet());
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let ev = events(&mut f);
+    assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("to-endpoint") && e.src_identity == 6));
 }
