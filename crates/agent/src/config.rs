@@ -1,22 +1,90 @@
-//! What an agent needs to know about its node.
+//! What an agent needs to know about its node and its cluster.
 
-use std::path::PathBuf;
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 use weft_ipam::Cidr;
+
+/// Where desired state lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreConfig {
+    /// Embedded, file based, one node (the default without a cluster).
+    Local,
+    /// A real etcd (v3), shared by every node of the cluster.
+    Etcd { urls: String },
+}
+
+/// How pod traffic crosses nodes (a cluster setting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Vxlan,
+    Ipip,
+    Native,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Vxlan => "vxlan",
+            Mode::Ipip => "ipip",
+            Mode::Native => "native",
+        }
+    }
+
+    /// The number the datapath knows it by (MODE_* in bpf/lib/maps.h).
+    pub fn datapath(self) -> u32 {
+        match self {
+            Mode::Vxlan => weft_datapath::maps::MODE_VXLAN,
+            Mode::Ipip => weft_datapath::maps::MODE_IPIP,
+            Mode::Native => weft_datapath::maps::MODE_NATIVE,
+        }
+    }
+
+    /// Bytes of encapsulation the pod MTU leaves room for.
+    pub fn overhead(self) -> u32 {
+        match self {
+            Mode::Vxlan => 50,
+            Mode::Ipip => 20,
+            Mode::Native => 0,
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vxlan" => Ok(Mode::Vxlan),
+            "ipip" => Ok(Mode::Ipip),
+            "native" => Ok(Mode::Native),
+            _ => Err(format!("unknown mode {s:?}: use vxlan, ipip or native")),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// Name of this node in the cluster.
     pub node_name: String,
-    /// The node's pod CIDR; its first address is the pods' gateway.
-    pub pod_cidr: Cidr,
+    /// The node's pod CIDR; without one, a block is claimed from the pool.
+    pub pod_cidr: Option<Cidr>,
+    /// The cluster's pod pool, split into per-node blocks.
+    pub cluster_pool: Cidr,
+    /// Prefix length of a node's block.
+    pub block_prefix: u8,
     /// Where the local API listens.
     pub socket: PathBuf,
     /// IPAM state and the local store live here.
     pub state_dir: PathBuf,
     /// bpffs directory for this node's pins (maps and links go under v<ABI>/).
     pub bpffs: PathBuf,
-    /// Pod MTU unless the network config says otherwise.
-    pub mtu: u32,
+    /// Pod MTU; default: the underlay's minus the mode's overhead.
+    pub mtu: Option<u32>,
+    pub store: StoreConfig,
+    /// Cross-node mode; the first node writes it into the cluster config.
+    pub mode: Option<Mode>,
+    /// This node's underlay address; default: the first non-weft address.
+    pub node_ip: Option<Ipv4Addr>,
+    /// A node that has not renewed its registration for this long is gone.
+    pub lease_ttl: Duration,
 }
 
 impl AgentConfig {

@@ -154,7 +154,7 @@ fn reserve(agent: &Agent, req: &AddRequest) -> Result<Result<AddResult, Reservat
             host_ifname: names::host_ifname(&req.container_id, &req.ifname),
             host_mac,
             pod_mac,
-            mtu: req.mtu.unwrap_or(agent.cfg.mtu),
+            mtu: req.mtu.unwrap_or(agent.pod_mtu),
             identity: ident,
             labels,
             pod_namespace: req.pod_namespace.clone(),
@@ -298,10 +298,25 @@ pub fn forget(agent: &Agent, inner: &mut Inner, rec: &EndpointRecord) {
     inner.ids_in_use.remove(&rec.id);
     inner.endpoints.remove(&(rec.container_id.clone(), rec.ifname.clone()));
     let _ = agent.store.delete(&agent.endpoint_key(&rec.container_id, &rec.ifname));
-    if !inner.endpoints.values().any(|e| e.identity == rec.identity)
+    if !identity_in_use(agent, inner, rec.identity)
         && let Err(e) = agent.identities.release(rec.identity)
     {
         log::warn!("releasing identity {} failed: {e}", rec.identity);
+    }
+}
+
+/// Whether any endpoint, here or (in a cluster) on another node, still has
+/// the identity: identities are shared cluster-wide.
+fn identity_in_use(agent: &Agent, inner: &Inner, id: u32) -> bool {
+    if inner.endpoints.values().any(|e| e.identity == id) {
+        return true;
+    }
+    if !agent.cluster {
+        return false;
+    }
+    match weft_store::list_json::<EndpointRecord>(agent.store.as_ref(), "endpoints/") {
+        Ok(all) => all.iter().any(|(_, e)| e.identity == id),
+        Err(_) => true, // unsure: keep it
     }
 }
 

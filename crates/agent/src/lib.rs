@@ -6,6 +6,7 @@
 //! (ADD/DEL/CHECK of a pod), `reconcile` (what happens on start), `monitor`
 //! (events to `weft monitor`), `server` (the socket).
 
+pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod logger;

@@ -5,7 +5,6 @@
 
 use crate::{
     endpoint,
-    node::HOST_DEV,
     state::{Agent, EndpointRecord},
 };
 use std::{collections::HashSet, path::Path};
@@ -89,10 +88,10 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
             report.removed += 1;
         }
     }
-    // Links pinned for devices no endpoint owns.
+    // Links pinned for pod devices no endpoint owns (node devices stay).
     let owned: HashSet<String> = inner.endpoints.values().map(|r| r.host_ifname.clone()).collect();
     for dev in inner.dp.attached_devices() {
-        if dev != HOST_DEV && !owned.contains(&dev) {
+        if dev.starts_with("lxc") && !owned.contains(&dev) {
             inner.dp.detach(&dev);
         }
     }

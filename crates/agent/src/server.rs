@@ -10,8 +10,8 @@ use std::{
     time::Duration,
 };
 use weft_api::{
-    AgentStatus, ApiError, BpfEndpointView, EndpointView, GcResult, IdentityView, MapStatus, Request,
-    Response, code,
+    AgentStatus, ApiError, BpfEndpointView, EndpointView, GcResult, IdentityView, IpcacheView, MapStatus,
+    NodeView, Request, Response, code,
 };
 use weft_net::mac_string;
 
@@ -72,6 +72,8 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::EndpointList => Ok(ok(endpoints(agent))),
         Request::BpfEndpointList => bpf_endpoints(agent).map(ok),
         Request::IdentityList => identities(agent).map(ok),
+        Request::NodeList => nodes(agent).map(ok),
+        Request::BpfIpcacheList => ipcache(agent).map(ok),
         Request::AgentStatus => Ok(ok(status(agent))),
         Request::PodLabels(p) => {
             let key = weft_store::identity::pod_labels_key(&p.namespace, &p.name);
@@ -98,7 +100,7 @@ fn cni_status(agent: &Agent) -> Result<(), ApiError> {
         return Err(ApiError::new(
             code::NOT_READY,
             "no free pod addresses",
-            format!("all {} addresses of {} are in use", inner.ipam.capacity(), agent.cfg.pod_cidr),
+            format!("all {} addresses of {} are in use", inner.ipam.capacity(), agent.pod_cidr),
         ));
     }
     Ok(())
@@ -147,6 +149,41 @@ fn bpf_endpoints(agent: &Agent) -> Result<Vec<BpfEndpointView>, ApiError> {
         .collect())
 }
 
+fn nodes(agent: &Agent) -> Result<Vec<NodeView>, ApiError> {
+    let list = if agent.cluster {
+        crate::cluster::live_nodes(agent.store.as_ref())
+            .map_err(|e| ApiError::new(code::INTERNAL, "reading nodes from the store failed", e))?
+    } else {
+        vec![agent.node_record()]
+    };
+    Ok(list
+        .into_iter()
+        .map(|n| NodeView {
+            local: n.name == agent.cfg.node_name,
+            name: n.name,
+            ip: n.ip,
+            pod_cidr: n.pod_cidr.to_string(),
+        })
+        .collect())
+}
+
+fn ipcache(agent: &Agent) -> Result<Vec<IpcacheView>, ApiError> {
+    let list = agent
+        .lock()
+        .dp
+        .list_ipcache()
+        .map_err(|e| ApiError::new(code::DATAPATH, "reading weft_ipcache failed", e.to_string()))?;
+    Ok(list
+        .into_iter()
+        .map(|(ip, p, v)| IpcacheView {
+            prefix: format!("{ip}/{p}"),
+            identity: v.sec_identity,
+            tunnel_endpoint: weft_datapath::maps::be_to_ip(v.tunnel_endpoint),
+            node: v.flags & weft_datapath::maps::IPCACHE_F_NODE != 0,
+        })
+        .collect())
+}
+
 fn identities(agent: &Agent) -> Result<Vec<IdentityView>, ApiError> {
     let list = agent
         .identities
@@ -170,9 +207,13 @@ fn status(agent: &Agent) -> AgentStatus {
     let attached = inner.dp.is_attached(crate::node::HOST_DEV, weft_datapath::Hook::Egress);
     let eps = inner.dp.list_endpoints().map(|l| l.len()).unwrap_or(0);
     let lxc = inner.dp.lxc().map(|m| m.keys().count()).unwrap_or(0);
+    let ipc = inner.dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
     AgentStatus {
         node: agent.cfg.node_name.clone(),
-        pod_cidr: agent.cfg.pod_cidr.to_string(),
+        node_ip: agent.node_ip,
+        mode: if agent.cluster { agent.mode.name().into() } else { "single node".into() },
+        pod_mtu: agent.pod_mtu,
+        pod_cidr: agent.pod_cidr.to_string(),
         gateway: agent.gateway,
         datapath_attached: attached,
         adopted_pins: inner.dp.adopted(),
@@ -180,6 +221,7 @@ fn status(agent: &Agent) -> AgentStatus {
         maps: vec![
             MapStatus { name: "weft_endpoints".into(), entries: eps, max_entries: 65536 },
             MapStatus { name: "weft_lxc".into(), entries: lxc, max_entries: 65536 },
+            MapStatus { name: "weft_ipcache".into(), entries: ipc, max_entries: 65536 },
         ],
         endpoints: inner.endpoints.len(),
         ipam_allocated: inner.ipam.in_use(),

@@ -2,7 +2,12 @@
 //! the datapath, set up the node's devices, reconcile endpoints, start the
 //! event reader.
 
-use crate::{config::AgentConfig, monitor::Monitor, node, reconcile};
+use crate::{
+    cluster::{self, NodeRecord},
+    config::{AgentConfig, Mode, StoreConfig},
+    monitor::Monitor,
+    node, reconcile,
+};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
@@ -10,8 +15,8 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 use weft_datapath::Datapath;
-use weft_ipam::Ipam;
-use weft_store::{LocalStore, Store, identity::IdentityAllocator};
+use weft_ipam::{Cidr, Ipam};
+use weft_store::{Store, identity::IdentityAllocator, pool};
 
 /// One pod attachment as the agent remembers it (persisted in the store
 /// under `endpoints/<node>/<container id>/<ifname>`).
@@ -49,7 +54,14 @@ pub struct Inner {
 
 pub struct Agent {
     pub cfg: AgentConfig,
+    /// Part of a cluster (etcd): registration, ipcache, overlay.
+    pub cluster: bool,
+    pub mode: Mode,
+    pub pod_cidr: Cidr,
+    pub node_ip: Ipv4Addr,
+    pub pod_mtu: u32,
     pub gateway: Ipv4Addr,
+    known_nodes: Mutex<std::collections::BTreeSet<String>>,
     pub store: Arc<dyn Store>,
     pub identities: IdentityAllocator,
     pub monitor: Monitor,
@@ -60,9 +72,20 @@ impl Agent {
     pub fn start(cfg: AgentConfig) -> Result<Arc<Agent>, String> {
         std::fs::create_dir_all(&cfg.state_dir)
             .map_err(|e| format!("cannot create state directory {}: {e}", cfg.state_dir.display()))?;
-        let store: Arc<dyn Store> =
-            Arc::new(LocalStore::open(&cfg.store_dir()).map_err(|e| format!("store: {e}"))?);
-        let ipam = Ipam::open(&cfg.ipam_file(), cfg.pod_cidr).map_err(|e| format!("IPAM: {e}"))?;
+        let store = cluster::open_store(&cfg)?;
+        let in_cluster = cfg.store != StoreConfig::Local;
+        let mode = if in_cluster {
+            cluster::cluster_mode(store.as_ref(), cfg.mode, cfg.cluster_pool)?
+        } else {
+            cfg.mode.unwrap_or(Mode::Vxlan)
+        };
+        let pod_cidr = pod_cidr(&cfg, store.as_ref(), in_cluster)?;
+        let (underlay_dev, node_ip) = node::underlay(cfg.node_ip)?;
+        let pod_mtu = cfg.mtu.unwrap_or_else(|| {
+            let mtu = weft_net::ip::link_mtu(&underlay_dev).unwrap_or(1500);
+            if in_cluster { mtu - mode.overhead() } else { mtu }
+        });
+        let ipam = Ipam::open(&cfg.ipam_file(), pod_cidr).map_err(|e| format!("IPAM: {e}"))?;
         let gateway = ipam.gateway();
         let mut dp = Datapath::load(&cfg.bpffs).map_err(|e| format!("datapath: {e}"))?;
         if dp.adopted() {
@@ -72,21 +95,55 @@ impl Agent {
         let agent = Arc::new(Agent {
             identities: IdentityAllocator::new(store.clone()),
             store,
+            cluster: in_cluster,
+            mode,
+            pod_cidr,
+            node_ip,
+            pod_mtu,
             gateway,
+            known_nodes: Mutex::new(Default::default()),
             monitor: Monitor::default(),
             inner: Mutex::new(Inner { ipam, dp, endpoints: BTreeMap::new(), ids_in_use: Default::default() }),
             cfg,
         });
         node::setup(&agent)?;
         reconcile::run(&agent)?;
+        if agent.cluster {
+            cluster::start_registration(agent.clone())?;
+            if let Err(e) = cluster::sync_once(&agent) {
+                log::warn!("first ipcache sync: {e}");
+            }
+            cluster::start_sync(agent.clone());
+        }
         crate::monitor::start_reader(agent.clone(), events);
         log::info!(
-            "agent ready: node {} pod CIDR {} gateway {}",
+            "agent ready: node {} ({}) pod CIDR {} gateway {} mode {} pod MTU {} store {}",
             agent.cfg.node_name,
-            agent.cfg.pod_cidr,
-            agent.gateway
+            agent.node_ip,
+            agent.pod_cidr,
+            agent.gateway,
+            if agent.cluster { agent.mode.name() } else { "single node" },
+            agent.pod_mtu,
+            agent.store.describe()
         );
         Ok(agent)
+    }
+
+    pub fn node_record(&self) -> NodeRecord {
+        NodeRecord { name: self.cfg.node_name.clone(), ip: self.node_ip, pod_cidr: self.pod_cidr }
+    }
+
+    /// Logs nodes joining and leaving the cluster.
+    pub fn note_nodes(&self, nodes: &[NodeRecord]) {
+        let mut known = self.known_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let (joined, left) = cluster::diff_nodes(&known, nodes);
+        for n in &joined {
+            log::info!("node {n} joined");
+        }
+        for n in &left {
+            log::info!("node {n} left (its registration expired)");
+        }
+        *known = nodes.iter().map(|n| n.name.clone()).collect();
     }
 
     /// The single-writer lock. A panic while holding it would leave the
@@ -117,5 +174,17 @@ impl Agent {
             Ok(_) => {}
             Err(e) => log::warn!("cannot read datapath config: {e}"),
         }
+    }
+}
+
+/// The node's pod CIDR: given, or claimed from the cluster pool.
+fn pod_cidr(cfg: &AgentConfig, store: &dyn Store, in_cluster: bool) -> Result<Cidr, String> {
+    match (cfg.pod_cidr, in_cluster) {
+        (Some(c), false) => Ok(c),
+        (Some(c), true) => pool::claim_exact(store, c, &cfg.node_name).map_err(|e| e.to_string()),
+        (None, true) => {
+            pool::claim(store, cfg.cluster_pool, cfg.block_prefix, &cfg.node_name).map_err(|e| e.to_string())
+        }
+        (None, false) => Err("--pod-cidr is required without a cluster store (or use --store etcd)".into()),
     }
 }

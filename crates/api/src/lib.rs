@@ -43,6 +43,8 @@ pub enum Request {
     EndpointList,
     BpfEndpointList,
     IdentityList,
+    NodeList,
+    BpfIpcacheList,
     AgentStatus,
     /// Stores the labels of a pod (they decide its identity at ADD).
     PodLabels(PodLabels),
@@ -161,9 +163,32 @@ pub struct IdentityView {
     pub endpoints: usize,
 }
 
+/// A node of the cluster (`weft node list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeView {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: String,
+    /// This node (the one answering).
+    pub local: bool,
+}
+
+/// One entry of the datapath's ipcache (`weft bpf ipcache list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IpcacheView {
+    pub prefix: String,
+    pub identity: u32,
+    pub tunnel_endpoint: Ipv4Addr,
+    pub node: bool,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AgentStatus {
     pub node: String,
+    pub node_ip: Ipv4Addr,
+    /// "single node" or the cluster's mode.
+    pub mode: String,
+    pub pod_mtu: u32,
     pub pod_cidr: String,
     pub gateway: Ipv4Addr,
     pub datapath_attached: bool,

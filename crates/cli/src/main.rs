@@ -29,6 +29,9 @@ enum Cmd {
     /// Endpoints (pods) on this node.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Security identities.
     #[command(subcommand)]
     Identity(IdentityCmd),
@@ -50,18 +53,42 @@ struct AgentArgs {
     /// This node's name.
     #[arg(long, default_value = "node1")]
     node: String,
-    /// This node's pod CIDR; the first address is the pods' gateway.
-    #[arg(long, default_value = "10.244.1.0/24")]
-    pod_cidr: weft_ipam::Cidr,
+    /// This node's pod CIDR (the first address is the pods' gateway).
+    /// Required without a cluster store; with one, a block of the cluster
+    /// pool is claimed unless given.
+    #[arg(long)]
+    pod_cidr: Option<weft_ipam::Cidr>,
+    /// The cluster's pod pool, split into per-node blocks.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_pool: weft_ipam::Cidr,
+    /// Prefix length of a node's block of the pool.
+    #[arg(long, default_value_t = 24)]
+    block_prefix: u8,
+    /// Where desired state lives: local (one node) or etcd (a cluster).
+    #[arg(long, default_value = "local")]
+    store: String,
+    /// etcd client URLs (http://HOST:PORT, comma separated).
+    #[arg(long, env = "WEFT_ETCD", default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+    /// Cross-node mode, a cluster setting: vxlan, ipip or native.
+    #[arg(long)]
+    mode: Option<weft_agent::config::Mode>,
+    /// This node's underlay address (default: its first non-weft address).
+    #[arg(long)]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// Seconds a node may go without renewing its registration.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
     /// Directory for IPAM state and the local store.
     #[arg(long, default_value = "/var/lib/weft")]
     state_dir: PathBuf,
     /// bpffs directory for this node's pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/weft")]
     bpffs: PathBuf,
-    /// Pod MTU unless the network config sets one.
-    #[arg(long, default_value_t = 1500)]
-    mtu: u32,
+    /// Pod MTU unless the network config sets one (default: the underlay's
+    /// minus the encapsulation overhead).
+    #[arg(long)]
+    mtu: Option<u32>,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -87,6 +114,12 @@ enum EndpointCmd {
 }
 
 #[derive(Subcommand)]
+enum NodeCmd {
+    /// List nodes: name, underlay address, pod CIDR.
+    List(Output),
+}
+
+#[derive(Subcommand)]
 enum IdentityCmd {
     /// List identities and their labels.
     List(Output),
@@ -97,6 +130,14 @@ enum BpfCmd {
     /// The endpoint map: IP -> endpoint id, ifindex, pod MAC, node MAC.
     #[command(subcommand)]
     Endpoint(BpfEndpointCmd),
+    /// The ipcache: prefix -> identity, tunnel endpoint.
+    #[command(subcommand)]
+    Ipcache(BpfIpcacheCmd),
+}
+
+#[derive(Subcommand)]
+enum BpfIpcacheCmd {
+    List(Output),
 }
 
 #[derive(Subcommand)]
@@ -114,17 +155,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = weft_api::Client::new(&cli.socket);
     let r = match cli.cmd {
-        Cmd::Agent(a) => weft_agent::run(weft_agent::AgentConfig {
-            node_name: a.node,
-            pod_cidr: a.pod_cidr,
-            socket: cli.socket.clone(),
-            state_dir: a.state_dir,
-            bpffs: a.bpffs,
-            mtu: a.mtu,
-        }),
+        Cmd::Agent(a) => agent(a, &cli.socket),
         Cmd::Status(o) => views::status(&client, o.format),
         Cmd::Endpoint(EndpointCmd::List(o)) => views::endpoints(&client, o.format),
         Cmd::Identity(IdentityCmd::List(o)) => views::identities(&client, o.format),
+        Cmd::Node(NodeCmd::List(o)) => views::nodes(&client, o.format),
+        Cmd::Bpf(BpfCmd::Ipcache(BpfIpcacheCmd::List(o))) => views::ipcache(&client, o.format),
         Cmd::Bpf(BpfCmd::Endpoint(BpfEndpointCmd::List(o))) => views::bpf_endpoints(&client, o.format),
         Cmd::Pod(PodCmd::Label { pod, labels }) => views::label_pod(&client, &pod, &labels),
         Cmd::Monitor(m) => monitor::run(&client, m),
@@ -137,4 +173,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
+    let store = match a.store.as_str() {
+        "local" => weft_agent::config::StoreConfig::Local,
+        "etcd" => weft_agent::config::StoreConfig::Etcd { urls: a.etcd },
+        other => return Err(format!("unknown store {other:?}: use local or etcd")),
+    };
+    let _ = a.lab;
+    weft_agent::run(weft_agent::AgentConfig {
+        node_name: a.node,
+        pod_cidr: a.pod_cidr,
+        cluster_pool: a.cluster_pool,
+        block_prefix: a.block_prefix,
+        socket: socket.to_path_buf(),
+        state_dir: a.state_dir,
+        bpffs: a.bpffs,
+        mtu: a.mtu,
+        store,
+        mode: a.mode,
+        node_ip: a.node_ip,
+        lease_ttl: std::time::Duration::from_secs(a.lease_ttl.max(2)),
+    })
 }

@@ -1,7 +1,9 @@
 //! Operator views of one node, read from its agent.
 
 use crate::{Format, table};
-use weft_api::{AgentStatus, BpfEndpointView, Client, EndpointView, IdentityView, Request};
+use weft_api::{
+    AgentStatus, BpfEndpointView, Client, EndpointView, IdentityView, IpcacheView, NodeView, Request,
+};
 
 type R = Result<(), String>;
 
@@ -15,7 +17,8 @@ pub fn status(c: &Client, f: Format) -> R {
     if f == Format::Json {
         return json(&s);
     }
-    println!("Node:          {}", s.node);
+    println!("Node:          {} ({})", s.node, s.node_ip);
+    println!("Routing:       {} (pod MTU {})", s.mode, s.pod_mtu);
     println!("Store:         {}", s.store);
     println!(
         "Datapath:      {} (tcx, pins in {}{})",
@@ -107,5 +110,40 @@ pub fn label_pod(c: &Client, pod: &str, labels: &[String]) -> R {
         labels: map,
     }))
     .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub fn nodes(c: &Client, f: Format) -> R {
+    let nodes: Vec<NodeView> = c.call_as(&Request::NodeList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&nodes);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let name = if n.local { format!("{} (local)", n.name) } else { n.name.clone() };
+            vec![name, n.ip.to_string(), n.pod_cidr.clone()]
+        })
+        .collect();
+    table::print(&["NAME", "IPv4 ADDRESS", "POD CIDR"], &rows);
+    Ok(())
+}
+
+pub fn ipcache(c: &Client, f: Format) -> R {
+    let entries: Vec<IpcacheView> = c.call_as(&Request::BpfIpcacheList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&entries);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let flags = if e.node { "node" } else { "<none>" };
+            vec![
+                e.prefix.clone(),
+                format!("identity={} tunnelendpoint={} flags={flags}", e.identity, e.tunnel_endpoint),
+            ]
+        })
+        .collect();
+    table::print(&["IP PREFIX/ADDRESS", "IDENTITY"], &rows);
     Ok(())
 }

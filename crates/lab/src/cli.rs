@@ -15,9 +15,18 @@ pub enum LabCmd {
         nodes: usize,
         #[arg(long = "pods-per-node", default_value_t = 2)]
         pods_per_node: usize,
-        /// Pod MTU.
-        #[arg(long, default_value_t = 1500)]
-        mtu: u32,
+        /// Pod MTU (default: the underlay's minus the encapsulation).
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// local or etcd (default: etcd when there is more than one node).
+        #[arg(long)]
+        store: Option<String>,
+        /// Cross-node mode: vxlan, ipip or native.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Seconds a node may go without renewing its registration.
+        #[arg(long, default_value_t = 5)]
+        lease_ttl: u64,
     },
     /// Run a command inside a pod or node of the lab (WEFT_SOCKET points at
     /// that node's agent, so `weft ...` views work there).
@@ -30,6 +39,8 @@ pub enum LabCmd {
     },
     /// Kill a node's agent and start it again (the datapath keeps running).
     Restart { lab: String, node: String },
+    /// Kill the lab's etcd and start it again on the same data.
+    RestartEtcd { lab: String },
     /// Nodes, agents and pods of a lab.
     Status { lab: String },
     /// Remove everything the lab created (also after a crash).
@@ -38,12 +49,23 @@ pub enum LabCmd {
 
 pub fn run(cmd: LabCmd) -> ExitCode {
     let r = match cmd {
-        LabCmd::Up { name, nodes, pods_per_node, mtu } => up(&name, nodes, pods_per_node, mtu),
+        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl } => {
+            lifecycle::Options::new(&name, nodes, pods_per_node).and_then(|mut o| {
+                o.mtu = mtu;
+                o.store = store;
+                o.mode = mode;
+                o.lease_ttl = lease_ttl;
+                up(&o)
+            })
+        }
         LabCmd::Exec { lab, target, cmd } => return exec(&lab, &target, &cmd),
         LabCmd::Status { lab } => status(&lab),
         LabCmd::Restart { lab, node } => Lab::load(&lab)
             .and_then(|l| lifecycle::restart_agent(&l, &node))
             .map(|pid| println!("agent of {node} restarted (pid {pid})")),
+        LabCmd::RestartEtcd { lab } => Lab::load(&lab)
+            .and_then(|l| lifecycle::restart_etcd(&l))
+            .map(|pid| println!("etcd of {lab} restarted (pid {pid})")),
         LabCmd::Down { lab } => lifecycle::down(&lab).map(|removed| {
             println!("lab {lab} is down ({} objects removed)", removed.len());
         }),
@@ -57,11 +79,16 @@ pub fn run(cmd: LabCmd) -> ExitCode {
     }
 }
 
-fn up(name: &str, nodes: usize, pods: usize, mtu: u32) -> Result<(), String> {
-    let mut opts = lifecycle::Options::new(name, nodes, pods)?;
-    opts.mtu = mtu;
-    let lab = lifecycle::up(&opts)?;
-    println!("lab {} is up: {} node(s), {} pod(s)", lab.name, lab.nodes.len(), lab.pods.len());
+fn up(opts: &lifecycle::Options) -> Result<(), String> {
+    let lab = lifecycle::up(opts)?;
+    println!(
+        "lab {} is up: {} node(s), {} pod(s), store {}{}",
+        lab.name,
+        lab.nodes.len(),
+        lab.pods.len(),
+        lab.store,
+        lab.etcd_url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+    );
     print_lab(&lab);
     Ok(())
 }

@@ -31,14 +31,23 @@ pub struct LabPod {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lab {
     pub name: String,
-    #[serde(default = "default_mtu")]
-    pub mtu: u32,
+    /// Pod MTU given to the agents (None: each agent's default).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// "local" (one node) or "etcd".
+    pub store: String,
+    /// Cross-node mode given to the agents.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The lab's etcd (in the underlay namespace), when store is etcd.
+    #[serde(default)]
+    pub etcd_url: Option<String>,
+    #[serde(default)]
+    pub etcd_pid: Option<u32>,
+    /// Seconds a node may go without renewing its registration.
+    pub lease_ttl: u64,
     pub nodes: Vec<LabNode>,
     pub pods: Vec<LabPod>,
-}
-
-fn default_mtu() -> u32 {
-    1500
 }
 
 /// Lab names become part of namespace and device names: keep them short
@@ -66,6 +75,9 @@ pub fn dir(lab: &str) -> PathBuf {
 pub fn bpffs(lab: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/weft-{lab}"))
 }
+
+/// The lab's etcd listens here, inside the underlay namespace.
+pub const ETCD_IP: &str = "198.18.0.2";
 
 pub fn underlay_ns(lab: &str) -> String {
     format!("weft-{lab}-net")

@@ -11,7 +11,7 @@ use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
-use weft_api::{Client, PodLabels, Request};
+use weft_api::{AgentStatus, Client, PodLabels, Request};
 use weft_net::{ip, netns};
 
 #[derive(Clone, Debug)]
@@ -19,7 +19,13 @@ pub struct Options {
     pub name: String,
     pub nodes: usize,
     pub pods_per_node: usize,
-    pub mtu: u32,
+    /// Pod MTU (None: the agents' default for the mode).
+    pub mtu: Option<u32>,
+    /// "local" or "etcd"; default: etcd when there is more than one node.
+    pub store: Option<String>,
+    /// vxlan, ipip or native (None: the cluster default, vxlan).
+    pub mode: Option<String>,
+    pub lease_ttl: u64,
     /// The `weft` binary (runs the agents).
     pub weft_bin: PathBuf,
     /// The `weft-cni` binary.
@@ -44,7 +50,10 @@ impl Options {
             name: name.to_string(),
             nodes,
             pods_per_node,
-            mtu: 1500,
+            mtu: None,
+            store: None,
+            mode: None,
+            lease_ttl: 5,
             weft_bin: find("WEFT_BIN", "weft"),
             cni_bin: find("WEFT_CNI_BIN", "weft-cni"),
         })
@@ -64,6 +73,13 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
     if opts.nodes == 0 || opts.nodes > 200 {
         return Err("--nodes must be 1..=200".into());
     }
+    let store = opts.store.clone().unwrap_or_else(|| if opts.nodes > 1 { "etcd" } else { "local" }.into());
+    if store != "local" && store != "etcd" {
+        return Err(format!("unknown store {store:?}: use local or etcd"));
+    }
+    if store == "local" && opts.nodes > 1 {
+        return Err("several nodes need a cluster store: use --store etcd".into());
+    }
     for bin in [&opts.weft_bin, &opts.cni_bin] {
         if !bin.exists() {
             return Err(format!("{} not found: build it first (cargo build --bins)", bin.display()));
@@ -77,7 +93,17 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
             opts.name
         ));
     }
-    let mut lab = Lab { name: opts.name.clone(), mtu: opts.mtu, nodes: vec![], pods: vec![] };
+    let mut lab = Lab {
+        name: opts.name.clone(),
+        mtu: opts.mtu,
+        store,
+        mode: opts.mode.clone(),
+        etcd_url: None,
+        etcd_pid: None,
+        lease_ttl: opts.lease_ttl,
+        nodes: vec![],
+        pods: vec![],
+    };
     match build(opts, &mut lab) {
         Ok(()) => Ok(lab),
         Err(e) => {
@@ -90,8 +116,13 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
 fn build(opts: &Options, lab: &mut Lab) -> Result<(), String> {
     std::fs::create_dir_all(layout::dir(&lab.name)).map_err(|e| e.to_string())?;
     build_underlay(&lab.name)?;
+    if lab.store == "etcd" {
+        lab.etcd_url = Some(format!("http://{}:2379", layout::ETCD_IP));
+        lab.etcd_pid = Some(start_etcd(lab)?);
+    }
+    lab.save()?;
     for i in 1..=opts.nodes {
-        let node = build_node(opts, &lab.name, i)?;
+        let node = build_node(opts, lab, i)?;
         lab.nodes.push(node);
         lab.save()?;
     }
@@ -105,23 +136,83 @@ fn build(opts: &Options, lab: &mut Lab) -> Result<(), String> {
     Ok(())
 }
 
-/// One namespace with a bridge: the wire every node's eth0 plugs into.
+/// One namespace with a bridge: the wire every node's eth0 plugs into. The
+/// bridge itself holds the etcd address.
 fn build_underlay(lab: &str) -> Result<(), String> {
     let ns = layout::underlay_ns(lab);
     netns::add(&ns).map_err(|e| e.to_string())?;
     in_ns(&ns, || {
-        ip::batch(&["link set lo up".into(), "link add br0 type bridge".into(), "link set br0 up".into()])
+        ip::batch(&[
+            "link set lo up".into(),
+            "link add br0 type bridge".into(),
+            "link set br0 up".into(),
+            format!("addr add {}/24 dev br0", layout::ETCD_IP),
+        ])
     })
 }
 
-fn build_node(opts: &Options, lab: &str, i: usize) -> Result<LabNode, String> {
+/// Starts (or restarts) the lab's etcd in the underlay namespace, its data
+/// in the lab's run directory, and waits until it answers.
+pub fn start_etcd(lab: &Lab) -> Result<u32, String> {
+    let dir = layout::dir(&lab.name);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{}:2379", layout::ETCD_IP);
+    let mut cmd = Command::new("etcd");
+    cmd.arg("--name")
+        .arg(format!("weft-{}", lab.name))
+        .arg("--data-dir")
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &format!("http://{}:2380", layout::ETCD_IP)])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    detach(&mut cmd);
+    let child = in_ns(&layout::underlay_ns(&lab.name), move || {
+        cmd.spawn().map_err(|e| weft_net::Error(format!("starting etcd (apt-get install etcd-server): {e}")))
+    })?;
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        let u = url.clone();
+        let ok = in_ns(&layout::underlay_ns(&lab.name), move || {
+            let s = weft_store::EtcdStore::new(&u, "/weft/").map_err(|e| weft_net::Error(e.to_string()))?;
+            Ok(s.check().is_ok())
+        })?;
+        if ok {
+            return Ok(pid);
+        }
+        if start.elapsed() > Duration::from_secs(30) || is_gone(pid) {
+            return Err(format!("etcd did not come up; see {}", dir.join("etcd.log").display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills the lab's etcd and starts it again on the same data.
+pub fn restart_etcd(lab: &Lab) -> Result<u32, String> {
+    if let Some(pid) = lab.etcd_pid {
+        kill_and_wait(pid);
+    }
+    let pid = start_etcd(lab)?;
+    let mut updated = lab.clone();
+    updated.etcd_pid = Some(pid);
+    updated.save()?;
+    Ok(pid)
+}
+
+fn build_node(opts: &Options, lab: &Lab, i: usize) -> Result<LabNode, String> {
     let name = layout::node_name(i);
-    let ns = format!("{}{}", layout::prefix(lab), name);
+    let ns = format!("{}{}", layout::prefix(&lab.name), name);
     let underlay_ip = Ipv4Addr::new(198, 18, 0, 10 + i as u8);
     netns::add(&ns).map_err(|e| e.to_string())?;
     let port = format!("n{i}");
     let node_ns_path = format!("/run/netns/{ns}");
-    in_ns(&layout::underlay_ns(lab), {
+    in_ns(&layout::underlay_ns(&lab.name), {
         let port = port.clone();
         move || {
             ip::batch(&[
@@ -137,64 +228,84 @@ fn build_node(opts: &Options, lab: &str, i: usize) -> Result<LabNode, String> {
             format!("addr add {underlay_ip}/24 dev eth0"),
         ])
     })?;
-    let dir = layout::dir(lab).join(&name);
+    let dir = layout::dir(&lab.name).join(&name);
     let cni_dir = dir.join("cni");
     std::fs::create_dir_all(&cni_dir).map_err(|e| e.to_string())?;
     let socket = dir.join("agent.sock");
-    let bpffs = layout::bpffs(lab).join(&name);
-    let pod_cidr = format!("10.244.{i}.0/24");
+    // One node without a store picks its CIDR; a cluster hands them out.
+    let pod_cidr = if lab.store == "local" { format!("10.244.{i}.0/24") } else { String::new() };
     std::fs::write(
         cni_dir.join("10-weft.conflist"),
         serde_json::to_vec_pretty(&cni::conflist(&socket)).unwrap(),
     )
     .map_err(|e| e.to_string())?;
-    let pid = start_agent(opts, lab, &ns, &name, &pod_cidr, &socket, &dir, &bpffs)?;
-    Ok(LabNode { name, netns: ns, underlay_ip, pod_cidr, socket, state_dir: dir, bpffs, cni_dir, pid })
+    let mut node = LabNode {
+        name,
+        netns: ns,
+        underlay_ip,
+        pod_cidr,
+        socket,
+        state_dir: dir,
+        bpffs: layout::bpffs(&lab.name).join(layout::node_name(i)),
+        cni_dir,
+        pid: 0,
+    };
+    let (pid, status) = start_agent(opts, lab, &node)?;
+    node.pid = pid;
+    node.pod_cidr = status.pod_cidr;
+    Ok(node)
 }
 
-/// Starts `weft agent` inside the node's namespace, detached from us, logging
-/// to <state dir>/agent.log, and waits until it answers.
-#[allow(clippy::too_many_arguments)]
-pub fn start_agent(
-    opts: &Options,
-    lab: &str,
-    ns: &str,
-    node: &str,
-    pod_cidr: &str,
-    socket: &Path,
-    dir: &Path,
-    bpffs: &Path,
-) -> Result<u32, String> {
-    let log = dir.join("agent.log");
-    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&opts.weft_bin);
-    cmd.args(["agent", "--node", node, "--pod-cidr", pod_cidr, "--lab", lab])
-        .arg("--socket")
-        .arg(socket)
-        .arg("--state-dir")
-        .arg(dir)
-        .arg("--bpffs")
-        .arg(bpffs)
-        .args(["--mtu", &opts.mtu.to_string()])
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().map_err(|e| e.to_string())?)
-        .stderr(logf);
-    // SAFETY: setsid is async-signal-safe; the agent must not die with us.
+fn detach(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe; the child must not die with us.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
     }
-    let child = in_ns(ns, move || cmd.spawn().map_err(|e| weft_net::Error(format!("starting agent: {e}"))))?;
+}
+
+/// Starts `weft agent` inside the node's namespace, detached from us, logging
+/// to <state dir>/agent.log, and waits until it answers.
+pub fn start_agent(opts: &Options, lab: &Lab, node: &LabNode) -> Result<(u32, AgentStatus), String> {
+    let log = node.state_dir.join("agent.log");
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&opts.weft_bin);
+    cmd.args(["agent", "--node", &node.name, "--lab", &lab.name, "--store", &lab.store])
+        .arg("--socket")
+        .arg(&node.socket)
+        .arg("--state-dir")
+        .arg(&node.state_dir)
+        .arg("--bpffs")
+        .arg(&node.bpffs)
+        .args(["--lease-ttl", &lab.lease_ttl.to_string()])
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+        .stderr(logf);
+    if !node.pod_cidr.is_empty() && lab.store == "local" {
+        cmd.args(["--pod-cidr", &node.pod_cidr]);
+    }
+    if let Some(url) = &lab.etcd_url {
+        cmd.args(["--etcd", url]);
+    }
+    if let Some(m) = &lab.mode {
+        cmd.args(["--mode", m]);
+    }
+    if let Some(m) = lab.mtu {
+        cmd.args(["--mtu", &m.to_string()]);
+    }
+    detach(&mut cmd);
+    let child =
+        in_ns(&node.netns, move || cmd.spawn().map_err(|e| weft_net::Error(format!("starting agent: {e}"))))?;
     let pid = child.id();
-    let client = Client::new(socket).with_timeout(Duration::from_secs(5));
+    let client = Client::new(&node.socket).with_timeout(Duration::from_secs(5));
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if client.call(&Request::AgentStatus).is_ok() {
-            return Ok(pid);
+    while start.elapsed() < Duration::from_secs(40) {
+        if let Ok(st) = client.call_as::<AgentStatus>(&Request::AgentStatus) {
+            return Ok((pid, st));
         }
-        if !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
+        if is_gone(pid) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -202,7 +313,8 @@ pub fn start_agent(
     let tail = std::fs::read_to_string(&log).unwrap_or_default();
     let tail: Vec<&str> = tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
     Err(format!(
-        "agent of {node} did not come up; its log ({}) ends with:\n{}",
+        "agent of {} did not come up; its log ({}) ends with:\n{}",
+        node.name,
         log.display(),
         tail.join("\n")
     ))
@@ -212,21 +324,9 @@ pub fn start_agent(
 /// configuration. Returns the new pid.
 pub fn restart_agent(lab: &Lab, node: &str) -> Result<u32, String> {
     let n = lab.node(node).ok_or_else(|| format!("lab {} has no node {node}", lab.name))?;
-    if Path::new(&format!("/proc/{}", n.pid)).exists() && !is_zombie(n.pid) {
-        // SAFETY: plain kill(2) of the agent this lab started.
-        unsafe { libc::kill(n.pid as i32, libc::SIGKILL) };
-        let start = Instant::now();
-        while Path::new(&format!("/proc/{}", n.pid)).exists()
-            && !is_zombie(n.pid)
-            && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let mut opts = Options::new(&lab.name, lab.nodes.len(), 0)?;
-    opts.mtu = lab.mtu;
-    let pid =
-        start_agent(&opts, &lab.name, &n.netns, &n.name, &n.pod_cidr, &n.socket, &n.state_dir, &n.bpffs)?;
+    kill_and_wait(n.pid);
+    let opts = Options::new(&lab.name, lab.nodes.len(), 0)?;
+    let (pid, _) = start_agent(&opts, lab, n)?;
     let mut updated = lab.clone();
     if let Some(m) = updated.nodes.iter_mut().find(|m| m.name == node) {
         m.pid = pid;
@@ -235,7 +335,21 @@ pub fn restart_agent(lab: &Lab, node: &str) -> Result<u32, String> {
     Ok(pid)
 }
 
-fn is_zombie(pid: u32) -> bool {
+/// SIGKILL, then wait until the process is gone (or a zombie).
+pub fn kill_and_wait(pid: u32) {
+    if is_gone(pid) {
+        return;
+    }
+    // SAFETY: plain kill(2) of a process this lab started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let start = Instant::now();
+    while !is_gone(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the process has exited (gone, or a zombie nobody reaped yet).
+fn is_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(true)
@@ -294,17 +408,14 @@ fn endpoint_id_of(socket: &Path, container_id: &str) -> u16 {
 }
 
 /// Removes everything a lab created, found by name (works without its state
-/// file, e.g. after a crash): agents, namespaces, pins, run directory.
+/// file, e.g. after a crash): agents, etcd, namespaces, pins, run directory.
 pub fn down(name: &str) -> Result<Vec<String>, String> {
     layout::validate_name(name)?;
     let mut removed = Vec::new();
     for pid in lab_processes(name) {
-        // SAFETY: plain kill(2).
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill_and_wait(pid);
         removed.push(format!("process {pid}"));
     }
-    // Give the kernel a moment to reap before namespaces go.
-    std::thread::sleep(Duration::from_millis(100));
     let mut nss = netns::list(&layout::prefix(name));
     nss.sort_by_key(|n| !n.contains("-pod")); // pods first
     for ns in nss {
@@ -320,8 +431,8 @@ pub fn down(name: &str) -> Result<Vec<String>, String> {
     Ok(removed)
 }
 
-/// Processes of the lab: agents (and anything else) whose command line names
-/// the lab's bpffs or run directory.
+/// Processes of the lab: agents and etcd, whose command lines name the
+/// lab's bpffs or run directory.
 pub fn lab_processes(name: &str) -> Vec<u32> {
     let marks = [format!("{}/", layout::bpffs(name).display()), format!("{}/", layout::dir(name).display())];
     let me = std::process::id();

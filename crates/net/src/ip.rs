@@ -96,3 +96,10 @@ pub fn ipv4_addresses() -> Result<Vec<(String, std::net::Ipv4Addr)>> {
     }
     Ok(addrs)
 }
+
+/// MTU of a device in the calling thread's namespace.
+pub fn link_mtu(dev: &str) -> Option<u32> {
+    let out = output(&["-j", "link", "show", "dev", dev]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v[0]["mtu"].as_u64().map(|m| m as u32)
+}
