@@ -43,13 +43,52 @@ pub struct TestLab {
 
 impl TestLab {
     pub fn up(tag: &str, nodes: usize, pods: usize) -> TestLab {
+        Self::up_with(tag, nodes, pods, |_| {})
+    }
+
+    /// A lab with options changed by `tune` (mode, store, MTU...).
+    pub fn up_with(
+        tag: &str,
+        nodes: usize,
+        pods: usize,
+        tune: impl FnOnce(&mut weft_lab::Options),
+    ) -> TestLab {
         let name = lab_name(tag);
         let _ = weft_lab::down(&name);
         let mut opts = weft_lab::Options::new(&name, nodes, pods).unwrap();
         opts.weft_bin = weft_bin();
         opts.cni_bin = cni_bin();
+        tune(&mut opts);
         let lab = weft_lab::up(&opts).unwrap_or_else(|e| panic!("lab up: {e}"));
         TestLab { lab }
+    }
+
+    /// Waits until `f` holds (polling), or panics with `what`.
+    pub fn eventually(&self, timeout: Duration, what: &str, f: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The node's ipcache as (prefix, identity, tunnel endpoint).
+    pub fn ipcache(&self, node: &str) -> Vec<weft_api::IpcacheView> {
+        self.client(node).call_as(&Request::BpfIpcacheList).unwrap()
+    }
+
+    /// Starts tcpdump in a namespace; `finish` returns what it printed.
+    pub fn tcpdump(&self, target: &str, args: &[&str]) -> Tcpdump {
+        let child = Command::new(weft_bin())
+            .args(["lab", "exec", self.name(), target, "--", "tcpdump", "-lnn"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // tcpdump prints "listening on ..." once its filter is in place.
+        std::thread::sleep(Duration::from_millis(800));
+        Tcpdump { child }
     }
 
     pub fn name(&self) -> &str {
@@ -178,6 +217,36 @@ impl Drop for TestLab {
         if let Err(e) = weft_lab::down(&self.lab.name) {
             eprintln!("lab down {}: {e}", self.lab.name);
         }
+    }
+}
+
+pub struct Tcpdump {
+    child: Child,
+}
+
+impl Tcpdump {
+    /// Stops tcpdump (if still running) and returns its output lines.
+    pub fn finish(mut self, wait: Duration) -> String {
+        let start = Instant::now();
+        while start.elapsed() < wait {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: SIGINT to our own child so it flushes its output.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

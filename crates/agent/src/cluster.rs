@@ -73,13 +73,14 @@ pub fn cluster_mode(store: &dyn Store, wanted: Option<Mode>, pool: Cidr) -> Resu
         .ok_or("the cluster configuration vanished from the store")?;
     let mode: Mode = stored.mode.parse()?;
     if let Some(w) = wanted
-        && w != mode {
-            return Err(format!(
-                "this node asks for mode {} but the cluster runs {} (config/cluster in the store); all nodes share one mode",
-                w.name(),
-                mode.name()
-            ));
-        }
+        && w != mode
+    {
+        return Err(format!(
+            "this node asks for mode {} but the cluster runs {} (config/cluster in the store); all nodes share one mode",
+            w.name(),
+            mode.name()
+        ));
+    }
     Ok(mode)
 }
 

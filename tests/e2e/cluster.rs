@@ -1,0 +1,176 @@
+//! Several nodes on etcd, VXLAN between them: pods talk across nodes, the
+//! VNI carries the sender's identity, nodes come and go with their lease,
+//! and etcd can restart under the running cluster.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+use weft_e2e::{TestLab, spawn_in_ns};
+
+const T: Duration = Duration::from_secs(10);
+
+fn ping(lab: &TestLab, from: &str, to: &str) -> bool {
+    lab.exec(from, &["ping", "-c", "1", "-W", "2", to]).status.success()
+}
+
+/// 1 MiB each way over TCP, written in 1400-byte chunks (full-size segments
+/// at the pod MTU).
+fn tcp_echo(lab: &TestLab, client: &str, server: &str) {
+    let dst = lab.pod_ip(server);
+    let listen = dst.clone();
+    let srv = spawn_in_ns(&lab.netns_path(server), move || {
+        let l = TcpListener::bind((listen.as_str(), 7100)).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let cli = spawn_in_ns(&lab.netns_path(client), move || {
+        let mut s = TcpStream::connect((dst.as_str(), 7100)).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
+        for chunk in data.chunks(1400) {
+            s.write_all(chunk).unwrap();
+        }
+        let mut back = vec![0u8; 1 << 20];
+        s.read_exact(&mut back).unwrap();
+        back == data
+    });
+    assert!(cli.join().unwrap(), "TCP {client} -> {server}: the echoed data differs");
+    srv.join().unwrap();
+}
+
+fn udp_echo(lab: &TestLab, client: &str, server: &str) {
+    let dst = lab.pod_ip(server);
+    let listen = dst.clone();
+    let srv = spawn_in_ns(&lab.netns_path(server), move || {
+        let s = UdpSocket::bind((listen.as_str(), 7200)).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, peer) = s.recv_from(&mut buf).unwrap();
+        s.send_to(&buf[..n], peer).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let cli = spawn_in_ns(&lab.netns_path(client), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let msg = vec![0x5a; 1400];
+        s.send_to(&msg, (dst.as_str(), 7200)).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        buf[..n] == msg[..]
+    });
+    assert!(cli.join().unwrap(), "UDP {client} -> {server}");
+    srv.join().unwrap();
+}
+
+#[test]
+fn vxlan_pods_and_nodes_talk_across_nodes_with_identity_in_the_vni() {
+    let lab = TestLab::up_with("vxlan", 3, 2, |o| o.mode = Some("vxlan".into()));
+    lab.eventually(T, "every node knows every pod", || {
+        lab.lab.nodes.iter().all(|n| lab.ipcache(&n.name).len() >= 6 + 3 + 2)
+    });
+    assert_eq!(lab.status("node1").pod_mtu, 1450, "underlay 1500 - 50 for VXLAN");
+    for (from, to) in [("pod1-1", "pod2-2"), ("pod2-1", "pod3-2"), ("pod3-2", "pod1-1")] {
+        assert!(ping(&lab, from, &lab.pod_ip(to)), "ping {from} -> {to}");
+    }
+    tcp_echo(&lab, "pod1-1", "pod3-2");
+    udp_echo(&lab, "pod2-1", "pod3-1");
+    // Node -> remote pod and pod -> remote node.
+    assert!(ping(&lab, "node1", &lab.pod_ip("pod3-1")), "node1 -> pod3-1");
+    assert!(ping(&lab, "pod3-1", "198.18.0.12"), "pod3-1 -> node2");
+
+    // On the wire: VXLAN on UDP 8472; the request carries the web pod's
+    // identity, the reply the client pod's.
+    let web = lab
+        .endpoints("node1")
+        .into_iter()
+        .find(|e| e.labels.contains(&"k8s:app=web".into()))
+        .unwrap()
+        .identity;
+    let client = lab
+        .endpoints("node2")
+        .into_iter()
+        .find(|e| e.labels.contains(&"k8s:app=client".into()))
+        .unwrap()
+        .identity;
+    assert_ne!(web, client);
+    let dump = lab.tcpdump("node2", &["-i", "eth0", "-c", "2", "udp", "port", "8472"]);
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod2-2")));
+    let out = dump.finish(T);
+    assert!(out.contains(&format!("198.18.0.11.")) && out.contains("> 198.18.0.12.8472"), "{out}");
+    assert!(out.contains(&format!("instance {web}")), "request VNI = {web}: {out}");
+    assert!(out.contains(&format!("instance {client}")), "reply VNI = {client}: {out}");
+
+    // The sending node says where it encapsulated to, as in seed 001.
+    let mon = lab.monitor("node1", &["-v"]);
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod2-2")));
+    let ev = mon
+        .wait_for(T, |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Encapsulating to node 3323068428 (0xc612000c) from seclabel"))
+        })
+        .expect("encapsulation debug event");
+    assert!(ev["message"].as_str().unwrap().ends_with(&format!("seclabel {web}")));
+    assert!(mon.wait_for(T, |v| v["observationPoint"] == "to-overlay").is_some());
+}
+
+#[test]
+fn a_node_that_stops_renewing_is_removed_and_comes_back() {
+    let mut lab = TestLab::up("lease", 3, 1);
+    let node3_ip = "198.18.0.13/32";
+    lab.eventually(T, "node1 knows node3", || lab.ipcache("node1").iter().any(|e| e.prefix == node3_ip));
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod3-1")));
+    weft_lab::lifecycle::kill_and_wait(lab.lab.node("node3").unwrap().pid);
+    // Lease 5 s + one sync: gone from every other node's datapath.
+    lab.eventually(Duration::from_secs(12), "node3 gone from node1 and node2", || {
+        ["node1", "node2"].iter().all(|n| !lab.ipcache(n).iter().any(|e| e.prefix == node3_ip))
+    });
+    let nodes: Vec<String> = lab
+        .client("node1")
+        .call_as::<Vec<weft_api::NodeView>>(&weft_api::Request::NodeList)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(nodes, ["node1", "node2"]);
+    let pid = weft_lab::lifecycle::restart_agent(&lab.lab, "node3").unwrap();
+    lab.lab.nodes[2].pid = pid;
+    lab.eventually(T, "node3 re-admitted", || lab.ipcache("node1").iter().any(|e| e.prefix == node3_ip));
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod3-1")), "traffic flows again");
+    assert_eq!(
+        lab.status("node3").pod_cidr,
+        lab.lab.node("node3").unwrap().pod_cidr,
+        "same CIDR after restart"
+    );
+}
+
+#[test]
+fn etcd_restart_under_a_running_lab_loses_nothing() {
+    let mut lab = TestLab::up("etcdrs", 2, 1);
+    lab.eventually(T, "the ipcache has converged", || lab.ipcache("node2").len() == 5);
+    let before = (
+        lab.client("node1").call_as::<Vec<weft_api::NodeView>>(&weft_api::Request::NodeList).unwrap(),
+        lab.client("node1").call_as::<Vec<weft_api::IdentityView>>(&weft_api::Request::IdentityList).unwrap(),
+        lab.ipcache("node2"),
+    );
+    let pid = weft_lab::lifecycle::restart_etcd(&lab.lab).unwrap();
+    lab.lab.etcd_pid = Some(pid);
+    let after = (
+        lab.client("node1").call_as::<Vec<weft_api::NodeView>>(&weft_api::Request::NodeList).unwrap(),
+        lab.client("node1").call_as::<Vec<weft_api::IdentityView>>(&weft_api::Request::IdentityList).unwrap(),
+        lab.ipcache("node2"),
+    );
+    assert_eq!(before, after);
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod2-1")));
+    // A new pod after the restart is known cluster-wide.
+    let ns = weft_e2e::TempNetns::new(&format!("weft-{}-late", lab.name()));
+    let out = lab.cni("node2", "ADD", "late", &ns.path(), "1.0.0");
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    let ip = out.json().unwrap()["ips"][0]["address"].as_str().unwrap().to_string();
+    lab.eventually(T, "node1 learns the new pod", || lab.ipcache("node1").iter().any(|e| e.prefix == ip));
+}
