@@ -15,6 +15,8 @@
 #define DBG_TO_STACK           6  /* arg1 = addr */
 #define DBG_ENCAP              7  /* arg1 = node addr, arg2 = seclabel */
 #define DBG_DECAP              8  /* arg1 = outer source, arg2 = seclabel (VNI) */
+#define DBG_ROUTE              9  /* arg1 = node addr, arg2 = seclabel (native) */
+#define DBG_FRAG_NEEDED       10  /* arg1 = MTU the packet must fit */
 
 static __always_inline void send_debug(struct __sk_buff *skb, __u8 code,
 				       __u16 source, __u32 a1, __u32 a2,

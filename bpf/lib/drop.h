@@ -10,6 +10,7 @@
 #define WEFT_FILE_LXC  1
 #define WEFT_FILE_HOST 2
 #define WEFT_FILE_OVERLAY 3
+#define WEFT_FILE_NETDEV 4
 
 /* Drop reasons (numbers as in Cilium's monitor API, printed as text by
  * `weft monitor`; crates/datapath/src/events.rs holds the texts). */
@@ -25,6 +26,8 @@
 #define DROP_UNROUTABLE      170  /* our own: no local endpoint for a decapsulated packet */
 #define DROP_INVALID_IDENTITY 171
 #define DROP_UNKNOWN_SENDER  172
+#define DROP_FRAG_NEEDED     136
+#define DROP_FIB_LOOKUP      169
 #define DROP_TTL_EXCEEDED    196
 
 #ifndef WEFT_FILE_ID

@@ -69,7 +69,7 @@ struct weft_config {
 	__u32 gw_ip4;        /* the pod gateway address (network order) */
 	__u32 mode;          /* MODE_* */
 	__u32 vxlan_ifindex; /* weft_vxlan, the collect_md VXLAN device */
-	__u32 pad;
+	__u32 underlay_ifindex; /* the node's own device (IP-in-IP, native) */
 };
 
 struct {

@@ -67,13 +67,19 @@ fn udp_echo(lab: &TestLab, client: &str, server: &str) {
     srv.join().unwrap();
 }
 
-#[test]
-fn vxlan_pods_and_nodes_talk_across_nodes_with_identity_in_the_vni() {
-    let lab = TestLab::up_with("vxlan", 3, 2, |o| o.mode = Some("vxlan".into()));
+/// Everything a mode must carry, and what it looks like on the wire.
+fn pods_and_nodes_talk_across_nodes(mode: &str) {
+    let lab = TestLab::up_with(mode, 3, 2, |o| o.mode = Some(mode.into()));
     lab.eventually(T, "every node knows every pod", || {
         lab.lab.nodes.iter().all(|n| lab.ipcache(&n.name).len() >= 6 + 3 + 2)
     });
-    assert_eq!(lab.status("node1").pod_mtu, 1450, "underlay 1500 - 50 for VXLAN");
+    let mtu = match mode {
+        "vxlan" => 1450,
+        "ipip" => 1480,
+        _ => 1500,
+    };
+    assert_eq!(lab.status("node1").pod_mtu, mtu, "pod MTU = underlay 1500 - the mode's overhead");
+    assert_eq!(lab.status("node1").mode, mode);
     for (from, to) in [("pod1-1", "pod2-2"), ("pod2-1", "pod3-2"), ("pod3-2", "pod1-1")] {
         assert!(ping(&lab, from, &lab.pod_ip(to)), "ping {from} -> {to}");
     }
@@ -83,8 +89,6 @@ fn vxlan_pods_and_nodes_talk_across_nodes_with_identity_in_the_vni() {
     assert!(ping(&lab, "node1", &lab.pod_ip("pod3-1")), "node1 -> pod3-1");
     assert!(ping(&lab, "pod3-1", "198.18.0.12"), "pod3-1 -> node2");
 
-    // On the wire: VXLAN on UDP 8472; the request carries the web pod's
-    // identity, the reply the client pod's.
     let web = lab
         .endpoints("node1")
         .into_iter()
@@ -98,25 +102,78 @@ fn vxlan_pods_and_nodes_talk_across_nodes_with_identity_in_the_vni() {
         .unwrap()
         .identity;
     assert_ne!(web, client);
-    let dump = lab.tcpdump("node2", &["-i", "eth0", "-c", "2", "udp", "port", "8472"]);
-    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod2-2")));
+    let (a, b) = (lab.pod_ip("pod1-1"), lab.pod_ip("pod2-2"));
+    let filter: &[&str] = match mode {
+        "vxlan" => &["udp", "port", "8472"],
+        "ipip" => &["ip", "proto", "4"],
+        _ => &["icmp"],
+    };
+    let mut args = vec!["-i", "eth0", "-c", "2"];
+    args.extend_from_slice(filter);
+    let dump = lab.tcpdump("node2", &args);
+    assert!(ping(&lab, "pod1-1", &b));
     let out = dump.finish(T);
-    assert!(out.contains(&format!("198.18.0.11.")) && out.contains("> 198.18.0.12.8472"), "{out}");
-    assert!(out.contains(&format!("instance {web}")), "request VNI = {web}: {out}");
-    assert!(out.contains(&format!("instance {client}")), "reply VNI = {client}: {out}");
+    match mode {
+        // VXLAN on UDP 8472; the request carries the web pod's identity as
+        // VNI, the reply the client pod's.
+        "vxlan" => {
+            assert!(out.contains("198.18.0.11.") && out.contains("> 198.18.0.12.8472"), "{out}");
+            assert!(out.contains(&format!("instance {web}")), "request VNI = {web}: {out}");
+            assert!(out.contains(&format!("instance {client}")), "reply VNI = {client}: {out}");
+        }
+        // Calico's IP-in-IP: outer header between the nodes, protocol 4.
+        "ipip" => {
+            assert!(
+                out.contains(&format!("IP 198.18.0.11 > 198.18.0.12: IP {a} > {b}: ICMP echo request")),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!("IP 198.18.0.12 > 198.18.0.11: IP {b} > {a}: ICMP echo reply")),
+                "{out}"
+            );
+        }
+        // Native: the pods' own addresses on the wire.
+        _ => {
+            assert!(out.contains(&format!("IP {a} > {b}: ICMP echo request")), "{out}");
+            assert!(out.contains(&format!("IP {b} > {a}: ICMP echo reply")), "{out}");
+        }
+    }
 
-    // The sending node says where it encapsulated to, as in seed 001.
+    // The sending node says where it sent the packet, as in seed 001.
     let mon = lab.monitor("node1", &["-v"]);
-    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod2-2")));
+    assert!(ping(&lab, "pod1-1", &b));
+    let expected = match mode {
+        "native" => "Routing to node 198.18.0.12 from seclabel".to_string(),
+        _ => "Encapsulating to node 3323068428 (0xc612000c) from seclabel".to_string(),
+    };
     let ev = mon
-        .wait_for(T, |v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("Encapsulating to node 3323068428 (0xc612000c) from seclabel"))
-        })
-        .expect("encapsulation debug event");
+        .wait_for(T, |v| v["message"].as_str().is_some_and(|m| m.starts_with(&expected)))
+        .unwrap_or_else(|| panic!("no debug event {expected:?}: {:?}", mon.events()));
     assert!(ev["message"].as_str().unwrap().ends_with(&format!("seclabel {web}")));
-    assert!(mon.wait_for(T, |v| v["observationPoint"] == "to-overlay").is_some());
+    let point = if mode == "vxlan" { "to-overlay" } else { "to-network" };
+    assert!(mon.wait_for(T, |v| v["observationPoint"] == point).is_some(), "{point} trace");
+    let mon2 = lab.monitor("node2", &[]);
+    assert!(ping(&lab, "pod1-1", &b));
+    let point = if mode == "vxlan" { "from-overlay" } else { "from-network" };
+    let ev = mon2
+        .wait_for(T, |v| v["observationPoint"] == point)
+        .unwrap_or_else(|| panic!("{point} trace on node2"));
+    assert_eq!(ev["srcLabel"], web, "the receiver knows the sender's identity");
+}
+
+#[test]
+fn vxlan_pods_and_nodes_talk_across_nodes_with_identity_in_the_vni() {
+    pods_and_nodes_talk_across_nodes("vxlan");
+}
+
+#[test]
+fn ipip_pods_and_nodes_talk_across_nodes_as_calico_puts_it_on_the_wire() {
+    pods_and_nodes_talk_across_nodes("ipip");
+}
+
+#[test]
+fn native_pods_and_nodes_talk_across_nodes_unencapsulated() {
+    pods_and_nodes_talk_across_nodes("native");
 }
 
 #[test]

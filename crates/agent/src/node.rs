@@ -39,11 +39,16 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
     device_sysctls(HOST_DEV)?;
     device_sysctls(NET_DEV)?;
     let vxlan_ifindex = if agent.cluster && agent.mode == Mode::Vxlan { setup_vxlan(agent)? } else { 0 };
+    let underlay_ifindex = weft_net::ifindex(&agent.underlay_dev).unwrap_or(0);
 
     let mut inner = agent.lock();
     inner.dp.attach_host(HOST_DEV).map_err(|e| format!("datapath: {e}"))?;
     if vxlan_ifindex != 0 {
         inner.dp.attach_overlay(VXLAN_DEV).map_err(|e| format!("datapath: {e}"))?;
+    }
+    // IP-in-IP and native packets arrive on the underlay device itself.
+    if agent.cluster && agent.mode != Mode::Vxlan {
+        inner.dp.attach_netdev(&agent.underlay_dev).map_err(|e| format!("datapath: {e}"))?;
     }
     for addr in host_addresses(gw)? {
         inner
@@ -61,7 +66,7 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         gw_ip4: ip_to_be(gw),
         mode: agent.mode.datapath(),
         vxlan_ifindex,
-        pad: 0,
+        underlay_ifindex,
     };
     inner.dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
     Ok(())

@@ -59,6 +59,8 @@ pub struct Agent {
     pub mode: Mode,
     pub pod_cidr: Cidr,
     pub node_ip: Ipv4Addr,
+    /// The device that holds node_ip (eth0 in the lab).
+    pub underlay_dev: String,
     pub pod_mtu: u32,
     pub gateway: Ipv4Addr,
     known_nodes: Mutex<std::collections::BTreeSet<String>>,
@@ -99,6 +101,7 @@ impl Agent {
             mode,
             pod_cidr,
             node_ip,
+            underlay_dev,
             pod_mtu,
             gateway,
             known_nodes: Mutex::new(Default::default()),

@@ -32,12 +32,14 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
         130 => "Invalid source mac",
         132 => "Invalid source ip",
         134 => "Invalid packet",
+        136 => "Fragmentation needed",
         139 => "Unsupported L3 protocol",
         141 => "Error writing to packet",
         147 => "Error retrieving tunnel key",
         160 => "No tunnel/encapsulation endpoint (datapath BUG!)",
         166 => "Unsupported L2 protocol",
         168 => "No endpoint for device",
+        169 => "FIB lookup failed",
         170 => "No local endpoint for decapsulated packet",
         171 => "Invalid identity",
         172 => "Unknown sender",
@@ -52,6 +54,7 @@ pub fn file_name(id: u8) -> &'static str {
         1 => "lxc.c",
         2 => "host.c",
         3 => "overlay.c",
+        4 => "netdev.c",
         _ => "unknown",
     }
 }
@@ -74,6 +77,8 @@ pub fn debug_text(code: u8, a1: u32, a2: u32, a3: u32) -> String {
             format!("Encapsulating to node {node} ({node:#x}) from seclabel {a2}")
         }
         8 => format!("Decapsulated from node {} with seclabel {a2}", ip(a1)),
+        9 => format!("Routing to node {} from seclabel {a2}", ip(a1)),
+        10 => format!("Packet does not fit the path MTU {a1}: fragmentation needed"),
         _ => format!("Unknown message {code} args {a1:#x} {a2:#x} {a3:#x}"),
     }
 }

@@ -25,10 +25,12 @@ use std::{
 pub const LXC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));
 pub const HOST_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host.o"));
 pub const OVERLAY_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.o"));
+pub const NETDEV_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdev.o"));
 
 pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_FROM_HOST: &str = "from_host";
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
+pub const PROG_FROM_NETWORK: &str = "from_network";
 
 #[derive(Debug)]
 pub struct Error(pub String);
@@ -98,6 +100,7 @@ pub struct Datapath {
     lxc: Ebpf,
     host: Ebpf,
     overlay: Ebpf,
+    netdev: Ebpf,
     adopted: bool,
 }
 
@@ -127,7 +130,8 @@ impl Datapath {
         let lxc = load(LXC_OBJ, PROG_FROM_CONTAINER)?;
         let host = load(HOST_OBJ, PROG_FROM_HOST)?;
         let overlay = load(OVERLAY_OBJ, PROG_FROM_OVERLAY)?;
-        Ok(Self { dir, lxc, host, overlay, adopted })
+        let netdev = load(NETDEV_OBJ, PROG_FROM_NETWORK)?;
+        Ok(Self { dir, lxc, host, overlay, netdev, adopted })
     }
 
     /// Whether the maps were found pinned (an agent restart) rather than new.
@@ -165,11 +169,17 @@ impl Datapath {
         self.attach(ifname, PROG_FROM_OVERLAY, Hook::Ingress)
     }
 
+    /// Attaches from-network to the ingress of the underlay device.
+    pub fn attach_netdev(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach(ifname, PROG_FROM_NETWORK, Hook::Ingress)
+    }
+
     /// The object that holds a program.
     fn object(&mut self, prog_name: &str) -> &mut Ebpf {
         match prog_name {
             PROG_FROM_HOST => &mut self.host,
             PROG_FROM_OVERLAY => &mut self.overlay,
+            PROG_FROM_NETWORK => &mut self.netdev,
             _ => &mut self.lxc,
         }
     }

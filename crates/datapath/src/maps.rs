@@ -83,7 +83,7 @@ pub struct WeftConfig {
     pub gw_ip4: u32,
     pub mode: u32,
     pub vxlan_ifindex: u32,
-    pub pad: u32,
+    pub underlay_ifindex: u32,
 }
 
 #[repr(C)]

@@ -401,3 +401,103 @@ fn from_overlay_delivers_with_the_identity_from_the_vni() {
     let ev = events(&mut f);
     assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("to-endpoint") && e.src_identity == 6));
 }
+
+const NODE1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+
+fn with_mode(f: &mut Fixture, mode: u32) {
+    let mut c = f.dp.config().unwrap();
+    c.mode = mode;
+    c.underlay_ifindex = 1;
+    c.node_ip4 = ip_to_be(NODE1);
+    f.dp.set_config(c).unwrap();
+    // This node's own address, as the agent puts it in the endpoint map.
+    f.dp.put_endpoint(NODE1, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
+        .unwrap();
+}
+
+#[test]
+fn ipip_encap_writes_calicos_outer_header() {
+    let mut f = fixture();
+    with_mode(&mut f, weft_datapath::maps::MODE_IPIP);
+    let inner = pkt::icmp_echo(MAC_A, LXC_A, POD_A, REMOTE_POD, 64);
+    let (verdict, out) = run(&mut f, "from_container", &inner);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "out of the underlay device via redirect_neigh");
+    assert_eq!(out.len(), inner.len() + 20);
+    let outer = &out[14..34];
+    assert_eq!(outer[0], 0x45);
+    assert_eq!(outer[9], 4, "protocol 4: IP-in-IP");
+    assert_eq!(&outer[12..16], &NODE1.octets(), "outer source = this node");
+    assert_eq!(&outer[16..20], &NODE2.octets(), "outer destination = the pod's node");
+    assert_eq!(u16::from_be_bytes([outer[2], outer[3]]) as usize, inner.len() - 14 + 20);
+    assert_eq!(pkt::csum(outer), 0, "outer header checksum");
+    assert_eq!(&out[34..], &inner[14..], "the inner packet is carried byte for byte");
+    let ev = events(&mut f);
+    assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("to-network") && e.src_identity == 256));
+}
+
+/// An IP-in-IP packet as node2 would send it to us.
+fn ipip_packet(outer_src: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
+    let l3 = &inner[14..];
+    let mut outer = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 4, 0, 0];
+    outer[2..4].copy_from_slice(&((l3.len() + 20) as u16).to_be_bytes());
+    outer.extend_from_slice(&outer_src.octets());
+    outer.extend_from_slice(&NODE1.octets());
+    let c = pkt::csum(&outer);
+    outer[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut p = inner[..14].to_vec();
+    p.extend_from_slice(&outer);
+    p.extend_from_slice(l3);
+    p
+}
+
+#[test]
+fn ipip_decap_restores_the_inner_packet_byte_for_byte() {
+    let mut f = fixture();
+    with_mode(&mut f, weft_datapath::maps::MODE_IPIP);
+    // For this node itself: handed to the stack untouched.
+    let inner = pkt::icmp_echo([0x0e, 2, 2, 2, 2, 2], [0x0e, 1, 1, 1, 1, 1], REMOTE_POD, NODE1, 63);
+    let (verdict, out) = run(&mut f, "from_network", &ipip_packet(NODE2, &inner));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, inner, "decapsulated packet = the inner packet");
+    // For a local pod: delivered into it, identity from the ipcache.
+    let inner = pkt::icmp_echo([0x0e, 2, 2, 2, 2, 2], [0x0e, 1, 1, 1, 1, 1], REMOTE_POD, POD_B, 63);
+    let (verdict, out) = run(&mut f, "from_network", &ipip_packet(NODE2, &inner));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out.len(), inner.len());
+    assert_eq!(&out[0..6], &MAC_B);
+    assert_eq!(&out[14 + 12..], &inner[14 + 12..], "addresses and payload unchanged");
+    let ev = events(&mut f);
+    let to = ev.iter().find(|e| e.observation_point.as_deref() == Some("to-endpoint")).unwrap();
+    assert_eq!(to.src_identity, 300, "the source's identity comes from the ipcache");
+    assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("from-network")));
+}
+
+#[test]
+fn ipip_from_an_unknown_node_is_dropped() {
+    let mut f = fixture();
+    with_mode(&mut f, weft_datapath::maps::MODE_IPIP);
+    let inner = pkt::icmp_echo([0x0e, 2, 2, 2, 2, 2], [0x0e, 1, 1, 1, 1, 1], REMOTE_POD, POD_B, 63);
+    let (verdict, _) = run(&mut f, "from_network", &ipip_packet(Ipv4Addr::new(203, 0, 113, 9), &inner));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let d = events(&mut f).into_iter().find(|e| e.kind == "drop").unwrap();
+    assert_eq!((d.reason, d.file.as_deref()), (Some(172), Some("netdev.c")));
+}
+
+#[test]
+fn native_routes_to_the_node_without_encapsulation() {
+    let mut f = fixture();
+    with_mode(&mut f, weft_datapath::maps::MODE_NATIVE);
+    let p = pkt::icmp_echo(MAC_A, LXC_A, POD_A, REMOTE_POD, 64);
+    let (verdict, out) = run(&mut f, "from_container", &p);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[14..], &p[14..], "no encapsulation");
+    assert!(
+        events(&mut f)
+            .iter()
+            .any(|e| e.message.as_deref() == Some("Routing to node 198.18.0.12 from seclabel 256"))
+    );
+    // Node traffic on the underlay is left alone.
+    let other = pkt::icmp_echo([0x0e, 2, 2, 2, 2, 2], [0x0e, 1, 1, 1, 1, 1], NODE2, NODE1, 64);
+    let (verdict, out) = run(&mut f, "from_network", &other);
+    assert_eq!((verdict, out), (TC_ACT_OK, other));
+}
