@@ -21,6 +21,7 @@
 #include "lib/arp.h"
 #include "lib/local.h"
 #include "lib/encap.h"
+#include "lib/icmp.h"
 
 static __always_inline int handle_arp(struct __sk_buff *skb, __u16 ep,
 				      __u32 sec, __u32 own_ip4,
@@ -45,8 +46,27 @@ static __always_inline int handle_arp(struct __sk_buff *skb, __u16 ep,
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* The pod's packet does not fit the path to the remote node: drop it and
+ * tell the pod (ICMP fragmentation needed), as a router would. */
+static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep, __u32 sec,
+					  __u32 dst_id, const __u8 *lxc_mac)
+{
+	struct weft_config *cfg = config_get();
+	__u32 mtu, gw;
+
+	if (!cfg)
+		return CTX_ACT_DROP;
+	mtu = cfg->path_mtu;
+	gw = cfg->gw_ip4;
+	send_drop(skb, DROP_FRAG_NEEDED, ep, sec, dst_id);
+	send_debug(skb, DBG_FRAG_NEEDED, ep, mtu, 0, 0);
+	if (icmp_frag_needed(skb, gw, mtu, lxc_mac) < 0)
+		return CTX_ACT_DROP;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline int handle_ipv4(struct __sk_buff *skb, __u16 ep,
-				       __u32 sec, __u32 own_ip4)
+				       __u32 sec, __u32 own_ip4, const __u8 *lxc_mac)
 {
 	struct trace_ctx t = { .source = ep, .src_id = sec };
 	struct ipcache_info *remote;
@@ -75,8 +95,13 @@ static __always_inline int handle_ipv4(struct __sk_buff *skb, __u16 ep,
 	}
 	remote = ipcache_lookup(daddr);
 	if (remote && remote->tunnel_endpoint) {
+		struct weft_config *cfg = config_get();
+
 		send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, ep, daddr,
 			   remote->sec_identity, 0);
+		ip = ip4_hdr(skb);
+		if (cfg && ip && too_big(skb, ip, cfg->path_mtu))
+			return refuse_too_big(skb, ep, sec, remote->sec_identity, lxc_mac);
 		return encap_to_node(skb, ep, sec, remote);
 	}
 	send_debug(skb, DBG_IP_ID_MAP_FAILED4, ep, daddr, 0, 0);
@@ -116,7 +141,7 @@ static __always_inline int do_from_container(struct __sk_buff *skb)
 	case bpf_htons(ETH_P_ARP):
 		return handle_arp(skb, ep, sec, own_ip4, lxc_mac);
 	case bpf_htons(ETH_P_IP):
-		return handle_ipv4(skb, ep, sec, own_ip4);
+		return handle_ipv4(skb, ep, sec, own_ip4, lxc_mac);
 	default:
 		return send_drop(skb, DROP_UNSUPPORTED_L3, ep, sec, 0);
 	}

@@ -70,6 +70,8 @@ struct weft_config {
 	__u32 mode;          /* MODE_* */
 	__u32 vxlan_ifindex; /* weft_vxlan, the collect_md VXLAN device */
 	__u32 underlay_ifindex; /* the node's own device (IP-in-IP, native) */
+	__u32 path_mtu;      /* largest IPv4 packet a remote pod can be sent */
+	__u32 pad;
 };
 
 struct {

@@ -85,6 +85,20 @@ fn pods_and_nodes_talk_across_nodes(mode: &str) {
     }
     tcp_echo(&lab, "pod1-1", "pod3-2");
     udp_echo(&lab, "pod2-1", "pod3-1");
+    // A pod whose MTU is too large for the path: its DF packet is refused
+    // with ICMP fragmentation-needed carrying the path MTU.
+    lab.ok("pod3-1", &["ip", "link", "set", "eth0", "mtu", &(mtu + 100).to_string()]);
+    let size = (mtu - 28 + 1).to_string();
+    let out =
+        lab.exec("pod3-1", &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", &size, &lab.pod_ip("pod1-2")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("Frag needed and DF set (mtu = {mtu})")), "{text}");
+    let fits = (mtu - 28).to_string();
+    assert!(
+        lab.exec("pod3-1", &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", &fits, &lab.pod_ip("pod1-2")])
+            .status
+            .success()
+    );
     // Node -> remote pod and pod -> remote node.
     assert!(ping(&lab, "node1", &lab.pod_ip("pod3-1")), "node1 -> pod3-1");
     assert!(ping(&lab, "pod3-1", "198.18.0.12"), "pod3-1 -> node2");

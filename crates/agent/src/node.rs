@@ -67,9 +67,21 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         mode: agent.mode.datapath(),
         vxlan_ifindex,
         underlay_ifindex,
+        path_mtu: path_mtu(agent),
+        pad: 0,
     };
     inner.dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
     Ok(())
+}
+
+/// The largest IPv4 packet a pod may send to another node: the underlay's
+/// MTU minus the encapsulation. Larger ones with DF set get "fragmentation
+/// needed" back from the datapath. 0 (no check) on a single node.
+fn path_mtu(agent: &Agent) -> u32 {
+    if !agent.cluster {
+        return 0;
+    }
+    weft_net::ip::link_mtu(&agent.underlay_dev).unwrap_or(1500) - agent.mode.overhead()
 }
 
 /// weft_vxlan: an external (collect_md) VXLAN device. It has no fixed

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 /// Must equal `WEFT_ABI_VERSION` in `bpf/lib/common.h` (checked by a test).
 /// Part of every pin path, so an agent never adopts maps of another layout.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Names of the pinned maps, as in the C sources.
 pub const MAP_ENDPOINTS: &str = "weft_endpoints";
@@ -84,6 +84,8 @@ pub struct WeftConfig {
     pub mode: u32,
     pub vxlan_ifindex: u32,
     pub underlay_ifindex: u32,
+    pub path_mtu: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]

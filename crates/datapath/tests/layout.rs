@@ -62,7 +62,8 @@ fn c_and_rust_layouts_agree() {
     check!(s, "lxc_info", LxcInfo, { "ip4" => ip4, "ep_id" => ep_id, "pad" => pad });
     check!(s, "weft_config", WeftConfig, {
         "flags" => flags, "node_ip4" => node_ip4, "gw_ip4" => gw_ip4, "mode" => mode,
-        "vxlan_ifindex" => vxlan_ifindex, "underlay_ifindex" => underlay_ifindex,
+        "vxlan_ifindex" => vxlan_ifindex, "underlay_ifindex" => underlay_ifindex, "path_mtu" => path_mtu,
+        "pad" => pad,
     });
     check!(s, "ipcache_key", IpcacheKey, { "prefixlen" => prefixlen, "ip4" => ip4 });
     check!(s, "ipcache_info", IpcacheInfo, {

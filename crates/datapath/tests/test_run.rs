@@ -501,3 +501,47 @@ fn native_routes_to_the_node_without_encapsulation() {
     let (verdict, out) = run(&mut f, "from_network", &other);
     assert_eq!((verdict, out), (TC_ACT_OK, other));
 }
+
+/// An ICMP echo with `payload` bytes and DF set, as `ping -M do` sends.
+fn big_df_echo(payload: usize) -> Vec<u8> {
+    let mut p = pkt::icmp_echo(MAC_A, LXC_A, POD_A, REMOTE_POD, 64);
+    p.truncate(14 + 20 + 8);
+    p.extend(std::iter::repeat_n(0xcd, payload));
+    let total = (p.len() - 14) as u16;
+    p[16..18].copy_from_slice(&total.to_be_bytes());
+    p[20] = 0x40; // DF
+    p[24..26].copy_from_slice(&[0, 0]);
+    let c = pkt::csum(&p[14..34]);
+    p[24..26].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn too_big_with_df_gets_fragmentation_needed_back() {
+    let mut f = fixture();
+    with_vxlan(&mut f);
+    let mut c = f.dp.config().unwrap();
+    c.path_mtu = 1450;
+    f.dp.set_config(c).unwrap();
+    // 1450 bytes fit.
+    let (verdict, _) = run(&mut f, "from_container", &big_df_echo(1450 - 28));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let _ = events(&mut f);
+    // 1451 do not: the pod gets ICMP 3/4 with the MTU, from its gateway.
+    let p = big_df_echo(1451 - 28);
+    let (verdict, out) = run(&mut f, "from_container", &p);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the error goes back out of the pod's device");
+    assert_eq!(out.len(), 14 + 20 + 8 + 28);
+    assert_eq!(&out[0..6], &MAC_A, "to the pod");
+    assert_eq!(&out[6..12], &LXC_A, "from its gateway MAC");
+    let ip = &out[14..34];
+    assert_eq!((ip[9], &ip[12..16], &ip[16..20]), (1, &GW.octets()[..], &POD_A.octets()[..]));
+    assert_eq!(pkt::csum(ip), 0);
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "destination unreachable, fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450, "next-hop MTU");
+    assert_eq!(&icmp[8..36], &p[14..42], "quotes the offending header and 8 bytes");
+    assert_eq!(pkt::csum(icmp), 0, "ICMP checksum");
+    let ev = events(&mut f);
+    assert_eq!(ev.iter().find(|e| e.kind == "drop").unwrap().reason, Some(136));
+}
