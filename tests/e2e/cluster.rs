@@ -173,6 +173,15 @@ fn pods_and_nodes_talk_across_nodes(mode: &str) {
         .wait_for(T, |v| v["observationPoint"] == point)
         .unwrap_or_else(|| panic!("{point} trace on node2"));
     assert_eq!(ev["srcLabel"], web, "the receiver knows the sender's identity");
+    // A remote host reaches a pod as the remote-node identity (6).
+    let target = format!("-> {} ", lab.pod_ip("pod2-1"));
+    assert!(ping(&lab, "node1", &lab.pod_ip("pod2-1")));
+    let ev = mon2
+        .wait_for(T, |v| {
+            v["observationPoint"] == "to-endpoint" && v["summary"].as_str().unwrap().contains(&target)
+        })
+        .expect("to-endpoint for the node's ping");
+    assert_eq!(ev["srcLabel"], 6, "{ev}");
 }
 
 #[test]
@@ -244,4 +253,24 @@ fn etcd_restart_under_a_running_lab_loses_nothing() {
     assert!(out.success, "{} {}", out.stdout, out.stderr);
     let ip = out.json().unwrap()["ips"][0]["address"].as_str().unwrap().to_string();
     lab.eventually(T, "node1 learns the new pod", || lab.ipcache("node1").iter().any(|e| e.prefix == ip));
+}
+
+#[test]
+fn link_local_gateway_style_as_calico() {
+    let lab = TestLab::up_with("llgw", 2, 2, |o| o.gateway = Some("link-local".into()));
+    let routes = lab.ok("pod1-1", &["ip", "-4", "route", "show"]);
+    assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
+    assert!(routes.contains("169.254.1.1 dev eth0 scope link"), "{routes}");
+    assert!(ping(&lab, "pod1-1", "169.254.1.1"), "the gateway answers");
+    for pod in ["pod1-1", "pod1-2"] {
+        lab.ok(pod, &["ping", "-c", "1", "-W", "2", "169.254.1.1"]);
+        let neigh = lab.ok(pod, &["ip", "neigh", "show", "169.254.1.1"]);
+        assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee"), "{pod}: {neigh}");
+    }
+    lab.eventually(T, "node1 knows node2's pods", || {
+        lab.ipcache("node1").iter().any(|e| e.prefix == format!("{}/32", lab.pod_ip("pod2-2")))
+    });
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod1-2")), "same node");
+    assert!(ping(&lab, "pod1-1", &lab.pod_ip("pod2-2")), "across nodes");
+    assert!(ping(&lab, "node2", &lab.pod_ip("pod1-1")), "remote node -> pod");
 }

@@ -60,6 +60,30 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// What pods see as their gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayStyle {
+    /// The first address of the node's pod CIDR, answered with each pod's
+    /// own lxc MAC (Cilium).
+    Weft,
+    /// 169.254.1.1 with MAC ee:ee:ee:ee:ee:ee on every pod (Calico).
+    LinkLocal,
+}
+
+pub const LINK_LOCAL_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+pub const LINK_LOCAL_MAC: [u8; 6] = [0xee; 6];
+
+impl std::str::FromStr for GatewayStyle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "weft" => Ok(GatewayStyle::Weft),
+            "link-local" => Ok(GatewayStyle::LinkLocal),
+            _ => Err(format!("unknown gateway style {s:?}: use weft or link-local")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// Name of this node in the cluster.
@@ -85,6 +109,7 @@ pub struct AgentConfig {
     pub node_ip: Option<Ipv4Addr>,
     /// A node that has not renewed its registration for this long is gone.
     pub lease_ttl: Duration,
+    pub gateway_style: GatewayStyle,
 }
 
 impl AgentConfig {

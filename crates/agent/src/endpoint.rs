@@ -96,7 +96,7 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
                 rec.host_ifname,
                 rec.identity
             );
-            Ok(rec.result(agent.gateway))
+            Ok(rec.result(agent.pod_gateway()))
         }
         Err(e) => {
             log::warn!("ADD {} failed, rolling back: {e}", rec.container_id);
@@ -120,7 +120,7 @@ fn reserve(agent: &Agent, req: &AddRequest) -> Result<Result<AddResult, Reservat
     let key = (req.container_id.clone(), req.ifname.clone());
     if let Some(rec) = inner.endpoints.get(&key) {
         if rec.netns == req.netns {
-            return Ok(Ok(rec.result(agent.gateway)));
+            return Ok(Ok(rec.result(agent.pod_gateway())));
         }
         return Err(ApiError::new(
             code::CONFLICT,
@@ -142,7 +142,10 @@ fn reserve(agent: &Agent, req: &AddRequest) -> Result<Result<AddResult, Reservat
         .map_err(|e| ApiError::new(code::IPAM_EXHAUSTED, "no address for the pod", e.to_string()))?;
     let id = free_endpoint_id(&inner, names::endpoint_id_seed(&req.container_id, &req.ifname));
     inner.ids_in_use.insert(id);
-    let (host_mac, pod_mac) = names::macs(&req.container_id, &req.ifname);
+    let (mut host_mac, pod_mac) = names::macs(&req.container_id, &req.ifname);
+    if agent.cfg.gateway_style == crate::config::GatewayStyle::LinkLocal {
+        host_mac = crate::config::LINK_LOCAL_MAC;
+    }
     Ok(Err(Reservation {
         rec: EndpointRecord {
             id,
@@ -229,7 +232,7 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<u32, ApiError> {
     }
     ip::run(&["link", "set", &rec.host_ifname, "up"])
         .map_err(|e| api_err(code::DATAPATH, "setting up the pod's devices failed")(e.to_string()))?;
-    configure_pod(agent.gateway, rec)
+    configure_pod(agent.pod_gateway(), rec)
         .map_err(|e| api_err(code::DATAPATH, "configuring the pod's interface failed")(e))?;
     Ok(ifindex)
 }

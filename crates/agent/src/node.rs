@@ -35,6 +35,11 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
     if agent.cluster {
         cmds.push(format!("route replace {} dev {HOST_DEV} scope link src {gw}", agent.cfg.cluster_pool));
     }
+    // The link-local gateway is a host address too, so pods can reach it.
+    let pod_gw = agent.pod_gateway();
+    if pod_gw != gw {
+        cmds.push(format!("addr replace {pod_gw}/32 dev {HOST_DEV}"));
+    }
     ip::batch(&cmds).map_err(|e| format!("configuring {HOST_DEV}: {e}"))?;
     device_sysctls(HOST_DEV)?;
     device_sysctls(NET_DEV)?;

@@ -136,6 +136,14 @@ impl Agent {
         NodeRecord { name: self.cfg.node_name.clone(), ip: self.node_ip, pod_cidr: self.pod_cidr }
     }
 
+    /// The address pods route through.
+    pub fn pod_gateway(&self) -> Ipv4Addr {
+        match self.cfg.gateway_style {
+            crate::config::GatewayStyle::Weft => self.gateway,
+            crate::config::GatewayStyle::LinkLocal => crate::config::LINK_LOCAL_GATEWAY,
+        }
+    }
+
     /// Logs nodes joining and leaving the cluster.
     pub fn note_nodes(&self, nodes: &[NodeRecord]) {
         let mut known = self.known_nodes.lock().unwrap_or_else(|p| p.into_inner());

@@ -79,6 +79,10 @@ struct AgentArgs {
     /// Seconds a node may go without renewing its registration.
     #[arg(long, default_value_t = 10)]
     lease_ttl: u64,
+    /// The pods' gateway: weft (first address of the pod CIDR, each pod's
+    /// own lxc MAC) or link-local (169.254.1.1, ee:ee:ee:ee:ee:ee).
+    #[arg(long, default_value = "weft")]
+    gateway: weft_agent::config::GatewayStyle,
     /// Directory for IPAM state and the local store.
     #[arg(long, default_value = "/var/lib/weft")]
     state_dir: PathBuf,
@@ -195,5 +199,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
         mode: a.mode,
         node_ip: a.node_ip,
         lease_ttl: std::time::Duration::from_secs(a.lease_ttl.max(2)),
+        gateway_style: a.gateway,
     })
 }

@@ -27,6 +27,9 @@ pub enum LabCmd {
         /// Seconds a node may go without renewing its registration.
         #[arg(long, default_value_t = 5)]
         lease_ttl: u64,
+        /// Pods' gateway: weft or link-local (169.254.1.1, ee:ee:ee:ee:ee:ee).
+        #[arg(long)]
+        gateway: Option<String>,
     },
     /// Run a command inside a pod or node of the lab (WEFT_SOCKET points at
     /// that node's agent, so `weft ...` views work there).
@@ -49,12 +52,13 @@ pub enum LabCmd {
 
 pub fn run(cmd: LabCmd) -> ExitCode {
     let r = match cmd {
-        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl } => {
+        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl, gateway } => {
             lifecycle::Options::new(&name, nodes, pods_per_node).and_then(|mut o| {
                 o.mtu = mtu;
                 o.store = store;
                 o.mode = mode;
                 o.lease_ttl = lease_ttl;
+                o.gateway = gateway;
                 up(&o)
             })
         }

@@ -46,6 +46,9 @@ pub struct Lab {
     pub etcd_pid: Option<u32>,
     /// Seconds a node may go without renewing its registration.
     pub lease_ttl: u64,
+    /// The pods' gateway style given to the agents (weft or link-local).
+    #[serde(default)]
+    pub gateway: Option<String>,
     pub nodes: Vec<LabNode>,
     pub pods: Vec<LabPod>,
 }

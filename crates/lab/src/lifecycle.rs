@@ -26,6 +26,8 @@ pub struct Options {
     /// vxlan, ipip or native (None: the cluster default, vxlan).
     pub mode: Option<String>,
     pub lease_ttl: u64,
+    /// Gateway style: weft or link-local.
+    pub gateway: Option<String>,
     /// The `weft` binary (runs the agents).
     pub weft_bin: PathBuf,
     /// The `weft-cni` binary.
@@ -54,6 +56,7 @@ impl Options {
             store: None,
             mode: None,
             lease_ttl: 5,
+            gateway: None,
             weft_bin: find("WEFT_BIN", "weft"),
             cni_bin: find("WEFT_CNI_BIN", "weft-cni"),
         })
@@ -101,6 +104,7 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
         etcd_url: None,
         etcd_pid: None,
         lease_ttl: opts.lease_ttl,
+        gateway: opts.gateway.clone(),
         nodes: vec![],
         pods: vec![],
     };
@@ -137,14 +141,16 @@ fn build(opts: &Options, lab: &mut Lab) -> Result<(), String> {
 }
 
 /// One namespace with a bridge: the wire every node's eth0 plugs into. The
-/// bridge itself holds the etcd address.
+/// bridge itself holds the etcd address. Its MAC is fixed: a bridge without
+/// one takes the lowest MAC of its ports, which changes as nodes plug in
+/// and would leave the nodes' ARP entries for etcd pointing nowhere.
 fn build_underlay(lab: &str) -> Result<(), String> {
     let ns = layout::underlay_ns(lab);
     netns::add(&ns).map_err(|e| e.to_string())?;
     in_ns(&ns, || {
         ip::batch(&[
             "link set lo up".into(),
-            "link add br0 type bridge".into(),
+            "link add br0 address 02:00:c6:12:00:02 type bridge".into(),
             "link set br0 up".into(),
             format!("addr add {}/24 dev br0", layout::ETCD_IP),
         ])
@@ -291,6 +297,9 @@ pub fn start_agent(opts: &Options, lab: &Lab, node: &LabNode) -> Result<(u32, Ag
     }
     if let Some(m) = &lab.mode {
         cmd.args(["--mode", m]);
+    }
+    if let Some(g) = &lab.gateway {
+        cmd.args(["--gateway", g]);
     }
     if let Some(m) = lab.mtu {
         cmd.args(["--mtu", &m.to_string()]);
