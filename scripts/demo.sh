@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: a one-node lab with two pods; shows the main flows with the
-# `weft monitor` lines each one produces, then tears everything down.
+# `make demo`: a one-node lab with two pods, then a 3-node VXLAN cluster on
+# etcd and a 2-node IP-in-IP one; shows the main flows with the `weft
+# monitor` lines (and tcpdump) each one produces, then tears everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ cleanup() {
   [ -n "${MON_PID:-}" ] && kill "$MON_PID" 2>/dev/null || true
   rm -f "$MON_OUT"
   "$WEFT" lab down "$LAB" >/dev/null 2>&1 || true
+  "$WEFT" lab down demox >/dev/null 2>&1 || true
+  "$WEFT" lab down demoi >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -19,11 +22,12 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 in_lab() { "$WEFT" lab exec "$LAB" "$@"; }
 
-# Runs a command while `weft monitor ARGS` records, then prints what it saw.
+# Runs a command while `weft monitor ARGS` records on NODE (default node1
+# of $LAB), then prints what it saw.
 watch() {
   local args=$1; shift
   : >"$MON_OUT"
-  WEFT_SOCKET=/run/weft/lab/$LAB/node1/agent.sock "$WEFT" monitor $args >"$MON_OUT" 2>&1 &
+  WEFT_SOCKET=/run/weft/lab/$LAB/${NODE:-node1}/agent.sock "$WEFT" monitor $args >"$MON_OUT" 2>&1 &
   MON_PID=$!
   sleep 0.5
   printf '$ %s\n' "$*"
@@ -83,6 +87,41 @@ PING=$!
 sleep 1
 run "$WEFT" lab restart "$LAB" node1
 wait $PING
+
+run "$WEFT" lab down "$LAB"
+
+say "A 3-node cluster on a real etcd, VXLAN between nodes (VNI = the sender's identity)"
+LAB=demox
+run "$WEFT" lab up --name "$LAB" --nodes 3 --pods-per-node 2 --mode vxlan
+sleep 1.5
+run in_lab node1 "$WEFT" node list
+run in_lab node1 "$WEFT" bpf ipcache list
+# pod1-1 is app=web, pod2-2 app=client: two identities, two VNIs.
+REMOTE=$(in_lab pod2-2 ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+in_lab node2 timeout 5 tcpdump -lnni eth0 -c 2 udp port 8472 2>/dev/null >"$MON_OUT.td" &
+TD=$!
+sleep 1
+say "pod1-1 -> pod2-2 across nodes: the sending node's view (monitor -v on node1)"
+watch "-v" in_lab pod1-1 ping -c 1 -W 2 "$REMOTE"
+wait $TD || true
+printf -- '--- tcpdump on node2 eth0 (request and reply carry different VNIs)\n'
+sed 's/^/    /' "$MON_OUT.td"; rm -f "$MON_OUT.td"
+say "... and the receiving node's view (monitor on node2)"
+NODE=node2 watch "" in_lab pod1-1 ping -c 1 -W 2 "$REMOTE"
+run "$WEFT" lab down "$LAB"
+
+say "Calico's IP-in-IP on the wire (outer IPv4 protocol 4 between the nodes), done in BPF"
+LAB=demoi
+run "$WEFT" lab up --name "$LAB" --nodes 2 --pods-per-node 1 --mode ipip
+sleep 1.5
+REMOTE=$(in_lab pod2-1 ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+in_lab node2 timeout 5 tcpdump -lnni eth0 -c 2 ip proto 4 2>/dev/null >"$MON_OUT.td" &
+TD=$!
+sleep 1
+watch "" in_lab pod1-1 ping -c 1 -W 2 "$REMOTE"
+wait $TD || true
+printf -- '--- tcpdump on node2 eth0\n'
+sed 's/^/    /' "$MON_OUT.td"; rm -f "$MON_OUT.td"
 
 say "Tear down"
 run "$WEFT" lab down "$LAB"

@@ -68,6 +68,10 @@ fn ipv4(l3: &[u8]) -> Option<String> {
             }
             None => format!("{src} -> {dst} tcp"),
         },
+        4 => match ipv4(l4) {
+            Some(inner) => format!("{src} -> {dst} IPIP: {inner}"),
+            None => format!("{src} -> {dst} IPIP"),
+        },
         17 => match ports(l4) {
             Some((sp, dp)) => format!("{src}:{sp} -> {dst}:{dp} udp"),
             None => format!("{src} -> {dst} udp"),
