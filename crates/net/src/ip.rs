@@ -73,8 +73,9 @@ pub fn link_delete(name: &str) -> Result<()> {
         return Ok(());
     }
     match run(&["link", "delete", name]) {
-        // It can vanish under us: a veth goes with its peer's namespace.
-        Err(e) if e.0.contains("Cannot find device") => Ok(()),
+        // It can vanish under us: a veth goes with its peer's namespace,
+        // which the kernel tears down asynchronously.
+        Err(_) if !link_exists(name) => Ok(()),
         r => r,
     }
 }
