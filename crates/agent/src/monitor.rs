@@ -30,6 +30,9 @@ struct Sub {
 pub struct Monitor {
     subs: Mutex<HashMap<u64, Sub>>,
     next: Mutex<u64>,
+    /// Clients for which the datapath is already emitting (what `weft
+    /// status` reports, so a script can wait until its monitor is live).
+    live: std::sync::atomic::AtomicUsize,
 }
 
 impl Monitor {
@@ -46,7 +49,16 @@ impl Monitor {
     }
 
     pub fn count(&self) -> usize {
-        self.subs.lock().unwrap().len()
+        self.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_live(&self, up: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if up {
+            self.live.fetch_add(1, SeqCst);
+        } else {
+            self.live.fetch_sub(1, SeqCst);
+        }
     }
 
     pub fn datapath_flags(&self) -> u32 {

@@ -235,6 +235,7 @@ fn status(agent: &Agent) -> AgentStatus {
 fn stream_events(agent: &Agent, mut stream: UnixStream, debug: bool) {
     let (id, rx) = agent.monitor.subscribe(debug);
     agent.sync_monitor_flags();
+    agent.monitor.set_live(true);
     let mut probe = stream.try_clone().ok();
     if let Some(p) = &probe {
         let _ = p.set_nonblocking(true);
@@ -258,6 +259,7 @@ fn stream_events(agent: &Agent, mut stream: UnixStream, debug: bool) {
             Err(_) => break,
         }
     }
+    agent.monitor.set_live(false);
     agent.monitor.unsubscribe(id);
     agent.sync_monitor_flags();
 }
