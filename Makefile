@@ -27,6 +27,11 @@ demo: build
 test: build
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=1
 
+# weft side by side with the limit and the datapaths users would pick
+# instead; writes bench/results/latest.{md,png} and the README's table.
+bench: release
+	target/release/weft-bench --out bench/results --readme README.md
+
 fmt:
 	$(CARGO) fmt --all
 

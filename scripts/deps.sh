@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
       protobuf-compiler iproute2 iputils-ping tcpdump iperf3 podman runc
-      containernetworking-plugins busybox-static nftables etcd-server)
+      containernetworking-plugins busybox-static nftables etcd-server sockperf iptables fonts-dejavu-core)
 
 if [ "$(id -u)" != 0 ]; then
   echo "weft: run as root (the datapath loads BPF programs and creates namespaces)" >&2

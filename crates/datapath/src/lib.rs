@@ -6,5 +6,6 @@ pub mod dissect;
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod pktgen;
 
 pub use loader::{Datapath, Error, Hook, ensure_bpffs};

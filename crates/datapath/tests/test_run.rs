@@ -2,7 +2,7 @@
 //! and from-host programs, checking verdict, rewritten bytes and events.
 //! Needs root (loads BPF); run by `make test`.
 
-mod pkt;
+use weft_datapath::pktgen as pkt;
 
 use aya::{TestRun, TestRunOptions};
 use std::{net::Ipv4Addr, path::PathBuf, sync::atomic::AtomicU32};

@@ -28,6 +28,8 @@ pub struct Options {
     pub lease_ttl: u64,
     /// Gateway style: weft or link-local.
     pub gateway: Option<String>,
+    /// One node without a cluster store: its pod CIDR (default 10.244.1.0/24).
+    pub pod_cidr: Option<String>,
     /// The `weft` binary (runs the agents).
     pub weft_bin: PathBuf,
     /// The `weft-cni` binary.
@@ -57,6 +59,7 @@ impl Options {
             mode: None,
             lease_ttl: 5,
             gateway: None,
+            pod_cidr: None,
             weft_bin: find("WEFT_BIN", "weft"),
             cni_bin: find("WEFT_CNI_BIN", "weft-cni"),
         })
@@ -239,7 +242,11 @@ fn build_node(opts: &Options, lab: &Lab, i: usize) -> Result<LabNode, String> {
     std::fs::create_dir_all(&cni_dir).map_err(|e| e.to_string())?;
     let socket = dir.join("agent.sock");
     // One node without a store picks its CIDR; a cluster hands them out.
-    let pod_cidr = if lab.store == "local" { format!("10.244.{i}.0/24") } else { String::new() };
+    let pod_cidr = match (&opts.pod_cidr, lab.store.as_str()) {
+        (Some(c), "local") => c.clone(),
+        (None, "local") => format!("10.244.{i}.0/24"),
+        _ => String::new(),
+    };
     std::fs::write(
         cni_dir.join("10-weft.conflist"),
         serde_json::to_vec_pretty(&cni::conflist(&socket)).unwrap(),

@@ -1,4 +1,4 @@
-//! Crafted packets for BPF_PROG_TEST_RUN tests.
+//! Crafted packets for BPF_PROG_TEST_RUN: tests and the benchmark feed them to the real programs.
 
 use std::net::Ipv4Addr;
 

@@ -1,0 +1,138 @@
+//! Control-plane figures: CNI ADD/DEL latency (weft and, side by side, the
+//! reference bridge plugin with host-local IPAM), pods per second with 8
+//! concurrent ADDs, agent memory idle and with many endpoints, and agent
+//! start-to-ready time.
+
+use serde_json::{Value, json};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use weft_lab::cni;
+
+pub struct Plugin {
+    pub name: &'static str,
+    pub binary: PathBuf,
+    /// Namespace the runtime (and so the plugin) runs in.
+    pub node_ns: String,
+    pub config: Value,
+}
+
+fn exec(p: &Plugin, command: &str, container: &str, netns: &str) -> Result<Duration, String> {
+    let (bin, node, conf) = (p.binary.clone(), p.node_ns.clone(), p.config.clone());
+    let (command, container, netns) = (command.to_string(), container.to_string(), netns.to_string());
+    weft_net::netns::run_in(Path::new(&node), move || {
+        let start = Instant::now();
+        let out = cni::exec(&cni::Invocation {
+            plugin: &bin,
+            command: &command,
+            container_id: &container,
+            netns: &netns,
+            ifname: "eth0",
+            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench",
+            config: &conf,
+        })
+        .map_err(|e| weft_net::Error(e.to_string()))?;
+        if !out.success {
+            return Err(weft_net::Error(format!("{command} {container}: {} {}", out.stdout, out.stderr)));
+        }
+        Ok(start.elapsed())
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Pod namespaces weft-bench-p<tag><i>, removed on drop.
+pub struct Pods(pub Vec<String>);
+
+impl Pods {
+    pub fn new(tag: &str, n: usize) -> Result<Pods, String> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let ns = format!("weft-bench-p{tag}{i}");
+            let _ = weft_net::netns::delete(&ns);
+            weft_net::netns::add(&ns).map_err(|e| e.to_string())?;
+            v.push(ns);
+        }
+        Ok(Pods(v))
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = weft_net::netns::delete(ns);
+        }
+    }
+}
+
+/// Sequential ADDs then DELs: per-operation latencies in ms.
+pub fn latencies(p: &Plugin, pods: &Pods) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let mut adds = Vec::new();
+    for ns in &pods.0 {
+        adds.push(exec(p, "ADD", ns, &format!("/run/netns/{ns}"))?.as_secs_f64() * 1e3);
+    }
+    let mut dels = Vec::new();
+    for ns in &pods.0 {
+        dels.push(exec(p, "DEL", ns, &format!("/run/netns/{ns}"))?.as_secs_f64() * 1e3);
+    }
+    Ok((adds, dels))
+}
+
+/// ADDs `pods` with 8 concurrent workers: pods per second. `keep` leaves
+/// them in place (to measure the agent with many endpoints).
+pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<f64, String> {
+    let queue = Arc::new(std::sync::Mutex::new(pods.0.clone()));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (q, p) = (queue.clone(), p.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                loop {
+                    let Some(ns) = q.lock().unwrap().pop() else { return Ok(()) };
+                    exec(&p, "ADD", &ns, &format!("/run/netns/{ns}"))?;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| "worker panicked")??;
+    }
+    let rate = pods.0.len() as f64 / start.elapsed().as_secs_f64();
+    if !keep {
+        del_all(&p, pods)?;
+    }
+    Ok(rate)
+}
+
+pub fn del_all(p: &Plugin, pods: &Pods) -> Result<(), String> {
+    for ns in &pods.0 {
+        exec(p, "DEL", ns, &format!("/run/netns/{ns}"))?;
+    }
+    Ok(())
+}
+
+/// Resident memory of a process, in MiB.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The reference bridge plugin with host-local IPAM, in its own node
+/// namespace; host-local keeps its state in `state`.
+pub fn bridge_plugin(node_ns: &str, state: &Path) -> Plugin {
+    Plugin {
+        name: "bridge + host-local (reference plugins)",
+        binary: PathBuf::from("/usr/lib/cni/bridge"),
+        node_ns: format!("/run/netns/{node_ns}"),
+        config: json!({
+            "cniVersion": "1.0.0",
+            "name": "bench",
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.251.0.0/20" }]], "dataDir": state },
+        }),
+    }
+}

@@ -1,0 +1,373 @@
+//! `make bench`: weft side by side with the physical limit and the datapaths
+//! users would pick instead, in one run, interleaved (A B C A B C ...), with
+//! medians, min–max and ratios to the baseline; every raw sample printed.
+
+mod control;
+mod datapath;
+mod report;
+mod tools;
+mod topo;
+
+use report::Series;
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+struct Args {
+    rounds: usize,
+    secs: u64,
+    pods: usize,
+    endpoints: usize,
+    out: PathBuf,
+    readme: Option<PathBuf>,
+    /// Only redraw the chart and table from a raw.json of an earlier run.
+    replot: Option<PathBuf>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        rounds: 5,
+        secs: 2,
+        pods: 200,
+        endpoints: 1000,
+        out: "bench/results".into(),
+        readme: None,
+        replot: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().ok_or(format!("{k} needs a value"));
+        match k.as_str() {
+            "--rounds" => a.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--secs" => a.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--pods" => a.pods = val()?.parse().map_err(|e| format!("--pods: {e}"))?,
+            "--endpoints" => a.endpoints = val()?.parse().map_err(|e| format!("--endpoints: {e}"))?,
+            "--out" => a.out = val()?.into(),
+            "--readme" => a.readme = Some(val()?.into()),
+            "--replot" => a.replot = Some(val()?.into()),
+            "--quick" => {
+                a.rounds = 1;
+                a.secs = 1;
+                a.pods = 20;
+                a.endpoints = 50;
+            }
+            other => return Err(format!("unknown argument {other}; see bench/src/main.rs")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("weft-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Collects samples by (group, metric, subject) and prints each raw one.
+#[derive(Default)]
+struct Samples(Vec<Series>);
+
+impl Samples {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        group: &str,
+        metric: &str,
+        unit: &str,
+        higher: bool,
+        subject: &str,
+        baseline: bool,
+        v: f64,
+    ) {
+        println!("sample group={group:?} metric={metric:?} subject={subject:?} value={v:.3} {unit}");
+        match self.0.iter_mut().find(|s| s.group == group && s.metric == metric && s.subject == subject) {
+            Some(s) => s.samples.push(v),
+            None => self.0.push(Series {
+                group: group.into(),
+                metric: metric.into(),
+                unit: unit.into(),
+                higher_is_better: higher,
+                subject: subject.into(),
+                baseline,
+                samples: vec![v],
+            }),
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let a = args()?;
+    if let Some(raw) = &a.replot {
+        let b = std::fs::read(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
+        let series: Vec<Series> = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+        return write_report(&a, &series, "Replotted from an earlier run.");
+    }
+    let started = Instant::now();
+    let mut s = Samples::default();
+    weft_datapath::ensure_bpffs().map_err(|e| e.to_string())?;
+
+    // Data plane: every topology up at once, measured round after round.
+    {
+        println!("# building topologies");
+        let topos = vec![
+            topo::limit_same()?,
+            topo::routed_same()?,
+            topo::bridge_same()?,
+            topo::weft("bsame", 1, None)?,
+            topo::limit_cross()?,
+            topo::flannel_cross()?,
+            topo::weft("bvxlan", 2, Some("vxlan"))?,
+            topo::weft("bipip", 2, Some("ipip"))?,
+            topo::weft("bnative", 2, Some("native"))?,
+        ];
+        for round in 1..=a.rounds {
+            println!("# round {round}/{}", a.rounds);
+            for t in &topos {
+                let g = t.kind;
+                let base = t.name.starts_with("limit");
+                s.add(
+                    g,
+                    "TCP throughput, 1 stream",
+                    "Gbit/s",
+                    true,
+                    &t.name,
+                    base,
+                    tools::iperf3(t, 1, a.secs)?,
+                );
+                s.add(
+                    g,
+                    "TCP throughput, 2 streams",
+                    "Gbit/s",
+                    true,
+                    &t.name,
+                    base,
+                    tools::iperf3(t, 2, a.secs)?,
+                );
+                let l = tools::sockperf(t, a.secs)?;
+                s.add(g, "TCP request/response latency, avg", "µs", false, &t.name, base, l.avg);
+                s.add(g, "TCP request/response latency, p50", "µs", false, &t.name, base, l.p50);
+                s.add(g, "TCP request/response latency, p99", "µs", false, &t.name, base, l.p99);
+                s.add(
+                    g,
+                    "TCP connections (connect, 1 B each way, close)",
+                    "conn/s",
+                    true,
+                    &t.name,
+                    base,
+                    tools::crr(t, a.secs)?,
+                );
+            }
+        }
+    }
+
+    // Per-packet cost of the programs.
+    println!("# BPF_PROG_TEST_RUN");
+    for _ in 0..a.rounds {
+        for (case, ns) in datapath::ns_per_packet(200_000)? {
+            s.add("datapath", "ns per packet (BPF_PROG_TEST_RUN)", "ns", false, &case, false, ns);
+        }
+    }
+
+    control_plane(&a, &mut s)?;
+
+    let elapsed = started.elapsed().as_secs();
+    let machine = machine();
+    let header = format!(
+        "Measured {} on {machine}; {} rounds interleaved, {} s per measurement; whole run {elapsed} s.",
+        date(),
+        a.rounds,
+        a.secs
+    );
+    write_report(&a, &s.0, &header)?;
+    println!("# done in {elapsed} s");
+    Ok(())
+}
+
+fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String> {
+    std::fs::create_dir_all(&a.out).map_err(|e| e.to_string())?;
+    let md = report::markdown(series, header);
+    std::fs::write(a.out.join("latest.md"), &md).map_err(|e| e.to_string())?;
+    std::fs::write(a.out.join("raw.json"), serde_json::to_vec_pretty(series).unwrap())
+        .map_err(|e| e.to_string())?;
+    report::chart(
+        series,
+        &[
+            ("same node", "TCP throughput, 1 stream"),
+            ("cross node", "TCP throughput, 1 stream"),
+            ("same node", "TCP request/response latency, p50"),
+            ("cross node", "TCP request/response latency, p50"),
+            ("same node", "TCP connections (connect, 1 B each way, close)"),
+            ("cross node", "TCP connections (connect, 1 B each way, close)"),
+        ],
+        &a.out.join("latest.png"),
+        std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+    )?;
+    if let Some(readme) = &a.readme {
+        update_readme(readme, &md)?;
+    }
+    println!("{md}");
+    println!("# wrote {}/latest.md, latest.png, raw.json", a.out.display());
+    Ok(())
+}
+
+fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
+    println!("# control plane");
+    let g = "control plane";
+    // weft: one node, local store, a pod CIDR large enough for the test.
+    let lab = "bctl";
+    let _ = weft_lab::down(lab);
+    let mut opts = weft_lab::Options::new(lab, 1, 0)?;
+    opts.pod_cidr = Some("10.250.0.0/20".into());
+    let l = weft_lab::up(&opts)?;
+    let _guard = LabGuard(lab);
+    let node = l.node("node1").unwrap();
+    let weft = Arc::new(control::Plugin {
+        name: "weft",
+        binary: opts.cni_bin.clone(),
+        node_ns: format!("/run/netns/{}", node.netns),
+        config: weft_lab::cni::plugin_config(&node.socket, "1.0.0"),
+    });
+    // The reference plugins, in a node namespace of their own.
+    let bridge_node = "weft-bench-cpn";
+    let _ = weft_net::netns::delete(bridge_node);
+    weft_net::netns::add(bridge_node).map_err(|e| e.to_string())?;
+    let _bguard = NsGuard(bridge_node);
+    let state = std::env::temp_dir().join(format!("weft-bench-hostlocal-{}", std::process::id()));
+    let _sguard = DirGuard(state.clone());
+    let bridge = Arc::new(control::bridge_plugin(bridge_node, &state));
+
+    for round in 0..a.rounds.min(3) {
+        for p in [&weft, &bridge] {
+            let pods = control::Pods::new(&format!("{}{round}", &p.name[..1]), a.pods)?;
+            let (adds, dels) = control::latencies(p, &pods)?;
+            let base = p.name != "weft";
+            for (metric, v) in [("CNI ADD latency", &adds), ("CNI DEL latency", &dels)] {
+                s.add(
+                    g,
+                    &format!("{metric}, p50 over {} pods", a.pods),
+                    "ms",
+                    false,
+                    p.name,
+                    base,
+                    report::percentile(v, 0.5),
+                );
+                s.add(
+                    g,
+                    &format!("{metric}, p99 over {} pods", a.pods),
+                    "ms",
+                    false,
+                    p.name,
+                    base,
+                    report::percentile(v, 0.99),
+                );
+            }
+            let rate = control::rate(p.clone(), &pods, false)?;
+            s.add(g, "pods per second, 8 concurrent ADDs", "pods/s", true, p.name, base, rate);
+        }
+    }
+    // The agent: memory idle and with many endpoints, start-to-ready.
+    let mut l = weft_lab::layout::Lab::load(lab)?;
+    for _ in 0..3 {
+        let t = Instant::now();
+        weft_lab::lifecycle::restart_agent(&l, "node1")?;
+        s.add(
+            g,
+            "agent start-to-ready, 0 endpoints",
+            "ms",
+            false,
+            "weft",
+            false,
+            t.elapsed().as_secs_f64() * 1e3,
+        );
+        l = weft_lab::layout::Lab::load(lab)?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = l.node("node1").unwrap().pid;
+    s.add(
+        g,
+        "agent resident memory, idle",
+        "MiB",
+        false,
+        "weft",
+        false,
+        control::rss_mib(pid).unwrap_or(f64::NAN),
+    );
+    let pods = control::Pods::new("m", a.endpoints)?;
+    control::rate(weft.clone(), &pods, true)?;
+    s.add(
+        g,
+        &format!("agent resident memory, {} endpoints", a.endpoints),
+        "MiB",
+        false,
+        "weft",
+        false,
+        control::rss_mib(pid).unwrap_or(f64::NAN),
+    );
+    let t = Instant::now();
+    weft_lab::lifecycle::restart_agent(&l, "node1")?;
+    s.add(
+        g,
+        &format!("agent start-to-ready, {} endpoints", a.endpoints),
+        "ms",
+        false,
+        "weft",
+        false,
+        t.elapsed().as_secs_f64() * 1e3,
+    );
+    control::del_all(&weft, &pods)?;
+    Ok(())
+}
+
+struct LabGuard(&'static str);
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = weft_lab::down(self.0);
+    }
+}
+
+struct NsGuard(&'static str);
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = weft_net::netns::delete(self.0);
+    }
+}
+
+struct DirGuard(PathBuf);
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Replaces the text between the bench markers in the README.
+fn update_readme(path: &std::path::Path, md: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+        return Err(format!("{} has no {start} ... {end} markers", path.display()));
+    };
+    let new = format!("{}{start}\n{md}\n{}", &text[..a], &text[b..]);
+    std::fs::write(path, new).map_err(|e| e.to_string())
+}
