@@ -5,6 +5,7 @@
 //! state file keeps a second agent away from it.
 
 mod cidr;
+pub mod lock;
 
 pub use cidr::Cidr;
 
@@ -12,10 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     fmt,
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::Write,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
@@ -93,16 +93,9 @@ impl Ipam {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
         let lock_path = state_file.with_extension("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(IpamError::Locked { path: state_file.to_path_buf() });
-        }
+        let lock = lock::exclusive(&lock_path)
+            .map_err(io(&lock_path))?
+            .ok_or_else(|| IpamError::Locked { path: state_file.to_path_buf() })?;
         let state = match fs::read(state_file) {
             Ok(b) => {
                 let s: State = serde_json::from_slice(&b).map_err(|e| IpamError::Corrupt {

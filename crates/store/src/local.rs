@@ -3,9 +3,8 @@
 
 use crate::{Store, StoreError};
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::Write,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Mutex,
 };
@@ -45,16 +44,9 @@ impl LocalStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StoreError::Locked { dir: dir.to_path_buf() });
-        }
+        let lock = weft_ipam::lock::exclusive(&lock_path)
+            .map_err(io(&lock_path))?
+            .ok_or_else(|| StoreError::Locked { dir: dir.to_path_buf() })?;
         Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(()), _lock: lock })
     }
 
