@@ -104,6 +104,9 @@ fn run() -> Result<(), String> {
     let started = Instant::now();
     let mut s = Samples::default();
     weft_datapath::ensure_bpffs().map_err(|e| e.to_string())?;
+    // Per-program run time and count, for as long as this fd is open
+    // (BPF_ENABLE_STATS: no sysctl is touched).
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| format!("BPF stats: {e}"))?;
 
     // Data plane: every topology up at once, measured round after round.
     {
@@ -124,15 +127,16 @@ fn run() -> Result<(), String> {
             for t in &topos {
                 let g = t.kind;
                 let base = t.name.starts_with("limit");
-                s.add(
-                    g,
-                    "TCP throughput, 1 stream",
-                    "Gbit/s",
-                    true,
-                    &t.name,
-                    base,
-                    tools::iperf3(t, 1, a.secs)?,
-                );
+                let (cpu0, bpf0) = (tools::cpu_busy_secs(), tools::bpf_counters(&t.programs));
+                let gbps = tools::iperf3(t, 1, a.secs)?;
+                let (cpu1, bpf1) = (tools::cpu_busy_secs(), tools::bpf_counters(&t.programs));
+                s.add(g, "TCP throughput, 1 stream", "Gbit/s", true, &t.name, base, gbps);
+                let gb = gbps * a.secs as f64 / 8.0;
+                let cpu_metric = "CPU seconds per GB (1 stream, whole machine)";
+                s.add(g, cpu_metric, "s/GB", false, &t.name, base, (cpu1 - cpu0) / gb);
+                if t.name.starts_with("weft") {
+                    bpf_under_load(&mut s, &t.name, &bpf0, &bpf1);
+                }
                 s.add(
                     g,
                     "TCP throughput, 2 streams",
@@ -207,6 +211,18 @@ fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String>
     println!("{md}");
     println!("# wrote {}/latest.md, latest.png, raw.json", a.out.display());
     Ok(())
+}
+
+/// ns per packet of each weft program while a topology carried TCP.
+fn bpf_under_load(s: &mut Samples, topo: &str, before: &tools::BpfCounters, after: &tools::BpfCounters) {
+    for (prog, (ns1, n1)) in after {
+        let (ns0, n0) = before.get(prog).copied().unwrap_or((0, 0));
+        if *n1 > n0 {
+            let v = (ns1 - ns0) as f64 / (n1 - n0) as f64;
+            let metric = "ns per packet under TCP load (BPF stats)";
+            s.add("datapath", metric, "ns", false, &format!("{topo}: {prog}"), false, v);
+        }
+    }
 }
 
 fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
@@ -314,6 +330,57 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
         t.elapsed().as_secs_f64() * 1e3,
     );
     control::del_all(&weft, &pods)?;
+    new_node_reach(a, s)
+}
+
+/// Time from starting a new node's agent until its ipcache holds every
+/// existing pod and it reaches one of them.
+fn new_node_reach(a: &Args, s: &mut Samples) -> Result<(), String> {
+    let lab = "bgrow";
+    let _ = weft_lab::down(lab);
+    let mut opts = weft_lab::Options::new(lab, 2, 2)?;
+    opts.mode = Some("vxlan".into());
+    let mut l = weft_lab::up(&opts)?;
+    let _guard = LabGuard(lab);
+    for _ in 0..a.rounds.min(3) {
+        let pods: Vec<String> = l.pods.iter().map(|p| format!("{}/32", p.ip)).collect();
+        let t = Instant::now();
+        let node = weft_lab::lifecycle::add_node(&mut l)?;
+        let client = weft_api::Client::new(&node.socket);
+        loop {
+            let ipc: Vec<weft_api::IpcacheView> =
+                client.call_as(&weft_api::Request::BpfIpcacheList).map_err(|e| e.to_string())?;
+            if pods.iter().all(|p| ipc.iter().any(|e| &e.prefix == p)) {
+                break;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(30) {
+                return Err("a new node did not learn the existing pods within 30 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let target = l.pods[0].ip.to_string();
+        let ns = format!("/run/netns/{}", node.netns);
+        weft_net::netns::run_in(std::path::Path::new(&ns), move || {
+            let ok = std::process::Command::new("ping")
+                .args(["-c", "1", "-W", "2", &target])
+                .status()
+                .map(|st| st.success());
+            match ok {
+                Ok(true) => Ok(()),
+                _ => Err(weft_net::Error("the new node cannot reach an existing pod".into())),
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        s.add(
+            "control plane",
+            "new node: start to knowing and reaching every pod",
+            "ms",
+            false,
+            "weft",
+            false,
+            t.elapsed().as_secs_f64() * 1e3,
+        );
+    }
     Ok(())
 }
 

@@ -33,6 +33,46 @@ impl Drop for Server {
     }
 }
 
+/// Busy CPU time of the whole machine so far, in seconds (/proc/stat).
+pub fn cpu_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    // SAFETY: sysconf has no preconditions.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// IDs of the weft programs loaded right now.
+pub fn weft_program_ids() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| ["from_container", "from_host", "from_overlay", "from_network"].contains(&n))
+        })
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Run time and run count per program name over the programs `ids` (one
+/// topology's agents; needs BPF statistics switched on, see `main`).
+pub type BpfCounters = std::collections::BTreeMap<String, (u64, u64)>;
+
+pub fn bpf_counters(ids: &[u32]) -> BpfCounters {
+    let mut m = std::collections::BTreeMap::new();
+    for p in aya::programs::loaded_programs().flatten() {
+        let Some(name) = p.name_as_str() else { continue };
+        if ids.contains(&p.id()) {
+            let e = m.entry(name.to_string()).or_insert((0u64, 0u64));
+            e.0 += p.run_time().as_nanos() as u64;
+            e.1 += p.run_count();
+        }
+    }
+    m
+}
+
 /// TCP throughput in Gbit/s with `streams` parallel streams.
 pub fn iperf3(t: &Topo, streams: u32, secs: u64) -> Result<f64, String> {
     let _srv = Server(spawn_in(&t.server, Command::new("iperf3").args(["-s", "-1", "-p", "5201"]))?);

@@ -11,6 +11,8 @@ pub struct Topo {
     pub client: String,
     pub server: String,
     pub server_ip: Ipv4Addr,
+    /// The BPF programs this topology's agents loaded (weft only).
+    pub programs: Vec<u32>,
     cleanup: Cleanup,
 }
 
@@ -77,6 +79,7 @@ pub fn limit_same() -> Result<Topo, String> {
         client: path(&ns[0]),
         server: path(&ns[1]),
         server_ip: Ipv4Addr::new(10, 99, 0, 2),
+        programs: vec![],
         cleanup: Cleanup::Namespaces(ns),
     })
 }
@@ -141,6 +144,7 @@ pub fn routed_same() -> Result<Topo, String> {
         client: path(&ns[1]),
         server: path(&ns[2]),
         server_ip: Ipv4Addr::new(10, 98, 0, 3),
+        programs: vec![],
         cleanup: Cleanup::Namespaces(ns),
     })
 }
@@ -180,6 +184,7 @@ pub fn bridge_same() -> Result<Topo, String> {
         client: path(&ns[1]),
         server: path(&ns[2]),
         server_ip: Ipv4Addr::new(10, 97, 0, 3),
+        programs: vec![],
         cleanup: Cleanup::Namespaces(ns),
     })
 }
@@ -215,6 +220,7 @@ pub fn limit_cross() -> Result<Topo, String> {
         client: path(&ns[0]),
         server: path(&ns[2]),
         server_ip: Ipv4Addr::new(10, 96, 2, 2),
+        programs: vec![],
         cleanup: Cleanup::Namespaces(ns),
     })
 }
@@ -279,6 +285,7 @@ pub fn flannel_cross() -> Result<Topo, String> {
         client: path(&ns[2]),
         server: path(&ns[3]),
         server_ip: Ipv4Addr::new(10, 94, 2, 2),
+        programs: vec![],
         cleanup: Cleanup::Namespaces(ns),
     })
 }
@@ -289,7 +296,9 @@ pub fn weft(lab: &str, nodes: usize, mode: Option<&str>) -> Result<Topo, String>
     let pods = if nodes == 1 { 2 } else { 1 };
     let mut opts = weft_lab::Options::new(lab, nodes, pods)?;
     opts.mode = mode.map(str::to_string);
+    let before = crate::tools::weft_program_ids();
     let l = weft_lab::up(&opts)?;
+    let programs = crate::tools::weft_program_ids().into_iter().filter(|id| !before.contains(id)).collect();
     let (client, server) = if nodes == 1 { ("pod1-1", "pod1-2") } else { ("pod1-1", "pod2-1") };
     // Give the ipcache a moment to learn the remote pod.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -302,6 +311,7 @@ pub fn weft(lab: &str, nodes: usize, mode: Option<&str>) -> Result<Topo, String>
         client: l.netns_of(client).unwrap(),
         server: l.netns_of(server).unwrap(),
         server_ip: l.pod(server).unwrap().ip,
+        programs,
         cleanup: Cleanup::Lab(lab.to_string()),
     })
 }

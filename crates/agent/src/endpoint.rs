@@ -14,11 +14,6 @@ use weft_ipam::Owner;
 use weft_net::{ip, mac_string, netns};
 use weft_store::identity;
 
-fn api_err(code: u32, msg: impl Into<String>) -> impl FnOnce(String) -> ApiError {
-    let msg = msg.into();
-    move |details| ApiError::new(code, msg, details)
-}
-
 impl EndpointRecord {
     pub fn result(&self, gateway: Ipv4Addr) -> AddResult {
         AddResult {
@@ -85,7 +80,7 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
         Err(r) => r,
     };
     let rec = res.rec;
-    let built = build_devices(agent, &rec).and_then(|ifindex| activate(agent, &rec, ifindex));
+    let built = build_devices(agent, &rec).and_then(|_| activate(agent, &rec));
     match built {
         Ok(()) => {
             log::info!(
@@ -186,55 +181,32 @@ fn pod_labels(agent: &Agent, req: &AddRequest) -> Result<Vec<String>, ApiError> 
     Ok(identity::pod_labels(&ns, &extra))
 }
 
+fn dev_err(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(code::DATAPATH, "setting up the pod's devices failed", what.to_string())
+}
+
 /// Creates the veth pair with its pod end directly in the pod's namespace
-/// and configures both ends. Returns the host device's ifindex.
-fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<u32, ApiError> {
-    let dev_err = api_err(code::DATAPATH, "setting up the pod's devices failed");
+/// and configures both ends.
+fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
     if ip::link_exists(&rec.host_ifname) {
         // Left by an ADD that died half-way: it belongs to this attachment.
-        ip::link_delete(&rec.host_ifname).map_err(|e| dev_err(e.to_string()))?;
+        ip::link_delete(&rec.host_ifname).map_err(dev_err)?;
     }
-    let mtu = rec.mtu.to_string();
+    let (mtu, host_mac, pod_mac) = (rec.mtu.to_string(), mac_string(&rec.host_mac), mac_string(&rec.pod_mac));
+    #[rustfmt::skip]
     ip::run(&[
-        "link",
-        "add",
-        &rec.host_ifname,
-        "mtu",
-        &mtu,
-        "address",
-        &mac_string(&rec.host_mac),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &rec.ifname,
-        "mtu",
-        &mtu,
-        "address",
-        &mac_string(&rec.pod_mac),
-        "netns",
-        &rec.netns,
+        "link", "add", &rec.host_ifname, "mtu", &mtu, "address", &host_mac, "type", "veth",
+        "peer", "name", &rec.ifname, "mtu", &mtu, "address", &pod_mac, "netns", &rec.netns,
     ])
-    .map_err(|e| api_err(code::DATAPATH, "setting up the pod's devices failed")(e.to_string()))?;
-    device_sysctls(&rec.host_ifname)
-        .map_err(api_err(code::DATAPATH, "setting up the pod's devices failed"))?;
-    let ifindex = weft_net::ifindex(&rec.host_ifname).ok_or_else(|| {
-        ApiError::new(
-            code::DATAPATH,
-            "setting up the pod's devices failed",
-            format!("{} vanished", rec.host_ifname),
-        )
-    })?;
+    .map_err(dev_err)?;
+    device_sysctls(&rec.host_ifname).map_err(dev_err)?;
+    let ifindex = weft_net::ifindex(&rec.host_ifname)
+        .ok_or_else(|| dev_err(format!("{} vanished", rec.host_ifname)))?;
     // The datapath must be in place before the pod's first ARP.
-    {
-        let mut inner = agent.lock();
-        program_datapath(&mut inner, rec, ifindex)?;
-    }
-    ip::run(&["link", "set", &rec.host_ifname, "up"])
-        .map_err(|e| api_err(code::DATAPATH, "setting up the pod's devices failed")(e.to_string()))?;
+    program_datapath(&mut agent.lock(), rec, ifindex)?;
+    ip::run(&["link", "set", &rec.host_ifname, "up"]).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
-        .map_err(|e| api_err(code::DATAPATH, "configuring the pod's interface failed")(e))?;
-    Ok(ifindex)
+        .map_err(|e| ApiError::new(code::DATAPATH, "configuring the pod's interface failed", e))
 }
 
 /// Inside the pod: the /32, the link up, and exactly two routes — the
@@ -254,26 +226,19 @@ fn configure_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+fn dp_err(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(code::DATAPATH, "programming the datapath failed", what.to_string())
+}
+
 /// Endpoint and lxc map entries, and from-container on the lxc ingress.
 pub fn program_datapath(inner: &mut Inner, rec: &EndpointRecord, ifindex: u32) -> Result<(), ApiError> {
-    let dp_err = api_err(code::DATAPATH, "programming the datapath failed");
-    inner.dp.put_endpoint(rec.ip, rec.bpf_value(ifindex)).map_err(|e| dp_err(e.to_string()))?;
-    inner
-        .dp
-        .lxc()
-        .and_then(|mut m| {
-            m.insert(ifindex, LxcInfo { ip4: ip_to_be(rec.ip), ep_id: rec.id, pad: 0 }, 0)
-                .map_err(|e| weft_datapath::Error(format!("weft_lxc: {e}")))
-        })
-        .map_err(|e| api_err(code::DATAPATH, "programming the datapath failed")(e.to_string()))?;
-    inner
-        .dp
-        .attach_lxc(&rec.host_ifname)
-        .map_err(|e| api_err(code::DATAPATH, "programming the datapath failed")(e.to_string()))
+    inner.dp.put_endpoint(rec.ip, rec.bpf_value(ifindex)).map_err(dp_err)?;
+    inner.dp.put_lxc(ifindex, LxcInfo { ip4: ip_to_be(rec.ip), ep_id: rec.id, pad: 0 }).map_err(dp_err)?;
+    inner.dp.attach_lxc(&rec.host_ifname).map_err(dp_err)
 }
 
 /// Persists the record and makes it visible.
-fn activate(agent: &Agent, rec: &EndpointRecord, _ifindex: u32) -> Result<(), ApiError> {
+fn activate(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
     let key = agent.endpoint_key(&rec.container_id, &rec.ifname);
     weft_store::put_json(agent.store.as_ref(), &key, rec)
         .map_err(|e| ApiError::new(code::INTERNAL, "persisting the endpoint failed", e.to_string()))?;

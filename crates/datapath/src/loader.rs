@@ -278,6 +278,10 @@ impl Datapath {
             .map_err(err(format!("writing endpoint {ip} (is weft_endpoints full?)")))
     }
 
+    pub fn put_lxc(&mut self, ifindex: u32, info: LxcInfo) -> Result<(), Error> {
+        self.lxc()?.insert(ifindex, info, 0).map_err(err(format!("writing weft_lxc {ifindex} (is it full?)")))
+    }
+
     pub fn del_endpoint(&mut self, ip: std::net::Ipv4Addr) {
         if let Ok(mut m) = self.endpoints() {
             let _ = m.remove(&EndpointKey::new(ip));

@@ -143,6 +143,19 @@ fn build(opts: &Options, lab: &mut Lab) -> Result<(), String> {
     Ok(())
 }
 
+/// Adds one more node (its agent, no pods) to a running lab.
+pub fn add_node(lab: &mut Lab) -> Result<LabNode, String> {
+    if lab.store != "etcd" {
+        return Err("only a lab on etcd can grow".into());
+    }
+    let mut opts = Options::new(&lab.name, lab.nodes.len() + 1, 0)?;
+    opts.mtu = lab.mtu;
+    let node = build_node(&opts, lab, lab.nodes.len() + 1)?;
+    lab.nodes.push(node.clone());
+    lab.save()?;
+    Ok(node)
+}
+
 /// One namespace with a bridge: the wire every node's eth0 plugs into. The
 /// bridge itself holds the etcd address. Its MAC is fixed: a bridge without
 /// one takes the lowest MAC of its ports, which changes as nodes plug in
