@@ -212,6 +212,119 @@ impl TestLab {
     }
 }
 
+impl TestLab {
+    /// Kills a node's agent and starts it again with extra environment
+    /// (e.g. `WEFT_CRASH_AT`); returns the new pid.
+    pub fn restart_agent_env(&mut self, node: &str, env: &[(&str, &str)]) -> u32 {
+        let pid = weft_lab::lifecycle::restart_agent_with_env(&self.lab, node, env)
+            .unwrap_or_else(|e| panic!("restarting the agent of {node}: {e}"));
+        self.lab.nodes.iter_mut().find(|n| n.name == node).unwrap().pid = pid;
+        pid
+    }
+
+    /// Waits until the node's agent process is gone (it killed itself at a
+    /// crash point).
+    pub fn wait_agent_dead(&self, node: &str) {
+        let pid = self.lab.node(node).unwrap().pid;
+        self.eventually(Duration::from_secs(10), "the agent to die", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .unwrap_or(true)
+        });
+    }
+
+    /// Every address the node holds has exactly one record, device (with
+    /// its program), map entry, journal entry, publication and identity
+    /// reference — and there is nothing else. Panics with what differs.
+    pub fn assert_consistent(&self, node: &str) {
+        use std::collections::{BTreeMap, BTreeSet};
+        let n = self.lab.node(node).unwrap();
+        let eps = self.endpoints(node);
+        let not_ready: Vec<_> = eps.iter().filter(|e| e.state != "ready").collect();
+        assert!(not_ready.is_empty(), "{node}: endpoints not ready: {not_ready:?}");
+        let ips: BTreeSet<String> = eps.iter().map(|e| e.ipv4.to_string()).collect();
+        assert_eq!(ips.len(), eps.len(), "{node}: one address per endpoint: {eps:?}");
+        let devs: BTreeSet<String> = eps.iter().map(|e| e.ifname.clone()).collect();
+
+        let ipam: Value =
+            serde_json::from_slice(&std::fs::read(n.state_dir.join("ipam.json")).unwrap_or_default())
+                .unwrap_or(Value::Null);
+        let held: BTreeSet<String> =
+            ipam["allocations"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        assert_eq!(held, ips, "{node}: IPAM holds exactly the endpoints' addresses");
+
+        let journal: BTreeSet<String> = std::fs::read_dir(n.state_dir.join("endpoints"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(journal, ips, "{node}: one journal entry per endpoint");
+
+        let links: Value = serde_json::from_str(&self.ok(node, &["ip", "-j", "link", "show"])).unwrap();
+        let lxc: BTreeSet<String> = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str())
+            .filter(|n| n.starts_with("lxc"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lxc, devs, "{node}: one lxc device per endpoint, none without one");
+
+        let pins: BTreeSet<String> = std::fs::read_dir(n.bpffs.join("v3").join("links"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        e.file_name().to_string_lossy().strip_suffix("_ingress").map(str::to_string)
+                    })
+                    .filter(|d| d.starts_with("lxc"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(pins, devs, "{node}: from-container attached to every pod device, and only those");
+
+        let bpf: Vec<weft_api::BpfEndpointView> =
+            self.client(node).call_as(&Request::BpfEndpointList).unwrap();
+        let in_map: BTreeMap<String, u16> =
+            bpf.iter().filter(|b| !b.host).map(|b| (b.ip.to_string(), b.id)).collect();
+        let want: BTreeMap<String, u16> = eps.iter().map(|e| (e.ipv4.to_string(), e.id)).collect();
+        assert_eq!(in_map, want, "{node}: weft_endpoints holds exactly the endpoints");
+        let st = self.status(node);
+        let lxc_entries = st.maps.iter().find(|m| m.name == "weft_lxc").unwrap().entries;
+        assert_eq!(lxc_entries, eps.len(), "{node}: one weft_lxc entry per endpoint");
+        assert_eq!(st.ipam_allocated, eps.len(), "{node}: IPAM count");
+
+        // The local store: publications and identity references.
+        let store = n.state_dir.join("store");
+        if self.lab.store == "local" {
+            let published: BTreeSet<String> = std::fs::read_dir(store.join("endpoints").join(node))
+                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            assert_eq!(published, ips, "{node}: one store record per endpoint");
+            let mut refs = BTreeSet::new();
+            if let Ok(ids) = std::fs::read_dir(store.join("identities").join("refs")) {
+                for id in ids.flatten() {
+                    for ip in std::fs::read_dir(id.path().join(node)).into_iter().flatten().flatten() {
+                        refs.insert(format!(
+                            "{}/{}",
+                            id.file_name().to_string_lossy(),
+                            ip.file_name().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+            let want: BTreeSet<String> = eps.iter().map(|e| format!("{}/{}", e.identity, e.ipv4)).collect();
+            assert_eq!(refs, want, "{node}: one identity reference per endpoint");
+            let idents: Vec<weft_api::IdentityView> =
+                self.client(node).call_as(&Request::IdentityList).unwrap();
+            let unused: Vec<_> = idents.iter().filter(|i| !i.reserved && i.endpoints == 0).collect();
+            assert!(unused.is_empty(), "{node}: identities nobody uses: {unused:?}");
+        }
+    }
+}
+
 impl Drop for TestLab {
     fn drop(&mut self) {
         if let Err(e) = weft_lab::down(&self.lab.name) {

@@ -2,6 +2,13 @@
 //! (a leased key that vanishes when the node stops renewing it), and the
 //! ipcache, rebuilt from the store so every node knows every other node's
 //! pods (address -> identity, node).
+//!
+//! A store outage must never cost a live node its pods' reachability: when
+//! etcd comes back after being unreachable for longer than the lease TTL,
+//! it expires every lease at once (it checks them by the clock), so each
+//! node would see every other node leave. [`View`] notices the outage and
+//! gives nodes a grace period to renew before anyone is removed; a node
+//! never removes itself or its own pods (those come from its journal).
 
 use crate::{
     config::{Mode, StoreConfig},
@@ -9,7 +16,7 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
@@ -104,25 +111,46 @@ pub fn start_registration(agent: Arc<Agent>) -> Result<(), String> {
     std::thread::Builder::new()
         .name("weft-lease".into())
         .spawn(move || {
+            let mut failing = false;
             loop {
-                std::thread::sleep(ttl / 3);
+                // After a failure, retry sooner: the lease may be about to go.
+                std::thread::sleep(if failing { Duration::from_millis(500).min(ttl / 3) } else { ttl / 3 });
                 match agent.store.keep_alive(lease) {
-                    Ok(true) => continue,
-                    Ok(false) => log::warn!("registration lease expired; registering again"),
+                    Ok(true) => {
+                        failing = false;
+                        continue;
+                    }
+                    Ok(false) => {
+                        log::warn!(
+                            "registration lease expired (the store was unreachable?); registering again"
+                        );
+                        agent.view().outage(Instant::now());
+                    }
                     Err(e) => {
-                        log::warn!("renewing the registration failed: {e}");
+                        if !failing {
+                            log::warn!("renewing the registration failed: {e}");
+                        }
+                        failing = true;
                         continue;
                     }
                 }
                 match register(&agent) {
-                    Ok(l) => lease = l,
-                    Err(e) => log::warn!("registering again failed: {e}"),
+                    Ok(l) => {
+                        lease = l;
+                        failing = false;
+                    }
+                    Err(e) => {
+                        log::warn!("registering again failed: {e}");
+                        failing = true;
+                    }
                 }
             }
         })
         .map_err(|e| e.to_string())?;
     Ok(())
 }
+
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps the ipcache in step with the store, once a second.
 pub fn start_sync(agent: Arc<Agent>) {
@@ -133,7 +161,7 @@ pub fn start_sync(agent: Arc<Agent>) {
                 if let Err(e) = sync_once(&agent) {
                     log::warn!("ipcache sync: {e}");
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::sleep(SYNC_INTERVAL);
             }
         })
         .expect("spawn ipcache sync");
@@ -150,13 +178,78 @@ pub fn live_nodes(store: &dyn Store) -> Result<Vec<NodeRecord>, String> {
 
 type Desired = BTreeMap<(Ipv4Addr, u8), IpcacheInfo>;
 
-/// What the ipcache should hold, from the nodes and endpoints in the store.
-pub fn desired_ipcache(
-    me: &str,
-    nodes: &[NodeRecord],
-    endpoints: &[EndpointRecord],
-    owners: &BTreeMap<String, String>,
-) -> Desired {
+/// The other nodes as this node sees them, and how the store is doing.
+#[derive(Default)]
+pub struct View {
+    known: BTreeMap<String, NodeRecord>,
+    /// Until then, a known node missing from the store is kept.
+    grace_until: Option<Instant>,
+    last_ok: Option<Instant>,
+    store_down: bool,
+}
+
+impl View {
+    /// The store could not be read.
+    pub fn store_failed(&mut self) {
+        self.store_down = true;
+    }
+
+    /// Something (a failed read, our own expired lease) says the store was
+    /// out: leases may all expire when it returns.
+    pub fn outage(&mut self, now: Instant) {
+        self.store_down = true;
+        self.grace_until = None;
+        self.last_ok = Some(now);
+    }
+
+    /// Takes the nodes the store lists and returns those to program: the
+    /// listed ones, this node always, and — for `grace` after the store
+    /// came back from an outage — known nodes that have not re-registered
+    /// yet. `interval` is how often this is called: a gap much longer than
+    /// that is an outage too (the call itself hung).
+    pub fn observe(
+        &mut self,
+        listed: Vec<NodeRecord>,
+        me: NodeRecord,
+        now: Instant,
+        grace: Duration,
+        interval: Duration,
+    ) -> Vec<NodeRecord> {
+        let stalled = self.last_ok.is_some_and(|t| now.duration_since(t) > interval * 3);
+        if self.store_down || stalled {
+            self.store_down = false;
+            self.grace_until = Some(now + grace);
+            log::info!(
+                "the store answers again; nodes get {}s to renew their registration before any is removed",
+                grace.as_secs()
+            );
+        }
+        self.last_ok = Some(now);
+        let in_grace = self.grace_until.is_some_and(|g| now < g);
+        let mut nodes: BTreeMap<String, NodeRecord> =
+            listed.into_iter().map(|n| (n.name.clone(), n)).collect();
+        nodes.insert(me.name.clone(), me);
+        for (name, n) in &self.known {
+            if nodes.contains_key(name) {
+                continue;
+            }
+            if in_grace {
+                nodes.insert(name.clone(), n.clone());
+            } else {
+                log::info!("node {name} left (its registration expired)");
+            }
+        }
+        for name in nodes.keys().filter(|n| !self.known.contains_key(*n)) {
+            log::info!("node {name} joined");
+        }
+        self.known = nodes;
+        self.known.values().cloned().collect()
+    }
+}
+
+/// What the ipcache should hold: the nodes (with the local one as host) and
+/// their pod CIDRs, and every endpoint as (node, record).
+pub fn desired_ipcache(me: &str, nodes: &[NodeRecord], endpoints: &[(String, EndpointRecord)]) -> Desired {
     let mut d = Desired::new();
     let by_name: BTreeMap<&str, &NodeRecord> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     for n in nodes {
@@ -174,8 +267,8 @@ pub fn desired_ipcache(
             );
         }
     }
-    for e in endpoints {
-        let Some(node) = owners.get(&e.container_id).and_then(|n| by_name.get(n.as_str())) else { continue };
+    for (node, e) in endpoints {
+        let Some(node) = by_name.get(node.as_str()) else { continue };
         let tunnel = if node.name == me { 0 } else { ip_to_be(node.ip) };
         d.insert(
             (e.ip, 32),
@@ -186,24 +279,40 @@ pub fn desired_ipcache(
 }
 
 pub fn sync_once(agent: &Agent) -> Result<(), String> {
-    let nodes = live_nodes(agent.store.as_ref())?;
-    let mut endpoints = Vec::new();
-    let mut owners = BTreeMap::new();
-    for (key, rec) in
-        list_json::<EndpointRecord>(agent.store.as_ref(), "endpoints/").map_err(|e| e.to_string())?
-    {
-        // endpoints/<node>/<container>/<ifname>
-        if let Some(node) = key.split('/').nth(1) {
-            owners.insert(rec.container_id.clone(), node.to_string());
-            endpoints.push(rec);
+    let listed = live_nodes(agent.store.as_ref()).and_then(|nodes| {
+        let eps =
+            list_json::<EndpointRecord>(agent.store.as_ref(), "endpoints/").map_err(|e| e.to_string())?;
+        Ok((nodes, eps))
+    });
+    let (listed, published) = match listed {
+        Ok(l) => l,
+        Err(e) => {
+            // Nothing changes while the store cannot be read.
+            agent.view().store_failed();
+            return Err(e);
         }
-    }
-    let desired = desired_ipcache(&agent.cfg.node_name, &nodes, &endpoints, &owners);
-    agent.note_nodes(&nodes);
+    };
+    let me = agent.cfg.node_name.clone();
+    let ttl = agent.cfg.lease_ttl;
+    let nodes = agent.view().observe(listed, agent.node_record(), Instant::now(), ttl * 2, SYNC_INTERVAL);
+    // endpoints/<node>/<ip>; this node's own pods come from its journal.
+    let mut endpoints: Vec<(String, EndpointRecord)> = published
+        .into_iter()
+        .filter_map(|(key, rec)| Some((key.split('/').nth(1)?.to_string(), rec)))
+        .filter(|(node, _)| *node != me)
+        .collect();
     if agent.mode == Mode::Native {
         sync_routes(agent, &nodes)?;
     }
     let mut inner = agent.lock();
+    endpoints.extend(
+        inner
+            .endpoints
+            .values()
+            .filter(|r| r.phase != crate::journal::Phase::Deleting && r.identity != 0)
+            .map(|r| (me.clone(), r.clone())),
+    );
+    let desired = desired_ipcache(&me, &nodes, &endpoints);
     let current: BTreeMap<(Ipv4Addr, u8), IpcacheInfo> = inner
         .dp
         .list_ipcache()
@@ -256,12 +365,6 @@ fn sync_routes(agent: &Agent, nodes: &[NodeRecord]) -> Result<(), String> {
     weft_net::ip::batch(&cmds).map_err(|e| e.to_string())
 }
 
-/// Logs nodes that joined or left since the last look.
-pub fn diff_nodes(before: &BTreeSet<String>, now: &[NodeRecord]) -> (Vec<String>, Vec<String>) {
-    let now: BTreeSet<String> = now.iter().map(|n| n.name.clone()).collect();
-    (now.difference(before).cloned().collect(), before.difference(&now).cloned().collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,10 +373,10 @@ mod tests {
         NodeRecord { name: name.into(), ip: Ipv4Addr::from(ip), pod_cidr: cidr.parse().unwrap() }
     }
 
-    fn ep(cid: &str, ip: [u8; 4], identity: u32) -> EndpointRecord {
+    fn ep(ip: [u8; 4], identity: u32) -> EndpointRecord {
         EndpointRecord {
             id: 1,
-            container_id: cid.into(),
+            container_id: format!("c{}", ip[3]),
             ifname: "eth0".into(),
             netns: String::new(),
             network: "weft".into(),
@@ -286,6 +389,7 @@ mod tests {
             labels: vec![],
             pod_namespace: None,
             pod_name: None,
+            phase: Default::default(),
         }
     }
 
@@ -294,15 +398,11 @@ mod tests {
         let nodes =
             vec![node("a", [198, 18, 0, 11], "10.244.0.0/24"), node("b", [198, 18, 0, 12], "10.244.1.0/24")];
         let eps = vec![
-            ep("p1", [10, 244, 0, 2], 256),
-            ep("p2", [10, 244, 1, 2], 257),
-            ep("gone", [10, 244, 9, 9], 258),
+            ("a".to_string(), ep([10, 244, 0, 2], 256)),
+            ("b".to_string(), ep([10, 244, 1, 2], 257)),
+            ("c".to_string(), ep([10, 244, 9, 9], 258)),
         ];
-        let owners: BTreeMap<String, String> = [("p1", "a"), ("p2", "b"), ("gone", "c")]
-            .iter()
-            .map(|(c, n)| (c.to_string(), n.to_string()))
-            .collect();
-        let d = desired_ipcache("a", &nodes, &eps, &owners);
+        let d = desired_ipcache("a", &nodes, &eps);
         let b = ip_to_be(Ipv4Addr::new(198, 18, 0, 12));
         assert_eq!(
             d[&(Ipv4Addr::new(10, 244, 1, 2), 32)],
@@ -318,5 +418,43 @@ mod tests {
             !d.contains_key(&(Ipv4Addr::new(10, 244, 9, 9), 32)),
             "pods of nodes that are gone are dropped"
         );
+    }
+
+    #[test]
+    fn an_outage_gives_nodes_a_grace_period_and_a_node_never_drops_itself() {
+        let (a, b) =
+            (node("a", [198, 18, 0, 11], "10.244.0.0/24"), node("b", [198, 18, 0, 12], "10.244.1.0/24"));
+        let (s, grace, tick) = (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(1));
+        let t0 = Instant::now();
+        let mut v = View::default();
+        let names = |n: Vec<NodeRecord>| n.into_iter().map(|n| n.name).collect::<Vec<_>>();
+        assert_eq!(names(v.observe(vec![a.clone(), b.clone()], a.clone(), t0, grace, tick)), ["a", "b"]);
+        // Normal times: a node whose lease expires leaves at once.
+        assert_eq!(names(v.observe(vec![a.clone()], a.clone(), t0 + s, grace, tick)), ["a"]);
+        assert_eq!(
+            names(v.observe(vec![a.clone(), b.clone()], a.clone(), t0 + 2 * s, grace, tick)),
+            ["a", "b"]
+        );
+        // The store was down; when it answers, every lease has expired,
+        // this node's included.
+        v.store_failed();
+        let back = t0 + 20 * s;
+        assert_eq!(
+            names(v.observe(vec![], a.clone(), back, grace, tick)),
+            ["a", "b"],
+            "kept in the grace period"
+        );
+        assert_eq!(names(v.observe(vec![a.clone()], a.clone(), back + 5 * s, grace, tick)), ["a", "b"]);
+        assert_eq!(
+            names(v.observe(vec![a.clone()], a.clone(), back + 11 * s, grace, tick)),
+            ["a"],
+            "then it leaves"
+        );
+        // A read that hung (a gap far longer than the interval) is an outage too.
+        assert_eq!(
+            names(v.observe(vec![a.clone(), b.clone()], a.clone(), back + 12 * s, grace, tick)),
+            ["a", "b"]
+        );
+        assert_eq!(names(v.observe(vec![], a.clone(), back + 30 * s, grace, tick)), ["a", "b"]);
     }
 }

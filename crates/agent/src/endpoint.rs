@@ -1,11 +1,19 @@
-//! A pod's attachment: ADD creates the veth pair, addresses the pod, fills
-//! the datapath maps and attaches from-container; DEL undoes all of it.
-//! A failed ADD undoes what it did, so nothing is left behind.
+//! A pod's attachment.
+//!
+//! ADD: validate → take an address and an endpoint id → the identity →
+//! journal the intent (phase adding) → veth pair, datapath maps and program,
+//! the pod's address and routes → publish to the cluster store → journal
+//! ready. Every failure, and every crash before "ready" (on restart), runs
+//! `teardown`, which takes an attachment down from whatever phase it reached:
+//! local parts first, then the store; what the store refuses stays owed in
+//! the journal (phase deleting) and keeps its address until the repair loop
+//! finishes it. One operation per attachment runs at a time.
 
+use crate::journal::Phase;
 use crate::{
-    names,
+    faults, names,
     node::device_sysctls,
-    state::{Agent, EndpointRecord, Inner},
+    state::{Agent, AttachmentKey, EndpointRecord, Inner},
 };
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 use weft_api::{AddRequest, AddResult, ApiError, Attachment, CheckRequest, DelRequest, code};
@@ -13,6 +21,16 @@ use weft_datapath::maps::{EndpointInfo, LxcInfo, ip_to_be};
 use weft_ipam::Owner;
 use weft_net::{ip, mac_string, netns};
 use weft_store::identity;
+
+/// `identity` of a record rebuilt from IPAM alone (an ADD cut short before
+/// its journal entry): which identity it referenced is looked up.
+pub const IDENTITY_UNKNOWN: u32 = u32::MAX;
+
+impl EndpointRecord {
+    pub fn key(&self) -> AttachmentKey {
+        (self.container_id.clone(), self.ifname.clone())
+    }
+}
 
 impl EndpointRecord {
     pub fn result(&self, gateway: Ipv4Addr) -> AddResult {
@@ -41,14 +59,17 @@ impl EndpointRecord {
     }
 }
 
+/// Names and lengths, before any work (a 10 MB container id is refused
+/// here, not after devices were made).
 fn validate(req: &AddRequest) -> Result<(), ApiError> {
-    let bad = |what: &str| ApiError::new(code::BAD_REQUEST, "invalid ADD request", what.to_string());
-    if req.container_id.is_empty() || req.container_id.contains('/') {
-        return Err(bad("container id must be non-empty and contain no '/'"));
-    }
-    if req.ifname.is_empty() || req.ifname.len() > 15 || req.ifname.contains('/') {
-        return Err(bad("ifname must be 1-15 characters without '/'"));
-    }
+    use weft_api::validate as v;
+    let bad = |e: v::Invalid| ApiError::new(code::INVALID_ENV, "invalid ADD request", e.to_string());
+    v::container_id(&req.container_id).map_err(bad)?;
+    v::ifname(&req.ifname).map_err(bad)?;
+    v::netns_path(&req.netns).map_err(bad)?;
+    v::network_name(&req.network).map_err(bad)?;
+    req.pod_namespace.as_deref().map(v::pod_namespace).transpose().map_err(bad)?;
+    req.pod_name.as_deref().map(v::pod_name).transpose().map_err(bad)?;
     if let Some(m) = req.mtu
         && !(576..=65535).contains(&m)
     {
@@ -58,30 +79,68 @@ fn validate(req: &AddRequest) -> Result<(), ApiError> {
             format!("{m} is outside 576..=65535"),
         ));
     }
-    if !netns::exists(Path::new(&req.netns)) {
+    Ok(())
+}
+
+/// The pod's namespace must be a network namespace of its own: not the
+/// node's, not one that already has addresses (another host's).
+fn check_netns(req: &AddRequest) -> Result<(), ApiError> {
+    let path = Path::new(&req.netns);
+    if !netns::exists(path) {
         return Err(ApiError::new(
             code::NETNS_NOT_FOUND,
             "network namespace not found",
             format!("{} is not a network namespace; the runtime must create it before ADD", req.netns),
         ));
     }
-    Ok(())
+    netns::check_pod_netns(path)
+        .map_err(|e| ApiError::new(code::INVALID_ENV, "CNI_NETNS cannot hold a pod", e))
 }
 
-/// What ADD reserves under the lock before touching any device.
-struct Reservation {
-    rec: EndpointRecord,
+fn store_err(what: &'static str) -> impl FnOnce(weft_store::StoreError) -> ApiError {
+    move |e| {
+        let code = if matches!(e, weft_store::StoreError::Unavailable { .. }) {
+            code::TRY_AGAIN
+        } else {
+            code::INTERNAL
+        };
+        ApiError::new(code, what, e.to_string())
+    }
 }
 
 pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
     validate(&req)?;
-    let res = match reserve(agent, &req)? {
-        Ok(existing) => return Ok(existing),
-        Err(r) => r,
-    };
-    let rec = res.rec;
-    let built = build_devices(agent, &rec).and_then(|_| activate(agent, &rec));
-    match built {
+    let key = (req.container_id.clone(), req.ifname.clone());
+    let _one_at_a_time = agent.attachments.lock(&key);
+    let existing = agent.lock().endpoints.get(&key).cloned();
+    if let Some(rec) = existing {
+        match rec.phase {
+            Phase::Ready if rec.netns == req.netns => return Ok(rec.result(agent.pod_gateway())),
+            Phase::Ready => {
+                return Err(ApiError::new(
+                    code::CONFLICT,
+                    "attachment exists",
+                    format!(
+                        "container {} already has {} in {}; DEL it first",
+                        req.container_id, req.ifname, rec.netns
+                    ),
+                ));
+            }
+            // A DEL that still owes the store: finish it before starting over.
+            _ => teardown(agent, rec).map_err(|e| {
+                ApiError::new(
+                    code::TRY_AGAIN,
+                    "an earlier attachment of this container is still being removed",
+                    e.to_string(),
+                )
+            })?,
+        }
+    }
+    check_netns(&req)?;
+    let labels = pod_labels(agent, &req)?;
+    let mut rec = reserve(agent, &req, labels)?;
+    faults::point("add:after-ipam");
+    match create(agent, &mut rec) {
         Ok(()) => {
             log::info!(
                 "endpoint {} added: {} {} on {} identity {}",
@@ -94,38 +153,19 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
             Ok(rec.result(agent.pod_gateway()))
         }
         Err(e) => {
-            log::warn!("ADD {} failed, rolling back: {e}", rec.container_id);
-            let _ = ip::link_delete(&rec.host_ifname);
-            let mut inner = agent.lock();
-            forget(agent, &mut inner, &rec);
+            log::warn!("ADD {} failed, undoing it: {e}", rec.container_id);
+            if let Err(owed) = teardown(agent, rec) {
+                log::warn!("undoing the failed ADD is not finished ({owed}); the repair loop retries it");
+            }
             Err(e)
         }
     }
 }
 
-/// Under the lock: returns the existing result for a repeated ADD, or
-/// reserves an address, an endpoint id and an identity for a new one.
-fn reserve(agent: &Agent, req: &AddRequest) -> Result<Result<AddResult, Reservation>, ApiError> {
-    let labels = pod_labels(agent, req)?;
-    let ident = agent
-        .identities
-        .allocate(&labels)
-        .map_err(|e| ApiError::new(code::INTERNAL, "identity allocation failed", e.to_string()))?;
+/// Under the lock: an address and an endpoint id, and the attachment's
+/// entry (phase adding) so everything else sees the address as taken.
+fn reserve(agent: &Agent, req: &AddRequest, labels: Vec<String>) -> Result<EndpointRecord, ApiError> {
     let mut inner = agent.lock();
-    let key = (req.container_id.clone(), req.ifname.clone());
-    if let Some(rec) = inner.endpoints.get(&key) {
-        if rec.netns == req.netns {
-            return Ok(Ok(rec.result(agent.pod_gateway())));
-        }
-        return Err(ApiError::new(
-            code::CONFLICT,
-            "attachment exists",
-            format!(
-                "container {} already has {} in {}; DEL it first",
-                req.container_id, req.ifname, rec.netns
-            ),
-        ));
-    }
     let owner = Owner {
         container_id: req.container_id.clone(),
         ifname: req.ifname.clone(),
@@ -135,47 +175,79 @@ fn reserve(agent: &Agent, req: &AddRequest) -> Result<Result<AddResult, Reservat
         .ipam
         .allocate(&owner)
         .map_err(|e| ApiError::new(code::IPAM_EXHAUSTED, "no address for the pod", e.to_string()))?;
-    let id = free_endpoint_id(&inner, names::endpoint_id_seed(&req.container_id, &req.ifname));
-    inner.ids_in_use.insert(id);
+    let Some(id) = inner.ids.take(names::endpoint_id_seed(&req.container_id, &req.ifname)) else {
+        if let Err(e) = inner.ipam.release(&req.container_id, &req.ifname) {
+            log::warn!("releasing {ip} again failed: {e}");
+        }
+        return Err(ApiError::new(
+            code::IPAM_EXHAUSTED,
+            "no free endpoint id",
+            format!("all {} endpoint ids of this node are in use; delete pods first", inner.ids.in_use()),
+        ));
+    };
     let (mut host_mac, pod_mac) = names::macs(&req.container_id, &req.ifname);
     if agent.cfg.gateway_style == crate::config::GatewayStyle::LinkLocal {
         host_mac = crate::config::LINK_LOCAL_MAC;
     }
-    Ok(Err(Reservation {
-        rec: EndpointRecord {
-            id,
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-            netns: req.netns.clone(),
-            network: req.network.clone(),
-            ip,
-            host_ifname: names::host_ifname(&req.container_id, &req.ifname),
-            host_mac,
-            pod_mac,
-            mtu: req.mtu.unwrap_or(agent.pod_mtu),
-            identity: ident,
-            labels,
-            pod_namespace: req.pod_namespace.clone(),
-            pod_name: req.pod_name.clone(),
-        },
-    }))
+    let rec = EndpointRecord {
+        id,
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+        netns: req.netns.clone(),
+        network: req.network.clone(),
+        ip,
+        host_ifname: names::host_ifname(&req.container_id, &req.ifname),
+        host_mac,
+        pod_mac,
+        mtu: req.mtu.unwrap_or(agent.pod_mtu),
+        identity: 0,
+        labels,
+        pod_namespace: req.pod_namespace.clone(),
+        pod_name: req.pod_name.clone(),
+        phase: Phase::Adding,
+    };
+    inner.endpoints.insert(rec.key(), rec.clone());
+    Ok(rec)
 }
 
-fn free_endpoint_id(inner: &Inner, seed: u16) -> u16 {
-    let mut id = seed;
-    while inner.ids_in_use.contains(&id) {
-        id = if id >= 4095 { 1 } else { id + 1 };
-    }
-    id
+/// Everything after the reservation, in the order a crash can be undone.
+fn create(agent: &Agent, rec: &mut EndpointRecord) -> Result<(), ApiError> {
+    // Taken last (after the conflict and IPAM checks), released by teardown.
+    rec.identity = agent
+        .identities
+        .acquire(&rec.labels, &agent.identity_holder(rec.ip))
+        .map_err(store_err("allocating the pod's identity failed"))?;
+    faults::point("add:after-identity");
+    journal(agent, rec)?;
+    faults::point("add:after-journal");
+    build_devices(agent, rec)?;
+    let mut published = rec.clone();
+    published.phase = Phase::Ready;
+    weft_store::put_json(agent.store.as_ref(), &agent.endpoint_key(rec.ip), &published)
+        .map_err(store_err("publishing the endpoint in the store failed"))?;
+    faults::point("add:after-publish");
+    rec.phase = Phase::Ready;
+    journal(agent, rec)?;
+    faults::point("add:after-ready");
+    Ok(())
+}
+
+/// Writes the record to the journal and the agent's table.
+fn journal(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
+    agent
+        .journal
+        .write(rec)
+        .map_err(|e| ApiError::new(code::INTERNAL, "writing the endpoint journal failed", e))?;
+    agent.lock().endpoints.insert(rec.key(), rec.clone());
+    Ok(())
 }
 
 /// Labels of the pod: its namespace plus labels kept for it in the store.
 fn pod_labels(agent: &Agent, req: &AddRequest) -> Result<Vec<String>, ApiError> {
     let ns = req.pod_namespace.clone().unwrap_or_else(|| "default".into());
     let extra = match &req.pod_name {
-        Some(name) => identity::stored_pod_labels(agent.store.as_ref(), &ns, name).map_err(|e| {
-            ApiError::new(code::INTERNAL, "reading pod labels from the store failed", e.to_string())
-        })?,
+        Some(name) => identity::stored_pod_labels(agent.store.as_ref(), &ns, name)
+            .map_err(store_err("reading pod labels from the store failed"))?,
         None => BTreeMap::new(),
     };
     Ok(identity::pod_labels(&ns, &extra))
@@ -186,7 +258,8 @@ fn dev_err(what: impl std::fmt::Display) -> ApiError {
 }
 
 /// Creates the veth pair with its pod end directly in the pod's namespace
-/// and configures both ends.
+/// and configures both ends. The host end comes up only once from-container
+/// is attached: a device of ours never carries a packet without its program.
 fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
     if ip::link_exists(&rec.host_ifname) {
         // Left by an ADD that died half-way: it belongs to this attachment.
@@ -199,14 +272,18 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
         "peer", "name", &rec.ifname, "mtu", &mtu, "address", &pod_mac, "netns", &rec.netns,
     ])
     .map_err(dev_err)?;
+    faults::point("add:after-veth");
     device_sysctls(&rec.host_ifname).map_err(dev_err)?;
     let ifindex = weft_net::ifindex(&rec.host_ifname)
         .ok_or_else(|| dev_err(format!("{} vanished", rec.host_ifname)))?;
     // The datapath must be in place before the pod's first ARP.
     program_datapath(&mut agent.lock(), rec, ifindex)?;
+    faults::point("add:after-datapath");
     ip::run(&["link", "set", &rec.host_ifname, "up"]).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
-        .map_err(|e| ApiError::new(code::DATAPATH, "configuring the pod's interface failed", e))
+        .map_err(|e| ApiError::new(code::DATAPATH, "configuring the pod's interface failed", e))?;
+    faults::point("add:after-pod-config");
+    Ok(())
 }
 
 /// Inside the pod: the /32, the link up, and exactly two routes — the
@@ -220,7 +297,10 @@ fn configure_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
         format!("route add default via {gw} dev {ifname}"),
     ];
     netns::run_in(Path::new(&rec.netns), move || {
-        let _ = weft_net::sysctl::set(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1");
+        // Pods are IPv4-only; a kernel without IPv6 has nothing to disable.
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            weft_net::sysctl::set_conf("ipv6", &ifname, "disable_ipv6", "1")?;
+        }
         ip::batch(&cmds)
     })
     .map_err(|e| e.to_string())
@@ -237,81 +317,143 @@ pub fn program_datapath(inner: &mut Inner, rec: &EndpointRecord, ifindex: u32) -
     inner.dp.attach_lxc(&rec.host_ifname).map_err(dp_err)
 }
 
-/// Persists the record and makes it visible.
-fn activate(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
-    let key = agent.endpoint_key(&rec.container_id, &rec.ifname);
-    weft_store::put_json(agent.store.as_ref(), &key, rec)
-        .map_err(|e| ApiError::new(code::INTERNAL, "persisting the endpoint failed", e.to_string()))?;
-    let mut inner = agent.lock();
-    inner.endpoints.insert((rec.container_id.clone(), rec.ifname.clone()), rec.clone());
+/// Removes the attachment's program and map entries (only entries that are
+/// still its own).
+fn unprogram(inner: &mut Inner, rec: &EndpointRecord) {
+    inner.dp.detach(&rec.host_ifname);
+    let ours = |v: &LxcInfo| v.ep_id == rec.id && v.ip4 == ip_to_be(rec.ip);
+    if let Ok(mut lxc) = inner.dp.lxc() {
+        let keys: Vec<u32> = match weft_net::ifindex(&rec.host_ifname) {
+            Some(i) => vec![i],
+            None => lxc.keys().filter_map(|k| k.ok()).collect(),
+        };
+        for k in keys {
+            if lxc.get(&k, 0).is_ok_and(|v| ours(&v)) {
+                let _ = lxc.remove(&k);
+            }
+        }
+    }
+    let key = weft_datapath::maps::EndpointKey::new(rec.ip);
+    if let Ok(Some(info)) = inner.dp.endpoints().map(|m| m.get(&key, 0).ok())
+        && info.ep_id == rec.id
+        && info.flags & weft_datapath::maps::ENDPOINT_F_HOST == 0
+    {
+        inner.dp.del_endpoint(rec.ip);
+    }
+}
+
+/// Why a teardown stopped. Local failures are the caller's error; what
+/// only the store refused is owed and finished later.
+#[derive(Debug)]
+pub enum Unfinished {
+    Local(String),
+    Store(String),
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfinished::Local(m) => write!(f, "{m}"),
+            Unfinished::Store(m) => write!(f, "the cluster store refused: {m}"),
+        }
+    }
+}
+
+/// Takes an attachment down from whatever phase it reached; every step is
+/// idempotent, so running it again after a crash or a store failure is
+/// always right. The journal says "deleting" before anything is removed,
+/// and the address is released last, after the store forgot the pod: a
+/// new pod never gets an address the cluster still gives the old one.
+pub fn teardown(agent: &Agent, mut rec: EndpointRecord) -> Result<(), Unfinished> {
+    if rec.phase != Phase::Deleting {
+        rec.phase = Phase::Deleting;
+        journal(agent, &rec).map_err(|e| Unfinished::Local(e.to_string()))?;
+    }
+    faults::point("del:after-journal");
+    unprogram(&mut agent.lock(), &rec);
+    faults::point("del:after-datapath");
+    ip::link_delete(&rec.host_ifname)
+        .map_err(|e| Unfinished::Local(format!("deleting {}: {e}", rec.host_ifname)))?;
+    faults::point("del:after-device");
+    unpublish(agent, &rec).map_err(|e| Unfinished::Store(e.to_string()))?;
+    faults::point("del:after-store");
+    forget(agent, &rec).map_err(Unfinished::Local)?;
+    faults::point("del:after-forget");
     Ok(())
 }
 
-/// Removes every trace of an attachment from the agent's state (not the
-/// devices). Used by DEL, GC, rollback and reconciliation.
-pub fn forget(agent: &Agent, inner: &mut Inner, rec: &EndpointRecord) {
-    inner.dp.detach(&rec.host_ifname);
-    if let Ok(Some(info)) =
-        inner.dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok())
-        && info.ep_id == rec.id
-    {
-        if let Ok(mut lxc) = inner.dp.lxc() {
-            let _ = lxc.remove(&info.ifindex);
+/// The store's side: the publication and the identity reference.
+fn unpublish(agent: &Agent, rec: &EndpointRecord) -> Result<(), weft_store::StoreError> {
+    agent.store.delete(&agent.endpoint_key(rec.ip))?;
+    let holder = agent.identity_holder(rec.ip);
+    match rec.identity {
+        0 => Ok(()),
+        IDENTITY_UNKNOWN => {
+            let prefix = format!("{}/", agent.cfg.node_name);
+            for (id, h) in agent.identities.refs_of(&prefix)? {
+                if h == holder {
+                    agent.identities.release(id, &holder)?;
+                }
+            }
+            Ok(())
         }
-        inner.dp.del_endpoint(rec.ip);
-    }
-    if let Err(e) = inner.ipam.release(&rec.container_id, &rec.ifname) {
-        log::warn!("IPAM release of {} failed: {e}", rec.ip);
-    }
-    inner.ids_in_use.remove(&rec.id);
-    inner.endpoints.remove(&(rec.container_id.clone(), rec.ifname.clone()));
-    let _ = agent.store.delete(&agent.endpoint_key(&rec.container_id, &rec.ifname));
-    if !identity_in_use(agent, inner, rec.identity)
-        && let Err(e) = agent.identities.release(rec.identity)
-    {
-        log::warn!("releasing identity {} failed: {e}", rec.identity);
+        id => agent.identities.release(id, &holder),
     }
 }
 
-/// Whether any endpoint, here or (in a cluster) on another node, still has
-/// the identity: identities are shared cluster-wide.
-fn identity_in_use(agent: &Agent, inner: &Inner, id: u32) -> bool {
-    if inner.endpoints.values().any(|e| e.identity == id) {
-        return true;
+/// Last: the journal entry, the address and the id. Under the lock, so no
+/// ADD can take the address between the journal and IPAM.
+fn forget(agent: &Agent, rec: &EndpointRecord) -> Result<(), String> {
+    let mut inner = agent.lock();
+    agent.journal.remove(rec.ip)?;
+    if inner.endpoints.get(&rec.key()).is_some_and(|r| r.ip == rec.ip) {
+        inner.endpoints.remove(&rec.key());
     }
-    if !agent.cluster {
-        return false;
-    }
-    match weft_store::list_json::<EndpointRecord>(agent.store.as_ref(), "endpoints/") {
-        Ok(all) => all.iter().any(|(_, e)| e.identity == id),
-        Err(_) => true, // unsure: keep it
-    }
+    inner.ids.free(rec.id);
+    inner.ipam.release(&rec.container_id, &rec.ifname).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// DEL is idempotent: an unknown attachment or a vanished netns is success.
+/// When only the store is missing, the pod is gone from this node, the DEL
+/// succeeds, and the rest is owed (its address stays reserved until then).
 pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
-    let mut inner = agent.lock();
+    let bad = |e: weft_api::validate::Invalid| {
+        ApiError::new(code::INVALID_ENV, "invalid DEL request", e.to_string())
+    };
+    weft_api::validate::container_id(&req.container_id).map_err(bad)?;
+    weft_api::validate::ifname(&req.ifname).map_err(bad)?;
     let key = (req.container_id.clone(), req.ifname.clone());
-    let host_ifname = names::host_ifname(&req.container_id, &req.ifname);
-    match inner.endpoints.get(&key).cloned() {
-        Some(rec) => {
-            forget(agent, &mut inner, &rec);
-            log::info!("endpoint {} deleted: {} {}", rec.id, rec.container_id, rec.ip);
+    let _one_at_a_time = agent.attachments.lock(&key);
+    let rec = agent.lock().endpoints.get(&key).cloned();
+    let Some(rec) = rec else {
+        // Nothing known; a device of this name can only be ours to remove.
+        return ip::link_delete(&names::host_ifname(&req.container_id, &req.ifname))
+            .map_err(|e| ApiError::new(code::DATAPATH, "deleting the pod's device failed", e.to_string()));
+    };
+    let (id, ip) = (rec.id, rec.ip);
+    match teardown(agent, rec) {
+        Ok(()) => {
+            log::info!("endpoint {id} deleted: {} {ip}", req.container_id);
+            Ok(())
         }
-        None => {
-            // An ADD that crashed before persisting may still hold an address.
-            let _ = inner.ipam.release(&req.container_id, &req.ifname);
+        Err(Unfinished::Store(e)) => {
+            log::warn!(
+                "endpoint {id} ({ip}) is removed from this node, but the cluster store refused its removal ({e}); {ip} stays reserved and the removal is retried until the store answers"
+            );
+            Ok(())
         }
+        Err(Unfinished::Local(e)) => Err(ApiError::new(code::DATAPATH, "deleting the pod failed", e)),
     }
-    drop(inner);
-    ip::link_delete(&host_ifname)
-        .map_err(|e| ApiError::new(code::DATAPATH, "deleting the pod's device failed", e.to_string()))
 }
 
 pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
     let mut inner = agent.lock();
-    let rec =
-        inner.endpoints.get(&(req.container_id.clone(), req.ifname.clone())).cloned().ok_or_else(|| {
+    let rec = inner
+        .endpoints
+        .get(&(req.container_id.clone(), req.ifname.clone()))
+        .filter(|r| r.phase == Phase::Ready)
+        .cloned()
+        .ok_or_else(|| {
             ApiError::new(
                 code::UNKNOWN_CONTAINER,
                 "unknown container",
@@ -339,14 +481,14 @@ pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
     }
 }
 
-/// GC: everything of `network` not in `valid` goes.
+/// GC: every ready attachment of `network` not in `valid` goes.
 pub fn gc(agent: &Agent, network: &str, valid: &[Attachment]) -> Vec<Attachment> {
     let valid: std::collections::HashSet<_> = valid.iter().cloned().collect();
     let stale: Vec<EndpointRecord> = agent
         .lock()
         .endpoints
         .values()
-        .filter(|r| r.network == network)
+        .filter(|r| r.network == network && r.phase == Phase::Ready)
         .filter(|r| {
             !valid.contains(&Attachment { container_id: r.container_id.clone(), ifname: r.ifname.clone() })
         })

@@ -3,12 +3,18 @@
 //! serves the CNI plugin and the CLI on a unix socket.
 //!
 //! Walk it in this order: `node` (the node's own devices), `endpoint`
-//! (ADD/DEL/CHECK of a pod), `reconcile` (what happens on start), `monitor`
-//! (events to `weft monitor`), `server` (the socket).
+//! (ADD/DEL/CHECK of a pod, journaled in `journal`, one operation per
+//! attachment at a time by `attach_lock`), `reconcile` (what happens on
+//! start, and the repair loop), `cluster` (registration, ipcache),
+//! `monitor` (events to `weft monitor`), `server` (the socket).
 
+pub mod attach_lock;
 pub mod cluster;
 pub mod config;
 pub mod endpoint;
+pub mod faults;
+pub mod ids;
+pub mod journal;
 pub mod logger;
 pub mod monitor;
 pub mod names;

@@ -20,6 +20,11 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     format!("lxc{:012x}", attachment_hash(container_id, ifname) & 0xffff_ffff_ffff)
 }
 
+/// Whether a device name is one `host_ifname` makes.
+pub fn is_pod_device(name: &str) -> bool {
+    name.len() == 15 && name.starts_with("lxc") && name[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Locally administered unicast MACs: 0e:.. on the host side, 0a:.. in the pod.
 pub fn macs(container_id: &str, ifname: &str) -> ([u8; 6], [u8; 6]) {
     let h = attachment_hash(container_id, ifname).to_be_bytes();
@@ -41,6 +46,8 @@ mod tests {
     fn names_fit_and_are_stable() {
         let n = host_ifname("abc", "eth0");
         assert_eq!(n.len(), 15);
+        assert!(is_pod_device(&n));
+        assert!(!is_pod_device("lxc_health") && !is_pod_device("weft_host"));
         assert_eq!(n, host_ifname("abc", "eth0"));
         assert_ne!(n, host_ifname("abd", "eth0"));
         let (h, p) = macs("abc", "eth0");

@@ -120,9 +120,11 @@ fn setup_vxlan(agent: &Agent) -> Result<u32, String> {
 /// reject. Forwarding is on so pod traffic leaving the node can be routed.
 /// IPv6 is off: pods are IPv4-only.
 pub fn device_sysctls(dev: &str) -> Result<(), String> {
-    sysctl::set(&format!("net.ipv4.conf.{dev}.rp_filter"), "0").map_err(|e| e.to_string())?;
-    sysctl::set(&format!("net.ipv4.conf.{dev}.forwarding"), "1").map_err(|e| e.to_string())?;
-    let _ = sysctl::set(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
+    sysctl::set_conf("ipv4", dev, "rp_filter", "0").map_err(|e| e.to_string())?;
+    sysctl::set_conf("ipv4", dev, "forwarding", "1").map_err(|e| e.to_string())?;
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        sysctl::set_conf("ipv6", dev, "disable_ipv6", "1").map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -1,14 +1,27 @@
-//! On start the agent adopts what the previous one left: endpoints from the
-//! store, addresses from IPAM, maps and links from bpffs. Nothing is flushed;
-//! entries are only rewritten where they differ, and only what no longer
-//! has a pod behind it (its netns is gone) is removed.
+//! On start the agent adopts what the previous one left and finishes what
+//! it left half done. The journal says which pods this node has and how far
+//! each got: ready ones are adopted (maps only rewritten where they differ,
+//! programs swapped atomically in their pinned links), ADDs a crash cut
+//! short are undone, DELs are finished. Then everything of weft's that no
+//! record owns goes: addresses, link pins, map entries, lxc devices, and in
+//! the store this node's stale publications and identity references.
+//!
+//! The repair loop keeps at it while the agent runs: DELs that owe the
+//! store are retried until it answers.
 
 use crate::{
-    endpoint,
+    endpoint::{self, IDENTITY_UNKNOWN, Unfinished},
+    journal::Phase,
+    names,
     state::{Agent, EndpointRecord},
 };
-use std::{collections::HashSet, path::Path};
-use weft_ipam::Owner;
+use std::{
+    collections::HashSet,
+    net::Ipv4Addr,
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
 use weft_net::{ip, netns};
 
 #[derive(Default, Debug)]
@@ -16,86 +29,157 @@ pub struct Report {
     pub adopted: usize,
     pub repaired: usize,
     pub removed: usize,
+    /// Removals that wait for the store.
+    pub owed: usize,
 }
 
 pub fn run(agent: &Agent) -> Result<Report, String> {
-    let records: Vec<EndpointRecord> = weft_store::list_json(agent.store.as_ref(), &agent.endpoints_prefix())
-        .map_err(|e| format!("reading endpoints from the store: {e}"))?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
     let mut report = Report::default();
-    let mut inner = agent.lock();
+    let records = load(agent)?;
     for rec in records {
-        let key = (rec.container_id.clone(), rec.ifname.clone());
-        inner.ids_in_use.insert(rec.id);
-        inner.endpoints.insert(key, rec.clone());
-        if !netns::exists(Path::new(&rec.netns)) {
-            log::info!(
-                "endpoint {} ({}): netns {} is gone, releasing {}",
-                rec.id,
-                rec.container_id,
-                rec.netns,
-                rec.ip
-            );
-            endpoint::forget(agent, &mut inner, &rec);
-            let _ = ip::link_delete(&rec.host_ifname);
-            report.removed += 1;
-            continue;
+        match rec.phase {
+            Phase::Ready if netns::exists(Path::new(&rec.netns)) => adopt(agent, &rec, &mut report),
+            phase => {
+                let why = match phase {
+                    Phase::Adding => "its ADD was cut short",
+                    Phase::Deleting => "its DEL was not finished",
+                    Phase::Ready => "its network namespace is gone",
+                };
+                log::info!("endpoint {} ({} {}): {why}; removing it", rec.id, rec.container_id, rec.ip);
+                match endpoint::teardown(agent, rec) {
+                    Ok(()) => report.removed += 1,
+                    Err(Unfinished::Store(e)) => {
+                        log::warn!("the store part of that removal is owed: {e}");
+                        report.owed += 1;
+                    }
+                    Err(Unfinished::Local(e)) => return Err(format!("removing an endpoint: {e}")),
+                }
+            }
         }
-        let owner = Owner {
+    }
+    sweep(agent);
+    if let Err(e) = sync_store(agent) {
+        log::warn!(
+            "bringing this node's records in the store up to date failed ({e}); retrying in the background"
+        );
+        agent.store_sync_pending.store(true, Ordering::SeqCst);
+    }
+    log::info!(
+        "reconciled: {} endpoints adopted from pinned state, {} repaired, {} removed, {} removals owed to the store",
+        report.adopted,
+        report.repaired,
+        report.removed,
+        report.owed
+    );
+    Ok(report)
+}
+
+/// The journal's records, entered in the agent's table, plus a record in
+/// phase deleting for every address IPAM holds without one (an ADD that died
+/// between taking the address and writing its intent).
+fn load(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
+    let mut records = agent.journal.load()?;
+    let mut inner = agent.lock();
+    for rec in &records {
+        if !inner.ids.claim(rec.id) {
+            return Err(format!(
+                "the endpoint journal gives id {} twice (second: {}); fix or move away {}",
+                rec.id,
+                rec.ip,
+                agent.cfg.state_dir.join("endpoints").display()
+            ));
+        }
+        let owner = weft_ipam::Owner {
             container_id: rec.container_id.clone(),
             ifname: rec.ifname.clone(),
             netns: rec.netns.clone(),
         };
-        if let Err(e) = inner.ipam.reserve(rec.ip, &owner) {
-            log::warn!("endpoint {}: IPAM disagrees about {}: {e}", rec.id, rec.ip);
-        }
-        let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
-            log::warn!(
-                "endpoint {}: device {} is missing; the pod has no network until re-added",
-                rec.id,
-                rec.host_ifname
-            );
+        inner
+            .ipam
+            .reserve(rec.ip, &owner)
+            .map_err(|e| format!("endpoint {}: IPAM disagrees: {e}", rec.id))?;
+        inner.endpoints.insert(rec.key(), rec.clone());
+    }
+    let journaled: HashSet<Ipv4Addr> = records.iter().map(|r| r.ip).collect();
+    for (ip, owner) in inner.ipam.allocations() {
+        if journaled.contains(&ip) {
             continue;
+        }
+        let Some(id) = inner.ids.take(names::endpoint_id_seed(&owner.container_id, &owner.ifname)) else {
+            return Err("no endpoint id left to clean up an interrupted ADD".into());
         };
-        let current = inner
-            .dp
-            .endpoints()
-            .ok()
-            .and_then(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok());
-        let attached = inner.dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress);
-        if current == Some(rec.bpf_value(ifindex)) && attached {
-            // Swap the program in the pinned link (atomic) so the restarted
-            // agent's datapath is the one running; maps stay untouched.
-            if let Err(e) = inner.dp.attach_lxc(&rec.host_ifname) {
-                log::warn!("endpoint {}: {e}", rec.id);
-            }
-            report.adopted += 1;
-        } else {
-            if let Err(e) = endpoint::program_datapath(&mut inner, &rec, ifindex) {
-                log::warn!("endpoint {}: {e}", rec.id);
-            }
-            report.repaired += 1;
-        }
+        let (host_mac, pod_mac) = names::macs(&owner.container_id, &owner.ifname);
+        let rec = EndpointRecord {
+            id,
+            host_ifname: names::host_ifname(&owner.container_id, &owner.ifname),
+            container_id: owner.container_id,
+            ifname: owner.ifname,
+            netns: owner.netns,
+            network: String::new(),
+            ip,
+            host_mac,
+            pod_mac,
+            mtu: 0,
+            identity: IDENTITY_UNKNOWN,
+            labels: vec![],
+            pod_namespace: None,
+            pod_name: None,
+            phase: Phase::Adding,
+        };
+        inner.endpoints.insert(rec.key(), rec.clone());
+        records.push(rec);
     }
-    // Addresses held by ADDs that never completed.
-    let known: HashSet<_> = inner.endpoints.keys().cloned().collect();
-    for (ip_addr, owner) in inner.ipam.allocations() {
-        if !known.contains(&(owner.container_id.clone(), owner.ifname.clone())) {
-            log::info!("releasing {ip_addr}: held by an ADD that did not complete ({})", owner.container_id);
-            let _ = inner.ipam.release(&owner.container_id, &owner.ifname);
-            report.removed += 1;
+    Ok(records)
+}
+
+/// A ready pod: its maps, link and identity as they should be.
+fn adopt(agent: &Agent, rec: &EndpointRecord, report: &mut Report) {
+    let mut inner = agent.lock();
+    let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
+        log::warn!(
+            "endpoint {}: device {} is missing; the pod has no network until it is re-added",
+            rec.id,
+            rec.host_ifname
+        );
+        return;
+    };
+    let current =
+        inner.dp.endpoints().ok().and_then(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok());
+    let attached = inner.dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress);
+    if current == Some(rec.bpf_value(ifindex)) && attached {
+        // Swap the program in the pinned link (atomic) so the restarted
+        // agent's datapath is the one running; maps stay untouched.
+        if let Err(e) = inner.dp.attach_lxc(&rec.host_ifname) {
+            log::warn!("endpoint {}: {e}", rec.id);
         }
+        report.adopted += 1;
+    } else {
+        if let Err(e) = endpoint::program_datapath(&mut inner, rec, ifindex) {
+            log::warn!("endpoint {}: {e}", rec.id);
+        }
+        report.repaired += 1;
     }
-    // Links pinned for pod devices no endpoint owns (node devices stay).
+}
+
+/// What weft made and no record owns: link pins, endpoint and lxc map
+/// entries, and lxc devices (one without its program would pass any
+/// packet a pod sends — spoofed sources included).
+fn sweep(agent: &Agent) {
+    let mut inner = agent.lock();
     let owned: HashSet<String> = inner.endpoints.values().map(|r| r.host_ifname.clone()).collect();
     for dev in inner.dp.attached_devices() {
-        if dev.starts_with("lxc") && !owned.contains(&dev) {
+        if names::is_pod_device(&dev) && !owned.contains(&dev) {
             inner.dp.detach(&dev);
         }
     }
-    // Map entries no endpoint owns (host entries stay).
+    for dev in weft_net::link_names() {
+        if names::is_pod_device(&dev) && !owned.contains(&dev) {
+            log::info!("removing {dev}: a pod device no endpoint owns");
+            if let Err(e) = ip::link_delete(&dev) {
+                log::warn!("removing {dev}: {e}");
+            }
+        }
+    }
     let ips: HashSet<_> = inner.endpoints.values().map(|r| r.ip).collect();
     if let Ok(list) = inner.dp.list_endpoints() {
         for (addr, v) in list {
@@ -104,11 +188,112 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
             }
         }
     }
-    log::info!(
-        "reconciled: {} endpoints adopted from pinned state, {} repaired, {} removed",
-        report.adopted,
-        report.repaired,
-        report.removed
-    );
-    Ok(report)
+    let ifindexes: HashSet<u32> = owned.iter().filter_map(|d| weft_net::ifindex(d)).collect();
+    if let Ok(mut lxc) = inner.dp.lxc() {
+        let stale: Vec<u32> = lxc.keys().filter_map(|k| k.ok()).filter(|k| !ifindexes.contains(k)).collect();
+        for k in stale {
+            let _ = lxc.remove(&k);
+        }
+    }
+}
+
+/// This node's side of the store matches its journal: ready pods are
+/// published, nothing else of this node is, and no identity reference is
+/// held for an address IPAM does not hold. Then identities nothing
+/// references anywhere are collected.
+pub fn sync_store(agent: &Agent) -> Result<(), String> {
+    let store = agent.store.as_ref();
+    let published = store.list(&agent.endpoints_prefix()).map_err(|e| e.to_string())?;
+    let (ready, known): (Vec<EndpointRecord>, HashSet<Ipv4Addr>) = {
+        let inner = agent.lock();
+        (
+            inner.endpoints.values().filter(|r| r.phase == Phase::Ready).cloned().collect(),
+            inner.endpoints.values().map(|r| r.ip).collect(),
+        )
+    };
+    for rec in &ready {
+        let key = agent.endpoint_key(rec.ip);
+        let want = serde_json::to_vec(rec).expect("record serializes");
+        if !published.iter().any(|(k, v)| *k == key && *v == want) {
+            store.put(&key, &want).map_err(|e| e.to_string())?;
+        }
+    }
+    for (key, value) in published {
+        let ip = key.rsplit('/').next().and_then(|s| s.parse::<Ipv4Addr>().ok());
+        if ip.is_none_or(|ip| !known.contains(&ip)) {
+            // Only if unchanged: a new ADD may be publishing the address.
+            store
+                .txn(&[weft_store::Cmp::ValueIs(key.clone(), value)], &[weft_store::Op::Delete(key)])
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    {
+        // Under the lock: an ADD takes its address before its reference.
+        let inner = agent.lock();
+        for (id, holder) in
+            agent.identities.refs_of(&format!("{}/", agent.cfg.node_name)).map_err(|e| e.to_string())?
+        {
+            let ip = holder.rsplit('/').next().and_then(|s| s.parse::<Ipv4Addr>().ok());
+            if ip.is_none_or(|ip| inner.ipam.allocations().iter().all(|(a, _)| *a != ip)) {
+                log::info!("dropping identity {id}'s reference by {holder}: no pod holds that address");
+                agent.identities.release(id, &holder).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let freed = agent.identities.collect().map_err(|e| e.to_string())?;
+    if !freed.is_empty() {
+        log::info!("collected identities nothing references: {freed:?}");
+    }
+    Ok(())
+}
+
+/// Retries, once a second, DELs that owe the store and store work that
+/// failed at start; a failure is logged when it changes or once a minute.
+pub fn start_repair(agent: Arc<Agent>) {
+    std::thread::Builder::new()
+        .name("weft-repair".into())
+        .spawn(move || {
+            let mut last: Option<(String, Instant)> = None;
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if let Err(e) = repair_once(&agent) {
+                    let quiet =
+                        last.as_ref().is_some_and(|(m, t)| *m == e && t.elapsed() < Duration::from_secs(60));
+                    if !quiet {
+                        log::warn!("repair: {e}");
+                        last = Some((e, Instant::now()));
+                    }
+                } else if last.take().is_some() {
+                    log::info!("repair: everything owed is done");
+                }
+            }
+        })
+        .expect("spawn repair loop");
+}
+
+pub fn repair_once(agent: &Agent) -> Result<(), String> {
+    let owed: Vec<EndpointRecord> =
+        agent.lock().endpoints.values().filter(|r| r.phase == Phase::Deleting).cloned().collect();
+    for rec in owed {
+        let _one_at_a_time = agent.attachments.lock(&rec.key());
+        // Re-read: a DEL or ADD may have finished it meanwhile.
+        let Some(rec) =
+            agent.lock().endpoints.get(&rec.key()).filter(|r| r.phase == Phase::Deleting).cloned()
+        else {
+            continue;
+        };
+        let (id, ip) = (rec.id, rec.ip);
+        endpoint::teardown(agent, rec).map_err(|e| format!("removing endpoint {id} ({ip}): {e}"))?;
+        log::info!("endpoint {id} ({ip}): the owed removal is done; {ip} is free again");
+    }
+    if agent.store_sync_pending.load(Ordering::SeqCst) {
+        sync_store(agent)?;
+        agent.store_sync_pending.store(false, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// Attachments that still owe the store their removal.
+pub fn owed(agent: &Agent) -> usize {
+    agent.lock().endpoints.values().filter(|r| r.phase == Phase::Deleting).count()
 }

@@ -3,8 +3,11 @@
 //! event reader.
 
 use crate::{
+    attach_lock::AttachmentLocks,
     cluster::{self, NodeRecord},
     config::{AgentConfig, Mode, StoreConfig},
+    ids::{self, EndpointIds},
+    journal::{Journal, Phase},
     monitor::Monitor,
     node, reconcile,
 };
@@ -18,8 +21,9 @@ use weft_datapath::Datapath;
 use weft_ipam::{Cidr, Ipam};
 use weft_store::{Store, identity::IdentityAllocator, pool};
 
-/// One pod attachment as the agent remembers it (persisted in the store
-/// under `endpoints/<node>/<container id>/<ifname>`).
+/// One pod attachment as the agent remembers it: in the node's journal
+/// (`<state dir>/endpoints/<ip>.json`, with its phase) and, once its devices
+/// work, published in the cluster store under `endpoints/<node>/<ip>`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EndpointRecord {
     pub id: u16,
@@ -38,6 +42,8 @@ pub struct EndpointRecord {
     pub pod_namespace: Option<String>,
     #[serde(default)]
     pub pod_name: Option<String>,
+    #[serde(default)]
+    pub phase: Phase,
 }
 
 pub type AttachmentKey = (String, String);
@@ -47,9 +53,11 @@ pub type AttachmentKey = (String, String);
 pub struct Inner {
     pub ipam: Ipam,
     pub dp: Datapath,
+    /// Every attachment in any phase (ADDs in flight and DELs that still
+    /// owe the store included): what holds an address holds an entry.
     pub endpoints: BTreeMap<AttachmentKey, EndpointRecord>,
     /// Endpoint ids handed out (including ADDs still in progress).
-    pub ids_in_use: std::collections::BTreeSet<u16>,
+    pub ids: EndpointIds,
 }
 
 pub struct Agent {
@@ -63,8 +71,14 @@ pub struct Agent {
     pub underlay_dev: String,
     pub pod_mtu: u32,
     pub gateway: Ipv4Addr,
-    known_nodes: Mutex<std::collections::BTreeSet<String>>,
+    /// The other nodes as this one sees them (and how the store is doing).
+    pub view: Mutex<cluster::View>,
     pub store: Arc<dyn Store>,
+    pub journal: Journal,
+    pub attachments: AttachmentLocks,
+    /// Store work a failure left for the repair loop (publications,
+    /// identity references of this node).
+    pub store_sync_pending: std::sync::atomic::AtomicBool,
     pub identities: IdentityAllocator,
     pub monitor: Monitor,
     inner: Mutex<Inner>,
@@ -82,6 +96,8 @@ impl Agent {
             cfg.mode.unwrap_or(Mode::Vxlan)
         };
         let pod_cidr = pod_cidr(&cfg, store.as_ref(), in_cluster)?;
+        check_capacity(pod_cidr)?;
+        let journal = Journal::open(&cfg.state_dir)?;
         let (underlay_dev, node_ip) = node::underlay(cfg.node_ip)?;
         let pod_mtu = cfg.mtu.unwrap_or_else(|| {
             let mtu = weft_net::ip::link_mtu(&underlay_dev).unwrap_or(1500);
@@ -104,13 +120,17 @@ impl Agent {
             underlay_dev,
             pod_mtu,
             gateway,
-            known_nodes: Mutex::new(Default::default()),
+            view: Mutex::new(Default::default()),
+            journal,
+            attachments: AttachmentLocks::default(),
+            store_sync_pending: Default::default(),
             monitor: Monitor::default(),
-            inner: Mutex::new(Inner { ipam, dp, endpoints: BTreeMap::new(), ids_in_use: Default::default() }),
+            inner: Mutex::new(Inner { ipam, dp, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
             cfg,
         });
         node::setup(&agent)?;
         reconcile::run(&agent)?;
+        reconcile::start_repair(agent.clone());
         if agent.cluster {
             cluster::start_registration(agent.clone())?;
             if let Err(e) = cluster::sync_once(&agent) {
@@ -144,17 +164,8 @@ impl Agent {
         }
     }
 
-    /// Logs nodes joining and leaving the cluster.
-    pub fn note_nodes(&self, nodes: &[NodeRecord]) {
-        let mut known = self.known_nodes.lock().unwrap_or_else(|p| p.into_inner());
-        let (joined, left) = cluster::diff_nodes(&known, nodes);
-        for n in &joined {
-            log::info!("node {n} joined");
-        }
-        for n in &left {
-            log::info!("node {n} left (its registration expired)");
-        }
-        *known = nodes.iter().map(|n| n.name.clone()).collect();
+    pub fn view(&self) -> MutexGuard<'_, cluster::View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The single-writer lock. A panic while holding it would leave the
@@ -163,8 +174,14 @@ impl Agent {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn endpoint_key(&self, container_id: &str, ifname: &str) -> String {
-        format!("endpoints/{}/{}/{}", self.cfg.node_name, container_id, ifname)
+    /// Where the endpoint is published for the other nodes.
+    pub fn endpoint_key(&self, ip: Ipv4Addr) -> String {
+        format!("endpoints/{}/{ip}", self.cfg.node_name)
+    }
+
+    /// Who holds a reference to the pod's identity: the address on this node.
+    pub fn identity_holder(&self, ip: Ipv4Addr) -> String {
+        format!("{}/{ip}", self.cfg.node_name)
     }
 
     pub fn endpoints_prefix(&self) -> String {
@@ -186,6 +203,20 @@ impl Agent {
             Err(e) => log::warn!("cannot read datapath config: {e}"),
         }
     }
+}
+
+/// A node holds at most `ids::MAX_ENDPOINTS` pods: a CIDR with more
+/// addresses would run out of endpoint ids (and map entries) before it runs
+/// out of addresses, so it is refused up front.
+fn check_capacity(cidr: Cidr) -> Result<(), String> {
+    let addresses = cidr.size().saturating_sub(3) as usize;
+    if addresses > ids::MAX_ENDPOINTS {
+        return Err(format!(
+            "pod CIDR {cidr} has {addresses} pod addresses, more than the {} endpoints a node can hold (16-bit endpoint ids, map sizes); give the node a /17 or smaller",
+            ids::MAX_ENDPOINTS
+        ));
+    }
+    Ok(())
 }
 
 /// The node's pod CIDR: given, or claimed from the cluster pool.

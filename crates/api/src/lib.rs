@@ -4,6 +4,8 @@
 //!
 //! Kept free of heavy dependencies so the CNI binary stays small.
 
+pub mod validate;
+
 use serde::{Deserialize, Serialize};
 use std::{
     fmt,
@@ -20,7 +22,11 @@ pub const DEFAULT_SOCKET: &str = "/run/weft/agent.sock";
 /// Error codes the agent returns. Values below 100 are the CNI spec's
 /// well-known codes and pass through the plugin unchanged.
 pub mod code {
+    pub const INVALID_ENV: u32 = 4;
     pub const INVALID_CONFIG: u32 = 7;
+    /// The CNI spec's "try again later" (the store is unreachable, or an
+    /// earlier DEL of the attachment still owes it).
+    pub const TRY_AGAIN: u32 = 11;
     pub const UNKNOWN_CONTAINER: u32 = 3;
     pub const INTERNAL: u32 = 100;
     pub const IPAM_EXHAUSTED: u32 = 101;

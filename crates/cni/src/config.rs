@@ -3,8 +3,32 @@
 use crate::error::{CniError, code};
 use serde::Deserialize;
 use serde_json::Value;
+use std::io::Read;
 
 pub const SUPPORTED_VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
+
+/// The most the plugin reads from stdin; a network configuration is a few
+/// hundred bytes, a GC one a line per attachment.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Reads the configuration from `r`, refusing more than [`MAX_CONFIG_BYTES`]
+/// (code 7) without reading further.
+pub fn read(r: impl Read) -> Result<Vec<u8>, CniError> {
+    let mut input = Vec::new();
+    r.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut input).map_err(|e| {
+        CniError::new(code::IO, "cannot read the network configuration from stdin", e.to_string())
+    })?;
+    if input.len() > MAX_CONFIG_BYTES {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration: too large",
+            format!(
+                "the configuration on stdin is larger than {MAX_CONFIG_BYTES} bytes (1 MiB); weft-cni reads no more"
+            ),
+        ));
+    }
+    Ok(input)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConf {
@@ -14,8 +38,10 @@ pub struct NetConf {
     pub mtu: Option<u32>,
     /// The runtime's cached result (CHECK, chained plugins).
     pub prev_result: Option<Value>,
-    /// GC: attachments still valid, as (container id, ifname).
-    pub valid_attachments: Vec<(String, String)>,
+    /// GC: attachments still valid, as (container id, ifname). `None` when
+    /// the config has no `cni.dev/valid-attachments` (or it is null), which
+    /// is not the same as an empty list (every attachment is stale).
+    pub valid_attachments: Option<Vec<(String, String)>>,
 }
 
 #[derive(Deserialize)]
@@ -31,7 +57,7 @@ struct Raw {
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
-    valid: Vec<Attachment>,
+    valid: Option<Vec<Attachment>>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +96,7 @@ pub fn parse(input: &[u8]) -> Result<NetConf, CniError> {
         .name
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid("name", "the network needs a name".into()))?;
+    weft_api::validate::network_name(&name).map_err(|e| invalid("name", e.to_string()))?;
     raw.kind
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid("type", "the plugin type is required".into()))?;
@@ -84,7 +111,7 @@ pub fn parse(input: &[u8]) -> Result<NetConf, CniError> {
         agent_socket: raw.agent_socket.unwrap_or_else(|| weft_api::DEFAULT_SOCKET.to_string()),
         mtu: raw.mtu,
         prev_result: raw.prev_result,
-        valid_attachments: raw.valid.into_iter().map(|a| (a.container_id, a.ifname)).collect(),
+        valid_attachments: raw.valid.map(|v| v.into_iter().map(|a| (a.container_id, a.ifname)).collect()),
     })
 }
 
@@ -125,6 +152,37 @@ mod tests {
     #[test]
     fn gc_attachments() {
         let c = parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#).unwrap();
-        assert_eq!(c.valid_attachments, vec![("a".to_string(), "eth0".to_string())]);
+        assert_eq!(c.valid_attachments, Some(vec![("a".to_string(), "eth0".to_string())]));
+        let c =
+            parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[]}"#).unwrap();
+        assert_eq!(c.valid_attachments, Some(vec![]));
+        let c = parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t"}"#).unwrap();
+        assert_eq!(c.valid_attachments, None, "missing is not an empty list");
+        let c = parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":null}"#)
+            .unwrap();
+        assert_eq!(c.valid_attachments, None);
+    }
+
+    #[test]
+    fn network_name_is_validated() {
+        let e = parse(br#"{"cniVersion":"1.1.0","name":"my net","type":"t"}"#).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("name"), "{e:?}");
+        assert!(e.details.contains("network name \"my net\" is invalid"), "{e:?}");
+        let long = format!(r#"{{"cniVersion":"1.1.0","name":"{}","type":"t"}}"#, "n".repeat(300));
+        let e = parse(long.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.details.contains("300 bytes long"), "{e:?}");
+        assert!(e.details.len() < 250, "{e:?}");
+    }
+
+    #[test]
+    fn stdin_is_bounded() {
+        let ok = vec![b' '; MAX_CONFIG_BYTES];
+        assert_eq!(read(&ok[..]).unwrap().len(), MAX_CONFIG_BYTES);
+        let big = vec![b' '; 8 * MAX_CONFIG_BYTES];
+        let e = read(&big[..]).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.details.contains("larger than 1048576 bytes"), "{e:?}");
     }
 }

@@ -85,8 +85,7 @@ fn execute(env: &env::Env, conf: &config::NetConf, client: &Client) -> Result<Op
             )
         }),
         Command::Gc => {
-            let valid = conf
-                .valid_attachments
+            let valid = gc_attachments(conf)?
                 .iter()
                 .map(|(c, i)| Attachment { container_id: c.clone(), ifname: i.clone() })
                 .collect();
@@ -95,6 +94,35 @@ fn execute(env: &env::Env, conf: &config::NetConf, client: &Client) -> Result<Op
         }
         Command::Version => unreachable!("answered before the config is parsed"),
     }
+}
+
+/// The attachments GC must keep. GC is refused (code 7, nothing released)
+/// when the config speaks CNI 1.0.0, which has no GC, or when it lacks
+/// `cni.dev/valid-attachments`: a missing list is not an empty one, and
+/// reading it as empty would release every pod of the network.
+fn gc_attachments(conf: &config::NetConf) -> Result<&[(String, String)], CniError> {
+    if conf.cni_version == "1.0.0" {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration: GC needs cniVersion 1.1.0",
+            format!(
+                "GC exists from CNI 1.1.0 but network {:?} has cniVersion 1.0.0; set \"cniVersion\": \"1.1.0\" \
+                 in its configuration to use GC; nothing was released",
+                conf.name
+            ),
+        ));
+    }
+    conf.valid_attachments.as_deref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration: cni.dev/valid-attachments is missing",
+            format!(
+                "GC needs the list of attachments of network {:?} still in use in \"cni.dev/valid-attachments\" \
+                 (an empty list releases them all); without it nothing was released",
+                conf.name
+            ),
+        )
+    })
 }
 
 fn agent_error(e: ClientError) -> CniError {
@@ -133,5 +161,46 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!((e.code, e.cni_version.as_str()), (4, "1.0.0"));
+    }
+
+    fn gc_env(k: &str) -> Option<String> {
+        match k {
+            "CNI_COMMAND" => Some("GC".into()),
+            "CNI_PATH" => Some("/opt/cni/bin".into()),
+            _ => None,
+        }
+    }
+
+    // The socket does not exist: an accepted GC fails with 11 (agent
+    // unreachable), a refused one with 7 before the agent is asked.
+    const NO_AGENT: &str = r#""agentSocket":"/run/weft-nonexistent/agent.sock""#;
+
+    #[test]
+    fn gc_without_valid_attachments_is_refused() {
+        let conf = format!(r#"{{"cniVersion":"1.1.0","name":"weft","type":"weft-cni",{NO_AGENT}}}"#);
+        let e = run(gc_env, conf.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 7, "{e:?}");
+        assert!(e.msg.contains("cni.dev/valid-attachments"), "{e:?}");
+        assert!(e.details.contains("nothing was released"), "{e:?}");
+        let conf = format!(
+            r#"{{"cniVersion":"1.1.0","name":"weft","type":"weft-cni",{NO_AGENT},"cni.dev/valid-attachments":null}}"#
+        );
+        assert_eq!(run(gc_env, conf.as_bytes()).unwrap_err().code, 7);
+        // An empty list is a real answer: it goes to the agent.
+        let conf = format!(
+            r#"{{"cniVersion":"1.1.0","name":"weft","type":"weft-cni",{NO_AGENT},"cni.dev/valid-attachments":[]}}"#
+        );
+        assert_eq!(run(gc_env, conf.as_bytes()).unwrap_err().code, 11);
+    }
+
+    #[test]
+    fn gc_is_refused_for_cni_1_0_0() {
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"weft","type":"weft-cni",{NO_AGENT},"cni.dev/valid-attachments":[]}}"#
+        );
+        let e = run(gc_env, conf.as_bytes()).unwrap_err();
+        assert_eq!((e.code, e.cni_version.as_str()), (7, "1.0.0"), "{e:?}");
+        assert!(e.msg.contains("1.1.0"), "{e:?}");
+        assert!(e.details.contains("cniVersion 1.0.0"), "{e:?}");
     }
 }

@@ -1,16 +1,8 @@
-use std::{io::Read, process::ExitCode};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut input = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut input);
-    let outcome = match read {
-        Ok(_) => weft_cni::run(|k| std::env::var(k).ok(), &input),
-        Err(e) => Err(weft_cni::error::CniError::new(
-            weft_cni::error::code::IO,
-            "cannot read the network configuration from stdin",
-            e.to_string(),
-        )),
-    };
+    let outcome = weft_cni::config::read(std::io::stdin().lock())
+        .and_then(|input| weft_cni::run(|k| std::env::var(k).ok(), &input));
     match outcome {
         Ok(Some(v)) => {
             println!("{v}");

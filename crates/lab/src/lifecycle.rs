@@ -34,6 +34,8 @@ pub struct Options {
     pub weft_bin: PathBuf,
     /// The `weft-cni` binary.
     pub cni_bin: PathBuf,
+    /// Extra environment for the agents (tests: `WEFT_CRASH_AT`).
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -62,6 +64,7 @@ impl Options {
             pod_cidr: None,
             weft_bin: find("WEFT_BIN", "weft"),
             cni_bin: find("WEFT_CNI_BIN", "weft-cni"),
+            agent_env: Vec::new(),
         })
     }
 }
@@ -306,6 +309,7 @@ pub fn start_agent(opts: &Options, lab: &Lab, node: &LabNode) -> Result<(u32, Ag
         .arg("--bpffs")
         .arg(&node.bpffs)
         .args(["--lease-ttl", &lab.lease_ttl.to_string()])
+        .envs(opts.agent_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(logf.try_clone().map_err(|e| e.to_string())?)
         .stderr(logf);
@@ -352,9 +356,15 @@ pub fn start_agent(opts: &Options, lab: &Lab, node: &LabNode) -> Result<(u32, Ag
 /// Kills a node's agent (if it runs) and starts a new one with the same
 /// configuration. Returns the new pid.
 pub fn restart_agent(lab: &Lab, node: &str) -> Result<u32, String> {
+    restart_agent_with_env(lab, node, &[])
+}
+
+/// `restart_agent` with extra environment for the new agent.
+pub fn restart_agent_with_env(lab: &Lab, node: &str, env: &[(&str, &str)]) -> Result<u32, String> {
     let n = lab.node(node).ok_or_else(|| format!("lab {} has no node {node}", lab.name))?;
     kill_and_wait(n.pid);
-    let opts = Options::new(&lab.name, lab.nodes.len(), 0)?;
+    let mut opts = Options::new(&lab.name, lab.nodes.len(), 0)?;
+    opts.agent_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let (pid, _) = start_agent(&opts, lab, n)?;
     let mut updated = lab.clone();
     if let Some(m) = updated.nodes.iter_mut().find(|m| m.name == node) {

@@ -9,6 +9,36 @@ pub mod ip;
 pub mod netns;
 pub mod sysctl;
 
+/// A named network namespace for a test, `weft-t-<pid>-<tag>`, deleted
+/// when dropped (also when the test panics).
+#[cfg(test)]
+pub(crate) mod testns {
+    use std::path::PathBuf;
+
+    pub struct TestNs {
+        pub name: String,
+    }
+
+    impl TestNs {
+        pub fn new(tag: &str) -> Self {
+            let name = format!("weft-t-{}-{tag}", std::process::id());
+            crate::netns::delete(&name).unwrap();
+            crate::netns::add(&name).unwrap();
+            Self { name }
+        }
+
+        pub fn path(&self) -> PathBuf {
+            PathBuf::from("/run/netns").join(&self.name)
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = crate::netns::delete(&self.name);
+        }
+    }
+}
+
 use std::fmt;
 
 #[derive(Debug)]
@@ -42,6 +72,27 @@ pub fn ifname(index: u32) -> Option<String> {
     }
     // SAFETY: on success the buffer holds a NUL-terminated name.
     Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// Names of every device in the calling thread's namespace (netlink, via
+/// if_nameindex(3): sysfs would show the mount namespace's devices).
+pub fn link_names() -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry,
+    // freed with if_freenameindex.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            out.push(std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
 }
 
 /// Formats a MAC address as aa:bb:cc:dd:ee:ff.
@@ -79,5 +130,6 @@ mod tests {
         assert_eq!(ifindex("lo"), Some(1));
         assert_eq!(ifname(1).as_deref(), Some("lo"));
         assert_eq!(ifindex("weft-no-such-dev"), None);
+        assert!(link_names().iter().any(|n| n == "lo"));
     }
 }

@@ -3,7 +3,7 @@
 //! store's put-if-absent, so two allocators sharing a store (two agents on
 //! one etcd, later) never hand out one number twice.
 
-use crate::{Store, StoreError, get_json};
+use crate::{Cmp, Op, Store, StoreError, get_json};
 use std::{collections::BTreeMap, sync::Arc};
 
 pub const IDENTITY_HOST: u32 = 1;
@@ -60,6 +60,27 @@ fn id_key(id: u32) -> String {
     format!("identities/id/{id}")
 }
 
+fn refs_prefix(id: u32) -> String {
+    format!("identities/refs/{id}/")
+}
+
+/// One holder's reference to an identity: `identities/refs/<id>/<holder>`.
+/// A holder is "<node>/<pod address>": each address has one owner.
+fn ref_key(id: u32, holder: &str) -> String {
+    format!("{}{holder}", refs_prefix(id))
+}
+
+/// How often an allocation retries when it loses a race with a release
+/// of the same identity (each retry sees the new state).
+const ATTEMPTS: usize = 16;
+
+/// Identities are reference counted in the store: a holder (a pod
+/// address on a node) has a key under `identities/refs/<id>/`, taken in
+/// the same transaction that checks the identity still exists, and an
+/// identity is deleted only in a transaction that checks no reference is
+/// left. So a release racing an allocation on another node can never
+/// delete a number someone is about to use, and what a crash leaves
+/// behind (an identity without references) is found by [`collect`].
 pub struct IdentityAllocator {
     store: Arc<dyn Store>,
 }
@@ -69,29 +90,54 @@ impl IdentityAllocator {
         Self { store }
     }
 
-    pub fn allocate(&self, labels: &[String]) -> Result<u32, StoreError> {
+    /// The identity of `labels`, referenced by `holder` (idempotent).
+    pub fn acquire(&self, labels: &[String], holder: &str) -> Result<u32, StoreError> {
         let labels = normalize(labels);
         let lkey = labels_key(&labels);
-        if let Some(id) = get_json::<u32>(self.store.as_ref(), &lkey)? {
-            return Ok(id);
-        }
         let value = serde_json::to_vec(&labels).expect("labels serialize");
-        for id in FIRST_ALLOCATED..=MAX_IDENTITY {
-            if !self.store.create(&id_key(id), &value)? {
+        for _ in 0..ATTEMPTS {
+            if let Some(id) = get_json::<u32>(self.store.as_ref(), &lkey)? {
+                let held = Cmp::ValueIs(id_key(id), value.clone());
+                if self.store.txn(&[held], &[Op::Put(ref_key(id, holder), Vec::new())])? {
+                    return Ok(id);
+                }
+                // The number was released (or a crash left the label key
+                // behind): drop the stale mapping and allocate anew.
+                let stale =
+                    [Cmp::ValueIs(lkey.clone(), id.to_string().into_bytes()), Cmp::Absent(id_key(id))];
+                self.store.txn(&stale, &[Op::Delete(lkey.clone())])?;
                 continue;
             }
-            if self.store.create(&lkey, id.to_string().as_bytes())? {
-                return Ok(id);
-            }
-            // Someone else allocated this label set meanwhile: use theirs.
-            self.store.delete(&id_key(id))?;
-            if let Some(id) = get_json::<u32>(self.store.as_ref(), &lkey)? {
+            let id = self.lowest_free()?;
+            // Ordered so a crash part-way (local backend) leaves an
+            // identity without references, which `collect` removes.
+            let ops = [
+                Op::Put(id_key(id), value.clone()),
+                Op::Put(lkey.clone(), id.to_string().into_bytes()),
+                Op::Put(ref_key(id, holder), Vec::new()),
+            ];
+            if self.store.txn(&[Cmp::Absent(id_key(id)), Cmp::Absent(lkey.clone())], &ops)? {
                 return Ok(id);
             }
         }
         Err(StoreError::Unavailable {
             backend: self.store.describe(),
-            cause: format!("all identities {FIRST_ALLOCATED}..={MAX_IDENTITY} are in use"),
+            cause: format!("allocating an identity for {labels:?} lost {ATTEMPTS} races in a row"),
+        })
+    }
+
+    fn lowest_free(&self) -> Result<u32, StoreError> {
+        let used: std::collections::BTreeSet<u32> = self
+            .store
+            .list("identities/id/")?
+            .iter()
+            .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+            .collect();
+        (FIRST_ALLOCATED..=MAX_IDENTITY).find(|id| !used.contains(id)).ok_or_else(|| StoreError::Unavailable {
+            backend: self.store.describe(),
+            cause: format!(
+                "all identities {FIRST_ALLOCATED}..={MAX_IDENTITY} are in use; remove pods with unused label sets"
+            ),
         })
     }
 
@@ -102,18 +148,60 @@ impl IdentityAllocator {
         get_json(self.store.as_ref(), &id_key(id))
     }
 
-    pub fn release(&self, id: u32) -> Result<(), StoreError> {
+    /// Drops `holder`'s reference; the identity goes with its last one.
+    pub fn release(&self, id: u32, holder: &str) -> Result<(), StoreError> {
         if id < FIRST_ALLOCATED {
             return Ok(());
         }
-        if let Some(labels) = get_json::<Vec<String>>(self.store.as_ref(), &id_key(id))? {
-            let lkey = labels_key(&labels);
-            if get_json::<u32>(self.store.as_ref(), &lkey)? == Some(id) {
-                self.store.delete(&lkey)?;
+        self.store.delete(&ref_key(id, holder))?;
+        self.free_if_unreferenced(id).map(|_| ())
+    }
+
+    /// Deletes the identity if (atomically) nothing references it.
+    fn free_if_unreferenced(&self, id: u32) -> Result<bool, StoreError> {
+        let Some(value) = self.store.get(&id_key(id))? else { return Ok(false) };
+        let labels: Vec<String> = serde_json::from_slice(&value)
+            .map_err(|e| StoreError::Decode { key: id_key(id), error: e.to_string() })?;
+        let lkey = labels_key(&labels);
+        let mut ops = vec![Op::Delete(id_key(id))];
+        if get_json::<u32>(self.store.as_ref(), &lkey)? == Some(id) {
+            ops.push(Op::Delete(lkey));
+        }
+        self.store.txn(&[Cmp::PrefixEmpty(refs_prefix(id)), Cmp::ValueIs(id_key(id), value)], &ops)
+    }
+
+    /// Removes identities nothing references (left by a crash between an
+    /// allocation and its use); returns their numbers.
+    pub fn collect(&self) -> Result<Vec<u32>, StoreError> {
+        let mut freed = Vec::new();
+        let referenced: std::collections::BTreeSet<u32> = self
+            .store
+            .list("identities/refs/")?
+            .iter()
+            .filter_map(|(k, _)| k.split('/').nth(2)?.parse().ok())
+            .collect();
+        for (id, _) in self.list()? {
+            if id >= FIRST_ALLOCATED && !referenced.contains(&id) && self.free_if_unreferenced(id)? {
+                freed.push(id);
             }
         }
-        self.store.delete(&id_key(id))?;
-        Ok(())
+        Ok(freed)
+    }
+
+    /// References held by holders whose name starts with `holder_prefix`
+    /// ("<node>/"): (identity, holder).
+    pub fn refs_of(&self, holder_prefix: &str) -> Result<Vec<(u32, String)>, StoreError> {
+        Ok(self
+            .store
+            .list("identities/refs/")?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix("identities/refs/")?;
+                let (id, holder) = rest.split_once('/')?;
+                Some((id.parse().ok()?, holder.to_string()))
+            })
+            .filter(|(_, h)| h.starts_with(holder_prefix))
+            .collect())
     }
 
     pub fn list(&self) -> Result<Vec<(u32, Vec<String>)>, StoreError> {
@@ -148,11 +236,11 @@ mod tests {
     fn equal_sets_share_an_id_and_others_differ() {
         let (s, d) = store("eq");
         let a = IdentityAllocator::new(s);
-        let x = a.allocate(&l(&["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"])).unwrap();
+        let x = a.acquire(&l(&["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"]), "n/1").unwrap();
         let y = a
-            .allocate(&l(&["k8s:io.kubernetes.pod.namespace=default", "k8s:app=web", "k8s:app=web"]))
+            .acquire(&l(&["k8s:io.kubernetes.pod.namespace=default", "k8s:app=web", "k8s:app=web"]), "n/2")
             .unwrap();
-        let z = a.allocate(&l(&["k8s:app=db"])).unwrap();
+        let z = a.acquire(&l(&["k8s:app=db"]), "n/3").unwrap();
         assert_eq!(x, 256);
         assert_eq!(x, y);
         assert_eq!(z, 257);
@@ -160,10 +248,54 @@ mod tests {
         assert_eq!(a.lookup(1).unwrap().unwrap(), l(&["reserved:host"]));
         let ids: Vec<u32> = a.list().unwrap().iter().map(|(i, _)| *i).collect();
         assert_eq!(ids, vec![1, 2, 4, 6, 256, 257]);
-        a.release(256).unwrap();
-        a.release(1).unwrap();
-        assert_eq!(a.allocate(&l(&["k8s:app=new"])).unwrap(), 256, "released numbers are reused");
+        a.release(256, "n/1").unwrap();
+        assert!(a.lookup(256).unwrap().is_some(), "n/2 still holds 256");
+        a.release(256, "n/2").unwrap();
+        assert!(a.lookup(256).unwrap().is_none(), "the last reference frees it");
+        a.release(1, "n/1").unwrap();
+        assert_eq!(a.acquire(&l(&["k8s:app=new"]), "n/4").unwrap(), 256, "released numbers are reused");
         assert_eq!(a.lookup(1).unwrap().unwrap(), l(&["reserved:host"]));
+        assert_eq!(a.refs_of("n/").unwrap(), vec![(256, "n/4".to_string()), (257, "n/3".to_string())]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn identities_without_references_are_collected_and_stale_label_keys_healed() {
+        let (s, d) = store("orphan");
+        let a = IdentityAllocator::new(s.clone());
+        let web = l(&["k8s:app=web"]);
+        let id = a.acquire(&web, "n/1").unwrap();
+        // A crash after the allocation, before its holder was recorded:
+        // the reference is gone (its holder's cleanup dropped it).
+        s.delete(&ref_key(id, "n/1")).unwrap();
+        let kept = a.acquire(&l(&["k8s:app=db"]), "n/2").unwrap();
+        assert_eq!(a.collect().unwrap(), vec![id]);
+        assert!(a.lookup(id).unwrap().is_none());
+        assert!(a.lookup(kept).unwrap().is_some(), "referenced identities stay");
+        // A crash that left only the label key behind (local backend).
+        s.put(&labels_key(&web), b"300").unwrap();
+        let again = a.acquire(&web, "n/3").unwrap();
+        assert_eq!(a.lookup(again).unwrap().unwrap(), web);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_release_racing_acquires_never_frees_a_used_number() {
+        let (s, d) = store("relrace");
+        for round in 0..30 {
+            let labels = vec![format!("k8s:round={round}")];
+            let a = IdentityAllocator::new(s.clone());
+            let first = a.acquire(&labels, "n1/a").unwrap();
+            let b = IdentityAllocator::new(s.clone());
+            let l2 = labels.clone();
+            let h = std::thread::spawn(move || b.acquire(&l2, "n2/b").unwrap());
+            a.release(first, "n1/a").unwrap();
+            let second = h.join().unwrap();
+            // Whoever won, n2's number exists and maps to its labels.
+            assert_eq!(a.lookup(second).unwrap(), Some(labels.clone()), "round {round}");
+            a.release(second, "n2/b").unwrap();
+            assert!(a.lookup(second).unwrap().is_none());
+        }
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -182,7 +314,13 @@ mod tests {
                 let a = IdentityAllocator::new(s.clone());
                 std::thread::spawn(move || {
                     (0..20)
-                        .map(|i| (i, a.allocate(&[format!("k8s:set={}", (i + t) % 20)]).unwrap()))
+                        .map(|i| {
+                            (
+                                i,
+                                a.acquire(&[format!("k8s:set={}", (i + t) % 20)], &format!("n{t}/{i}"))
+                                    .unwrap(),
+                            )
+                        })
                         .collect::<Vec<_>>()
                 })
             })

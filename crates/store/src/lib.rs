@@ -51,11 +51,35 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// A condition of a transaction ([`Store::txn`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cmp {
+    /// The key does not exist.
+    Absent(String),
+    /// No key starts with the prefix.
+    PrefixEmpty(String),
+    /// The key exists and holds exactly these bytes.
+    ValueIs(String, Vec<u8>),
+}
+
+/// A write of a transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
 pub trait Store: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Puts only if the key is absent; false if it existed.
-    fn create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    fn create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.txn(&[Cmp::Absent(key.into())], &[Op::Put(key.into(), value.to_vec())])
+    }
+    /// Applies every op atomically if every condition holds; false (and
+    /// nothing written) otherwise. What identity references and pool
+    /// claims are built on: etcd's txn, a mutex in the local backend.
+    fn txn(&self, cmps: &[Cmp], ops: &[Op]) -> Result<bool, StoreError>;
     /// Deletes; false if the key did not exist.
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Every key under `prefix`, sorted by key.

@@ -1,7 +1,7 @@
 //! The local backend: embedded and file based, one file per key, for a
 //! single node without a cluster store.
 
-use crate::{Store, StoreError};
+use crate::{Cmp, Op, Store, StoreError};
 use std::{
     fs::{self, File},
     io::Write,
@@ -47,6 +47,7 @@ impl LocalStore {
         let lock = weft_ipam::lock::exclusive(&lock_path)
             .map_err(io(&lock_path))?
             .ok_or_else(|| StoreError::Locked { dir: dir.to_path_buf() })?;
+        Self::sweep(dir, true)?;
         Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(()), _lock: lock })
     }
 
@@ -63,6 +64,48 @@ impl LocalStore {
         f.write_all(value).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    /// Deletes a key's file and the directories it leaves empty, so the
+    /// store does not grow one directory per container ever seen.
+    fn remove(&self, key: &str) -> Result<bool, StoreError> {
+        let p = self.path(key)?;
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::Io { path: p, source: e }),
+        }
+        let mut dir = p.parent();
+        while let Some(d) = dir {
+            // Fails (and stops) at the first directory that is not empty.
+            if d == self.dir || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(true)
+    }
+
+    /// Removes what a crash in the middle of a write leaves: `.NAME.tmp`
+    /// files, and directories with nothing in them.
+    fn sweep(dir: &Path, top: bool) -> Result<bool, StoreError> {
+        let mut empty = true;
+        for e in fs::read_dir(dir).map_err(io(dir))? {
+            let e = e.map_err(io(dir))?;
+            let (p, name) = (e.path(), e.file_name().to_string_lossy().into_owned());
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                fs::remove_file(&p).map_err(io(&p))?;
+            } else if e.file_type().map_err(io(&p))?.is_dir() {
+                if Self::sweep(&p, false)? {
+                    fs::remove_dir(&p).map_err(io(&p))?;
+                } else {
+                    empty = false;
+                }
+            } else if !(top && name == ".lock") {
+                empty = false;
+            }
+        }
+        Ok(empty)
     }
 
     fn walk(&self, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
@@ -104,23 +147,34 @@ impl Store for LocalStore {
         self.write_file(&p, value)
     }
 
-    fn create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let p = self.path(key)?;
+    fn txn(&self, cmps: &[Cmp], ops: &[Op]) -> Result<bool, StoreError> {
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        if p.exists() {
-            return Ok(false);
+        for c in cmps {
+            let holds = match c {
+                Cmp::Absent(k) => !self.path(k)?.exists(),
+                Cmp::PrefixEmpty(p) => self.list(p)?.is_empty(),
+                Cmp::ValueIs(k, v) => self.get(k)?.as_deref() == Some(v.as_slice()),
+            };
+            if !holds {
+                return Ok(false);
+            }
         }
-        self.write_file(&p, value).map(|_| true)
+        // Not atomic across a crash: callers order their ops so that a
+        // prefix of them is a state they can collect (see identity.rs).
+        for op in ops {
+            match op {
+                Op::Put(k, v) => self.write_file(&self.path(k)?, v)?,
+                Op::Delete(k) => {
+                    self.remove(k)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let p = self.path(key)?;
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::Io { path: p, source: e }),
-        }
+        self.remove(key)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -177,6 +231,51 @@ mod tests {
         drop(s);
         let s = LocalStore::open(&d).unwrap();
         assert_eq!(s.list("endpoints/").unwrap().len(), 2, "persisted across reopen");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn deletes_leave_no_empty_directories_and_open_sweeps_crash_leftovers() {
+        let d = dir("sweep");
+        let s = LocalStore::open(&d).unwrap();
+        for i in 0..20 {
+            s.put(&format!("endpoints/n1/c{i}/eth0"), b"x").unwrap();
+            s.delete(&format!("endpoints/n1/c{i}/eth0")).unwrap();
+        }
+        s.put("keep/me", b"1").unwrap();
+        drop(s);
+        let names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "only .lock and keep/ are left: {names:?}");
+        // A write killed between create and rename leaves a temp file.
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        fs::write(d.join("a/b/.k.tmp"), b"half").unwrap();
+        fs::write(d.join("keep/.me.tmp"), b"half").unwrap();
+        let s = LocalStore::open(&d).unwrap();
+        assert!(!d.join("a").exists(), "temp file and its empty directories are gone");
+        assert!(!d.join("keep/.me.tmp").exists());
+        assert_eq!(s.get("keep/me").unwrap().unwrap(), b"1");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn txn_checks_every_condition_before_writing() {
+        let d = dir("txn");
+        let s = LocalStore::open(&d).unwrap();
+        s.put("a/x", b"1").unwrap();
+        let put = |k: &str| Op::Put(k.into(), b"v".to_vec());
+        assert!(!s.txn(&[Cmp::Absent("a/x".into())], &[put("b/1")]).unwrap());
+        assert!(!s.txn(&[Cmp::PrefixEmpty("a/".into())], &[put("b/1")]).unwrap());
+        assert!(!s.txn(&[Cmp::ValueIs("a/x".into(), b"2".to_vec())], &[put("b/1")]).unwrap());
+        assert_eq!(s.get("b/1").unwrap(), None, "a failed txn writes nothing");
+        assert!(
+            s.txn(
+                &[Cmp::ValueIs("a/x".into(), b"1".to_vec()), Cmp::PrefixEmpty("c/".into())],
+                &[put("b/1"), Op::Delete("a/x".into())]
+            )
+            .unwrap()
+        );
+        assert_eq!(s.get("b/1").unwrap().unwrap(), b"v");
+        assert_eq!(s.get("a/x").unwrap(), None);
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use weft_store::{EtcdStore, Store, StoreError, identity::IdentityAllocator};
+use weft_store::{Cmp, EtcdStore, Op, Store, StoreError, identity::IdentityAllocator};
 
 /// etcd in a throwaway namespace; the namespace, process and data go on drop.
 struct Etcd {
@@ -97,6 +97,45 @@ fn kv_semantics_match_the_local_backend() {
         assert!(s.delete("endpoints/n1/c1/eth0")?);
         assert!(!s.delete("endpoints/n1/c1/eth0")?);
         assert!(s.describe().starts_with("etcd:http://127.0.0.1:2379"));
+        // Transactions: what identity references are built on.
+        let put = |k: &str| Op::Put(k.into(), b"v".to_vec());
+        assert!(s.txn(&[Cmp::PrefixEmpty("refs/1/".into())], &[put("ids/1")])?, "empty prefix holds");
+        s.put("refs/1/n1/a", b"")?;
+        assert!(!s.txn(&[Cmp::PrefixEmpty("refs/1/".into())], &[Op::Delete("ids/1".into())])?);
+        assert!(s.txn(&[Cmp::PrefixEmpty("refs/10/".into())], &[])?, "refs/10/ is not under refs/1/");
+        assert!(!s.txn(&[Cmp::ValueIs("ids/1".into(), b"w".to_vec())], &[put("x")])?);
+        assert!(!s.txn(&[Cmp::ValueIs("ids/2".into(), b"v".to_vec())], &[put("x")])?, "absent is not equal");
+        assert_eq!(s.get("x")?, None, "failed txns write nothing");
+        assert!(s.txn(
+            &[Cmp::ValueIs("ids/1".into(), b"v".to_vec()), Cmp::Absent("x".into())],
+            &[put("x"), Op::Delete("refs/1/n1/a".into())]
+        )?);
+        assert_eq!(s.get("x")?.unwrap(), b"v");
+        assert!(s.txn(&[Cmp::PrefixEmpty("refs/1/".into())], &[Op::Delete("ids/1".into())])?);
+        assert_eq!(s.get("ids/1")?, None);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn identity_release_racing_acquires_on_another_node_never_frees_a_used_number() {
+    let etcd = Etcd::start("relrace");
+    etcd.run(|s| {
+        for round in 0..20 {
+            let labels = vec![format!("k8s:round={round}")];
+            let a = IdentityAllocator::new(s.clone());
+            let first = a.acquire(&labels, "n1/10.244.1.2")?;
+            let b = IdentityAllocator::new(Arc::new(EtcdStore::new("http://127.0.0.1:2379", "/weft-test/")?));
+            let l2 = labels.clone();
+            let h = std::thread::spawn(move || b.acquire(&l2, "n2/10.244.2.2"));
+            a.release(first, "n1/10.244.1.2")?;
+            let second = h.join().unwrap()?;
+            assert_eq!(a.lookup(second)?, Some(labels.clone()), "round {round}: n2's number exists");
+            assert_eq!(a.refs_of("n2/")?, vec![(second, "n2/10.244.2.2".to_string())]);
+            a.release(second, "n2/10.244.2.2")?;
+            assert_eq!(a.lookup(second)?, None);
+        }
         Ok(())
     })
     .unwrap();
@@ -146,8 +185,11 @@ fn two_agents_allocating_identities_never_collide() {
                                     let set = (i + agent * 7) % 15;
                                     (
                                         set,
-                                        a.allocate(&[format!("k8s:round={round}"), format!("k8s:set={set}")])
-                                            .unwrap(),
+                                        a.acquire(
+                                            &[format!("k8s:round={round}"), format!("k8s:set={set}")],
+                                            &format!("n{agent}/{i}"),
+                                        )
+                                        .unwrap(),
                                     )
                                 })
                                 .collect::<Vec<_>>()

@@ -5,7 +5,7 @@
 
 mod http;
 
-use crate::{Store, StoreError};
+use crate::{Cmp, Op, Store, StoreError};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -112,15 +112,35 @@ impl Store for EtcdStore {
         self.put_inner(key, value, 0)
     }
 
-    fn create(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let k = self.key_b64(key);
-        let r = self.call(
-            "/v3/kv/txn",
-            json!({
-                "compare": [{ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
-                "success": [{ "request_put": { "key": k, "value": http::b64(value) } }],
-            }),
-        )?;
+    fn txn(&self, cmps: &[Cmp], ops: &[Op]) -> Result<bool, StoreError> {
+        let compare: Vec<Value> = cmps
+            .iter()
+            .map(|c| match c {
+                Cmp::Absent(k) => {
+                    json!({ "key": self.key_b64(k), "target": "CREATE", "result": "EQUAL", "create_revision": "0" })
+                }
+                // Over a range, etcd requires the comparison of every key in
+                // it; an empty range compares as one absent key.
+                Cmp::PrefixEmpty(p) => {
+                    let full = self.full(p);
+                    json!({
+                        "key": http::b64(full.as_bytes()), "range_end": http::b64(&prefix_end(&full)),
+                        "target": "CREATE", "result": "EQUAL", "create_revision": "0",
+                    })
+                }
+                Cmp::ValueIs(k, v) => {
+                    json!({ "key": self.key_b64(k), "target": "VALUE", "result": "EQUAL", "value": http::b64(v) })
+                }
+            })
+            .collect();
+        let success: Vec<Value> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(k, v) => json!({ "request_put": { "key": self.key_b64(k), "value": http::b64(v) } }),
+                Op::Delete(k) => json!({ "request_delete_range": { "key": self.key_b64(k) } }),
+            })
+            .collect();
+        let r = self.call("/v3/kv/txn", json!({ "compare": compare, "success": success }))?;
         Ok(r["succeeded"].as_bool().unwrap_or(false))
     }
 
