@@ -424,7 +424,7 @@ mod tests {
     fn an_outage_gives_nodes_a_grace_period_and_a_node_never_drops_itself() {
         let (a, b) =
             (node("a", [198, 18, 0, 11], "10.244.0.0/24"), node("b", [198, 18, 0, 12], "10.244.1.0/24"));
-        let (s, grace, tick) = (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(1));
+        let (s, grace, tick) = (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(3));
         let t0 = Instant::now();
         let mut v = View::default();
         let names = |n: Vec<NodeRecord>| n.into_iter().map(|n| n.name).collect::<Vec<_>>();

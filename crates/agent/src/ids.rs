@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 /// (65536 entries) keeps room for the node's own addresses.
 pub const MAX_ENDPOINTS: usize = 65536 - 256;
 
+/// The free ids, so taking one is a lookup, not a search.
 #[derive(Debug)]
 pub struct EndpointIds {
-    used: BTreeSet<u16>,
-    /// Highest id handed out (1..=limit).
+    free: BTreeSet<u16>,
     limit: u16,
 }
 
@@ -23,30 +23,31 @@ impl Default for EndpointIds {
 
 impl EndpointIds {
     pub fn with_limit(limit: u16) -> Self {
-        Self { used: BTreeSet::new(), limit: limit.max(1) }
+        let limit = limit.max(1);
+        Self { free: (1..=limit).collect(), limit }
     }
 
     /// The first free id at or after `seed` (wrapping), or None when all
     /// are taken. Seeds come from the attachment so ids are stable.
     pub fn take(&mut self, seed: u16) -> Option<u16> {
-        let seed = seed.clamp(1, self.limit);
-        let free = |r: std::ops::RangeInclusive<u16>| r.into_iter().find(|id| !self.used.contains(id));
-        let id = free(seed..=self.limit).or_else(|| free(1..=seed))?;
-        self.used.insert(id);
+        let id = *self.free.range(seed.clamp(1, self.limit)..).next().or_else(|| self.free.first())?;
+        self.free.remove(&id);
         Some(id)
     }
 
     /// Marks an id found in persisted state; false if it was taken.
     pub fn claim(&mut self, id: u16) -> bool {
-        self.used.insert(id)
+        self.free.remove(&id)
     }
 
     pub fn free(&mut self, id: u16) {
-        self.used.remove(&id);
+        if (1..=self.limit).contains(&id) {
+            self.free.insert(id);
+        }
     }
 
     pub fn in_use(&self) -> usize {
-        self.used.len()
+        self.limit as usize - self.free.len()
     }
 }
 
