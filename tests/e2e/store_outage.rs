@@ -21,11 +21,18 @@ fn etcd_stopped_longer_than_the_lease_costs_no_cross_node_reply() {
     let lab = TestLab::up("stop", 2, 1);
     let ttl = lab.lab.lease_ttl;
     let target = lab.pod_ip("pod2-1");
-    lab.eventually(Duration::from_secs(10), "node1 to know pod2-1", || has_prefix(&lab, "node1", &target).is_some());
+    lab.eventually(Duration::from_secs(10), "node1 to know pod2-1", || {
+        has_prefix(&lab, "node1", &target).is_some()
+    });
     lab.ok("pod1-1", &["ping", "-c", "1", "-W", "2", &target]);
     let ping = weft_e2e::spawn_in_ns(&lab.netns_path("pod1-1"), {
         let t = target.clone();
-        move || std::process::Command::new("ping").args(["-c", "200", "-i", "0.1", "-W", "1", &t]).output().unwrap()
+        move || {
+            std::process::Command::new("ping")
+                .args(["-c", "200", "-i", "0.1", "-W", "1", &t])
+                .output()
+                .unwrap()
+        }
     });
     std::thread::sleep(Duration::from_secs(2));
     let etcd = lab.lab.etcd_pid.unwrap();
@@ -67,13 +74,17 @@ fn del_while_etcd_is_dead_is_finished_when_it_returns() {
     assert!(out.success, "{} {}", out.stdout, out.stderr);
     let ip = out.json().unwrap()["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_string();
     let doomed_id = lab.endpoints("node1").iter().find(|e| e.container_id == "doomed").unwrap().identity;
-    lab.eventually(Duration::from_secs(5), "node2 learns the pod", || has_prefix(&lab, "node2", &ip).is_some());
+    lab.eventually(Duration::from_secs(5), "node2 learns the pod", || {
+        has_prefix(&lab, "node2", &ip).is_some()
+    });
 
     weft_lab::lifecycle::kill_and_wait(lab.lab.etcd_pid.unwrap());
     let out = lab.cni("node1", "DEL", "doomed", &ns.path(), "1.1.0");
     assert!(out.success, "DEL is done on the node and owes the store: {} {}", out.stdout, out.stderr);
     assert!(lab.endpoints("node1").iter().any(|e| e.container_id == "doomed" && e.state == "deleting"));
-    assert_eq!(lab.status("node1").ipam_allocated, 2, "the address stays reserved while the store owes it");
+    let st = lab.status("node1");
+    assert_eq!(st.ipam_allocated, 2, "the address stays reserved while the store owes it");
+    assert_eq!(st.owed_removals, 1, "weft status says what is owed");
     let links = lab.ok("node1", &["ip", "-br", "link", "show"]);
     let lxc = links.lines().filter(|l| l.starts_with("lxc")).count();
     assert_eq!(lxc, 1, "only pod1-1's device is left: {links}");
@@ -89,21 +100,30 @@ fn del_while_etcd_is_dead_is_finished_when_it_returns() {
         lab.endpoints("node1").iter().all(|e| e.container_id != "doomed")
     });
     assert_eq!(lab.status("node1").ipam_allocated, 1);
-    lab.eventually(Duration::from_secs(5), "node2 to forget the dead pod", || has_prefix(&lab, "node2", &ip).is_none());
+    assert_eq!(lab.status("node1").owed_removals, 0);
+    lab.eventually(Duration::from_secs(5), "node2 to forget the dead pod", || {
+        has_prefix(&lab, "node2", &ip).is_none()
+    });
 
     // A new pod (another label set) may get the address now, and every
     // node gives it its own identity, never the dead pod's.
     label("extra", "newborn");
     let out = lab.cni("node1", "ADD", "newpod", &ns2.path(), "1.1.0");
     assert!(out.success, "{} {}", out.stdout, out.stderr);
-    let new_ip = out.json().unwrap()["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_string();
+    let new_ip =
+        out.json().unwrap()["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_string();
     let new_id = lab.endpoints("node1").iter().find(|e| e.container_id == "newpod").unwrap().identity;
     let labels_of = |id: u32| {
-        let idents: Vec<weft_api::IdentityView> = lab.client("node2").call_as(&Request::IdentityList).unwrap();
+        let idents: Vec<weft_api::IdentityView> =
+            lab.client("node2").call_as(&Request::IdentityList).unwrap();
         idents.into_iter().find(|i| i.id == id).map(|i| i.labels).unwrap_or_default()
     };
     // The number may be reused (it was released), but only for the new set.
-    assert!(labels_of(new_id).iter().any(|l| l.contains("newborn")), "{:?} (dead pod had {doomed_id})", labels_of(new_id));
+    assert!(
+        labels_of(new_id).iter().any(|l| l.contains("newborn")),
+        "{:?} (dead pod had {doomed_id})",
+        labels_of(new_id)
+    );
     lab.eventually(Duration::from_secs(5), "node2 to know the new pod", || {
         has_prefix(&lab, "node2", &new_ip) == Some(new_id)
     });

@@ -110,6 +110,9 @@ pub struct AgentConfig {
     /// A node that has not renewed its registration for this long is gone.
     pub lease_ttl: Duration,
     pub gateway_style: GatewayStyle,
+    /// Besides root, members of this group (gid) may use the local API: the
+    /// socket is then mode 0660 and owned by it (without one: 0600).
+    pub api_group: Option<u32>,
 }
 
 impl AgentConfig {

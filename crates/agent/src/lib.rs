@@ -29,6 +29,10 @@ pub use state::Agent;
 /// Starts the agent and serves until the process is killed. Everything the
 /// datapath needs lives in bpffs, so being killed at any moment is safe.
 pub fn run(cfg: AgentConfig) -> Result<(), String> {
+    // The node's state (journal, IPAM, local store) is the agent's alone,
+    // whatever umask it was started with. Set before any thread exists.
+    // SAFETY: umask(2) has no failure mode.
+    unsafe { libc::umask(0o077) };
     logger::init();
     let agent = state::Agent::start(cfg)?;
     server::serve(agent)

@@ -206,6 +206,10 @@ pub struct AgentStatus {
     pub ipam_capacity: usize,
     pub store: String,
     pub monitors: usize,
+    /// Pods removed from the node whose removal the store still owes
+    /// (their addresses stay reserved until it is done).
+    #[serde(default)]
+    pub owed_removals: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -93,6 +93,11 @@ struct AgentArgs {
     /// minus the encapsulation overhead).
     #[arg(long)]
     mtu: Option<u32>,
+    /// A group (name or number) whose members may use the agent's socket
+    /// besides root: the socket is then mode 0660 and owned by that group
+    /// (default: root only, mode 0600).
+    #[arg(long, value_parser = weft_agent::server::parse_group)]
+    api_group: Option<u32>,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -200,5 +205,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
         node_ip: a.node_ip,
         lease_ttl: std::time::Duration::from_secs(a.lease_ttl.max(2)),
         gateway_style: a.gateway,
+        api_group: a.api_group,
     })
 }

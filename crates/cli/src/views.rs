@@ -29,6 +29,12 @@ pub fn status(c: &Client, f: Format) -> R {
     println!("IPAM:          IPv4: {}/{} allocated from {}", s.ipam_allocated, s.ipam_capacity, s.pod_cidr);
     println!("Gateway:       {}", s.gateway);
     println!("Endpoints:     {}", s.endpoints);
+    if s.owed_removals > 0 {
+        println!(
+            "Warning:       {} deleted pods still wait for the store to forget them (addresses reserved; retried every second)",
+            s.owed_removals
+        );
+    }
     println!("Monitors:      {}", s.monitors);
     println!("Maps:");
     for m in s.maps {
