@@ -53,8 +53,6 @@ use weft_net::mac_string;
 
 /// Error code of a refused peer (not root, not in the API group).
 pub const FORBIDDEN: u32 = 107;
-/// The CNI spec's "try again later": the agent is busy or at a limit.
-pub const TRY_AGAIN: u32 = 11;
 
 /// The longest request line accepted.
 pub const MAX_REQUEST: usize = 1 << 20;
@@ -569,7 +567,7 @@ impl Server {
                             );
                         }
                         return Progress::Close(Some(ApiError::new(
-                            TRY_AGAIN,
+                            code::TRY_AGAIN,
                             "agent busy, try again",
                             "too many large requests are being received",
                         )));
@@ -615,7 +613,7 @@ impl Server {
                 answer_now(
                     &job.conn.stream,
                     ApiError::new(
-                        TRY_AGAIN,
+                        code::TRY_AGAIN,
                         "agent busy, try again",
                         format!("{QUEUE} requests are waiting"),
                     ),
@@ -679,7 +677,7 @@ impl Server {
             let max = self.limits.max_conns;
             let too_many = || {
                 ApiError::new(
-                    TRY_AGAIN,
+                    code::TRY_AGAIN,
                     "too many connections, try again",
                     format!("the agent serves at most {max} connections at once"),
                 )
@@ -838,7 +836,7 @@ fn start_monitor(agent: &Arc<Agent>, conn: Conn, debug: bool, monitors: &Arc<Ato
         reply(
             &conn.stream,
             Response::Error(ApiError::new(
-                TRY_AGAIN,
+                code::TRY_AGAIN,
                 "too many monitors, try again",
                 format!("at most {MAX_MONITORS} monitors run at once"),
             )),
