@@ -88,6 +88,20 @@ sleep 1
 run "$WEFT" lab restart "$LAB" node1
 wait $PING
 
+say "The agent dies in the middle of an ADD (WEFT_CRASH_AT=add:after-veth): the restart undoes it"
+CRASH_NS=weft-$LAB-crash
+ip netns add "$CRASH_NS"
+CONF='{"cniVersion":"1.1.0","name":"weft","type":"weft-cni","agentSocket":"/run/weft/lab/'$LAB'/node1/agent.sock"}'
+WEFT_CRASH_AT=add:after-veth run "$WEFT" lab restart "$LAB" node1
+printf '$ CNI_COMMAND=ADD CNI_CONTAINERID=crashme ... weft-cni   (the agent kills itself half-way)\n'
+in_lab node1 sh -c "echo '$CONF' | CNI_COMMAND=ADD CNI_CONTAINERID=crashme CNI_NETNS=/run/netns/$CRASH_NS CNI_IFNAME=eth0 CNI_PATH=/ $(dirname "$WEFT")/weft-cni" | sed 's/^/    /' || true
+run in_lab node1 ip -br link show type veth
+run "$WEFT" lab restart "$LAB" node1
+grep -E "cut short|no endpoint owns|reconciled" "/run/weft/lab/$LAB/node1/agent.log" | tail -3 | sed 's/^/    /'
+run in_lab node1 ip -br link show type veth
+run in_lab node1 "$WEFT" status
+ip netns del "$CRASH_NS"
+
 run "$WEFT" lab down "$LAB"
 
 say "A 3-node cluster on a real etcd, VXLAN between nodes (VNI = the sender's identity)"

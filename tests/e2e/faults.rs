@@ -111,6 +111,12 @@ fn a_crash_at_any_step_of_add_or_del_is_finished_or_undone_on_restart() {
         let cmd = if step.starts_with("add:") { "ADD" } else { "DEL" };
         let out = lab.cni("node1", cmd, &cid, &ns.path(), "1.1.0");
         assert!(!out.success, "{step}: the agent died, so {cmd} cannot have succeeded: {}", out.stdout);
+        assert_eq!(
+            out.json().unwrap()["code"],
+            11,
+            "{step}: the runtime is told to try again: {}",
+            out.stdout
+        );
         lab.wait_agent_dead("node1");
         lab.restart_agent_env("node1", &[]);
         lab.assert_consistent("node1");

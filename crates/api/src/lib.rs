@@ -261,6 +261,10 @@ pub enum ClientError {
     Api(ApiError),
     /// The agent answered something we cannot read.
     Protocol(String),
+    /// The connection ended before the answer (the agent died or was
+    /// restarted mid-request): what was asked may be half done, and the
+    /// agent finishes or undoes it when it comes back.
+    Interrupted(String),
 }
 
 impl fmt::Display for ClientError {
@@ -273,6 +277,7 @@ impl fmt::Display for ClientError {
             ),
             ClientError::Api(e) => write!(f, "{e}"),
             ClientError::Protocol(m) => write!(f, "unexpected answer from the agent: {m}"),
+            ClientError::Interrupted(m) => write!(f, "the agent did not answer: {m}"),
         }
     }
 }
@@ -314,9 +319,9 @@ impl Client {
         let mut line = String::new();
         BufReader::new(s)
             .read_line(&mut line)
-            .map_err(|e| ClientError::Protocol(format!("reading answer: {e}")))?;
+            .map_err(|e| ClientError::Interrupted(format!("reading the answer: {e}")))?;
         if line.is_empty() {
-            return Err(ClientError::Protocol("the agent closed the connection without answering".into()));
+            return Err(ClientError::Interrupted("the agent closed the connection without answering".into()));
         }
         match serde_json::from_str::<Response>(&line) {
             Ok(Response::Ok(v)) => Ok(v),

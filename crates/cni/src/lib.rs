@@ -137,6 +137,11 @@ fn agent_error(e: ClientError) -> CniError {
         ),
         ClientError::Api(a) => CniError::new(a.code, a.msg, a.details),
         ClientError::Protocol(m) => CniError::new(code::INTERNAL, "unexpected answer from the weft agent", m),
+        ClientError::Interrupted(m) => CniError::new(
+            code::TRY_AGAIN,
+            "the weft agent stopped before answering; try again",
+            format!("{m}: a restarted agent finishes or undoes what was half done"),
+        ),
     }
 }
 
