@@ -79,6 +79,9 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
 /// between taking the address and writing its intent).
 fn load(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
     let mut records = agent.journal.load()?;
+    if records.is_empty() {
+        records = migrate(agent)?;
+    }
     let mut inner = agent.lock();
     for rec in &records {
         if !inner.ids.claim(rec.id) {
@@ -130,6 +133,33 @@ fn load(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
         records.push(rec);
     }
     Ok(records)
+}
+
+/// Agents before the journal kept their pods only in the store, under
+/// `endpoints/<node>/<container>/<ifname>`: such records become ready
+/// journal entries (and are published anew under the address), so an
+/// upgrade keeps every running pod.
+fn migrate(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
+    let old: Vec<(String, EndpointRecord)> =
+        weft_store::list_json(agent.store.as_ref(), &agent.endpoints_prefix())
+            .map_err(|e| format!("reading endpoints of an earlier agent from the store: {e}"))?
+            .into_iter()
+            .filter(|(k, _)| k.split('/').count() == 4)
+            .collect();
+    let mut out = Vec::new();
+    for (key, mut rec) in old {
+        rec.phase = Phase::Ready;
+        // Earlier agents kept no identity references: take this pod's.
+        rec.identity = agent
+            .identities
+            .acquire(&rec.labels, &agent.identity_holder(rec.ip))
+            .map_err(|e| format!("taking the identity of {} over: {e}", rec.ip))?;
+        agent.journal.write(&rec)?;
+        agent.store.delete(&key).map_err(|e| e.to_string())?;
+        log::info!("endpoint {} ({}): taken over from an earlier agent's store record", rec.id, rec.ip);
+        out.push(rec);
+    }
+    Ok(out)
 }
 
 /// A ready pod: its maps, link and identity as they should be.
