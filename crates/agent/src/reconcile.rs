@@ -260,11 +260,12 @@ pub fn sync_store(agent: &Agent) -> Result<(), String> {
     {
         // Under the lock: an ADD takes its address before its reference.
         let inner = agent.lock();
+        let held: HashSet<Ipv4Addr> = inner.ipam.allocations().into_iter().map(|(a, _)| a).collect();
         for (id, holder) in
             agent.identities.refs_of(&format!("{}/", agent.cfg.node_name)).map_err(|e| e.to_string())?
         {
             let ip = holder.rsplit('/').next().and_then(|s| s.parse::<Ipv4Addr>().ok());
-            if ip.is_none_or(|ip| inner.ipam.allocations().iter().all(|(a, _)| *a != ip)) {
+            if ip.is_none_or(|ip| !held.contains(&ip)) {
                 log::info!("dropping identity {id}'s reference by {holder}: no pod holds that address");
                 agent.identities.release(id, &holder).map_err(|e| e.to_string())?;
             }
