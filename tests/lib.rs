@@ -226,11 +226,7 @@ impl TestLab {
     /// crash point).
     pub fn wait_agent_dead(&self, node: &str) {
         let pid = self.lab.node(node).unwrap().pid;
-        self.eventually(Duration::from_secs(10), "the agent to die", || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-                .unwrap_or(true)
-        });
+        self.eventually(Duration::from_secs(10), "the agent to die", || weft_lab::lifecycle::is_gone(pid));
     }
 
     /// Every address the node holds has exactly one record, device (with
@@ -273,16 +269,17 @@ impl TestLab {
             .collect();
         assert_eq!(lxc, devs, "{node}: one lxc device per endpoint, none without one");
 
-        let pins: BTreeSet<String> = std::fs::read_dir(n.bpffs.join("v3").join("links"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        e.file_name().to_string_lossy().strip_suffix("_ingress").map(str::to_string)
-                    })
-                    .filter(|d| d.starts_with("lxc"))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let pins: BTreeSet<String> =
+            std::fs::read_dir(weft_datapath::loader::pin_dir(&n.bpffs).join("links"))
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| {
+                            e.file_name().to_string_lossy().strip_suffix("_ingress").map(str::to_string)
+                        })
+                        .filter(|d| d.starts_with("lxc"))
+                        .collect()
+                })
+                .unwrap_or_default();
         assert_eq!(pins, devs, "{node}: from-container attached to every pod device, and only those");
 
         let bpf: Vec<weft_api::BpfEndpointView> =

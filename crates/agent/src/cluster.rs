@@ -124,7 +124,7 @@ pub fn start_registration(agent: Arc<Agent>) -> Result<(), String> {
                         log::warn!(
                             "registration lease expired (the store was unreachable?); registering again"
                         );
-                        agent.view().outage(Instant::now());
+                        agent.view().outage();
                     }
                     Err(e) => {
                         if !failing {
@@ -196,10 +196,9 @@ impl View {
 
     /// Something (a failed read, our own expired lease) says the store was
     /// out: leases may all expire when it returns.
-    pub fn outage(&mut self, now: Instant) {
+    pub fn outage(&mut self) {
         self.store_down = true;
         self.grace_until = None;
-        self.last_ok = Some(now);
     }
 
     /// Takes the nodes the store lists and returns those to program: the

@@ -209,7 +209,7 @@ impl Agent {
 /// addresses would run out of endpoint ids (and map entries) before it runs
 /// out of addresses, so it is refused up front.
 fn check_capacity(cidr: Cidr) -> Result<(), String> {
-    let addresses = cidr.size().saturating_sub(3) as usize;
+    let addresses = Ipam::capacity_of(cidr);
     if addresses > ids::MAX_ENDPOINTS {
         return Err(format!(
             "pod CIDR {cidr} has {addresses} pod addresses, more than the {} endpoints a node can hold (16-bit endpoint ids, map sizes); give the node a /17 or smaller",

@@ -134,7 +134,12 @@ impl Ipam {
     }
 
     pub fn capacity(&self) -> usize {
-        (self.state.cidr.size() - 3) as usize
+        Self::capacity_of(self.state.cidr)
+    }
+
+    /// Pod addresses of a CIDR: all but the network, broadcast and gateway.
+    pub fn capacity_of(cidr: Cidr) -> usize {
+        cidr.size().saturating_sub(3) as usize
     }
 
     pub fn in_use(&self) -> usize {

@@ -388,7 +388,7 @@ pub fn kill_and_wait(pid: u32) {
 }
 
 /// Whether the process has exited (gone, or a zombie nobody reaped yet).
-fn is_gone(pid: u32) -> bool {
+pub fn is_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(true)
