@@ -303,29 +303,25 @@ pub fn sync_once(agent: &Agent) -> Result<(), String> {
     if agent.mode == Mode::Native {
         sync_routes(agent, &nodes)?;
     }
-    let mut inner = agent.lock();
     endpoints.extend(
-        inner
+        agent
+            .pods()
             .endpoints
             .values()
             .filter(|r| r.phase != crate::journal::Phase::Deleting && r.identity != 0)
             .map(|r| (me.clone(), r.clone())),
     );
     let desired = desired_ipcache(&me, &nodes, &endpoints);
-    let current: BTreeMap<(Ipv4Addr, u8), IpcacheInfo> = inner
-        .dp
-        .list_ipcache()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(ip, p, v)| ((ip, p), v))
-        .collect();
+    let mut dp = agent.dp();
+    let current: BTreeMap<(Ipv4Addr, u8), IpcacheInfo> =
+        dp.list_ipcache().map_err(|e| e.to_string())?.into_iter().map(|(ip, p, v)| ((ip, p), v)).collect();
     for (k, v) in &desired {
         if current.get(k) != Some(v) {
-            inner.dp.put_ipcache(k.0, k.1, *v).map_err(|e| e.to_string())?;
+            dp.put_ipcache(k.0, k.1, *v).map_err(|e| e.to_string())?;
         }
     }
     for k in current.keys().filter(|k| !desired.contains_key(k)) {
-        inner.dp.del_ipcache(k.0, k.1);
+        dp.del_ipcache(k.0, k.1);
     }
     Ok(())
 }

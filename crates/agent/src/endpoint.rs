@@ -13,11 +13,14 @@ use crate::journal::Phase;
 use crate::{
     faults, names,
     node::device_sysctls,
-    state::{Agent, AttachmentKey, EndpointRecord, Inner},
+    state::{Agent, AttachmentKey, EndpointRecord},
 };
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 use weft_api::{AddRequest, AddResult, ApiError, Attachment, CheckRequest, DelRequest, code};
-use weft_datapath::maps::{EndpointInfo, LxcInfo, ip_to_be};
+use weft_datapath::{
+    Datapath,
+    maps::{EndpointInfo, LxcInfo, ip_to_be},
+};
 use weft_ipam::Owner;
 use weft_net::{ip, mac_string, netns};
 use weft_store::identity;
@@ -112,7 +115,7 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
     validate(&req)?;
     let key = (req.container_id.clone(), req.ifname.clone());
     let _one_at_a_time = agent.attachments.lock(&key);
-    let existing = agent.lock().endpoints.get(&key).cloned();
+    let existing = agent.pods().endpoints.get(&key).cloned();
     if let Some(rec) = existing {
         match rec.phase {
             Phase::Ready if rec.netns == req.netns => return Ok(rec.result(agent.pod_gateway())),
@@ -165,7 +168,7 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
 /// Under the lock: an address and an endpoint id, and the attachment's
 /// entry (phase adding) so everything else sees the address as taken.
 fn reserve(agent: &Agent, req: &AddRequest, labels: Vec<String>) -> Result<EndpointRecord, ApiError> {
-    let mut inner = agent.lock();
+    let mut inner = agent.pods();
     let owner = Owner {
         container_id: req.container_id.clone(),
         ifname: req.ifname.clone(),
@@ -238,7 +241,7 @@ fn journal(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
         .journal
         .write(rec)
         .map_err(|e| ApiError::new(code::INTERNAL, "writing the endpoint journal failed", e))?;
-    agent.lock().endpoints.insert(rec.key(), rec.clone());
+    agent.pods().endpoints.insert(rec.key(), rec.clone());
     Ok(())
 }
 
@@ -277,7 +280,7 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
     let ifindex = weft_net::ifindex(&rec.host_ifname)
         .ok_or_else(|| dev_err(format!("{} vanished", rec.host_ifname)))?;
     // The datapath must be in place before the pod's first ARP.
-    program_datapath(&mut agent.lock(), rec, ifindex)?;
+    program_datapath(&mut agent.dp(), rec, ifindex)?;
     faults::point("add:after-datapath");
     ip::run(&["link", "set", &rec.host_ifname, "up"]).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
@@ -311,18 +314,18 @@ fn dp_err(what: impl std::fmt::Display) -> ApiError {
 }
 
 /// Endpoint and lxc map entries, and from-container on the lxc ingress.
-pub fn program_datapath(inner: &mut Inner, rec: &EndpointRecord, ifindex: u32) -> Result<(), ApiError> {
-    inner.dp.put_endpoint(rec.ip, rec.bpf_value(ifindex)).map_err(dp_err)?;
-    inner.dp.put_lxc(ifindex, LxcInfo { ip4: ip_to_be(rec.ip), ep_id: rec.id, pad: 0 }).map_err(dp_err)?;
-    inner.dp.attach_lxc(&rec.host_ifname).map_err(dp_err)
+pub fn program_datapath(dp: &mut Datapath, rec: &EndpointRecord, ifindex: u32) -> Result<(), ApiError> {
+    dp.put_endpoint(rec.ip, rec.bpf_value(ifindex)).map_err(dp_err)?;
+    dp.put_lxc(ifindex, LxcInfo { ip4: ip_to_be(rec.ip), ep_id: rec.id, pad: 0 }).map_err(dp_err)?;
+    dp.attach_lxc(&rec.host_ifname).map_err(dp_err)
 }
 
 /// Removes the attachment's program and map entries (only entries that are
 /// still its own).
-fn unprogram(inner: &mut Inner, rec: &EndpointRecord) {
-    inner.dp.detach(&rec.host_ifname);
+fn unprogram(dp: &mut Datapath, rec: &EndpointRecord) {
+    dp.detach(&rec.host_ifname);
     let ours = |v: &LxcInfo| v.ep_id == rec.id && v.ip4 == ip_to_be(rec.ip);
-    if let Ok(mut lxc) = inner.dp.lxc() {
+    if let Ok(mut lxc) = dp.lxc() {
         let keys: Vec<u32> = match weft_net::ifindex(&rec.host_ifname) {
             Some(i) => vec![i],
             None => lxc.keys().filter_map(|k| k.ok()).collect(),
@@ -334,11 +337,11 @@ fn unprogram(inner: &mut Inner, rec: &EndpointRecord) {
         }
     }
     let key = weft_datapath::maps::EndpointKey::new(rec.ip);
-    if let Ok(Some(info)) = inner.dp.endpoints().map(|m| m.get(&key, 0).ok())
+    if let Ok(Some(info)) = dp.endpoints().map(|m| m.get(&key, 0).ok())
         && info.ep_id == rec.id
         && info.flags & weft_datapath::maps::ENDPOINT_F_HOST == 0
     {
-        inner.dp.del_endpoint(rec.ip);
+        dp.del_endpoint(rec.ip);
     }
 }
 
@@ -370,7 +373,7 @@ pub fn teardown(agent: &Agent, mut rec: EndpointRecord) -> Result<(), Unfinished
         journal(agent, &rec).map_err(|e| Unfinished::Local(e.to_string()))?;
     }
     faults::point("del:after-journal");
-    unprogram(&mut agent.lock(), &rec);
+    unprogram(&mut agent.dp(), &rec);
     faults::point("del:after-datapath");
     ip::link_delete(&rec.host_ifname)
         .map_err(|e| Unfinished::Local(format!("deleting {}: {e}", rec.host_ifname)))?;
@@ -404,7 +407,7 @@ fn unpublish(agent: &Agent, rec: &EndpointRecord) -> Result<(), weft_store::Stor
 /// Last: the journal entry, the address and the id. Under the lock, so no
 /// ADD can take the address between the journal and IPAM.
 fn forget(agent: &Agent, rec: &EndpointRecord) -> Result<(), String> {
-    let mut inner = agent.lock();
+    let mut inner = agent.pods();
     agent.journal.remove(rec.ip)?;
     if inner.endpoints.get(&rec.key()).is_some_and(|r| r.ip == rec.ip) {
         inner.endpoints.remove(&rec.key());
@@ -424,7 +427,7 @@ pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
     weft_api::validate::ifname(&req.ifname).map_err(bad)?;
     let key = (req.container_id.clone(), req.ifname.clone());
     let _one_at_a_time = agent.attachments.lock(&key);
-    let rec = agent.lock().endpoints.get(&key).cloned();
+    let rec = agent.pods().endpoints.get(&key).cloned();
     let Some(rec) = rec else {
         // Nothing known; a device of this name can only be ours to remove.
         return ip::link_delete(&names::host_ifname(&req.container_id, &req.ifname))
@@ -447,8 +450,8 @@ pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
 }
 
 pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
-    let mut inner = agent.lock();
-    let rec = inner
+    let rec = agent
+        .pods()
         .endpoints
         .get(&(req.container_id.clone(), req.ifname.clone()))
         .filter(|r| r.phase == Phase::Ready)
@@ -472,10 +475,11 @@ pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
     let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
         return fail(format!("host device {} is missing", rec.host_ifname));
     };
-    if !inner.dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress) {
+    let mut dp = agent.dp();
+    if !dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress) {
         return fail(format!("from-container is not attached to {}", rec.host_ifname));
     }
-    match inner.dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok()) {
+    match dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok()) {
         Ok(Some(v)) if v == rec.bpf_value(ifindex) => Ok(()),
         _ => fail(format!("endpoint map entry for {} is missing or stale", rec.ip)),
     }
@@ -485,7 +489,7 @@ pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
 pub fn gc(agent: &Agent, network: &str, valid: &[Attachment]) -> Vec<Attachment> {
     let valid: std::collections::HashSet<_> = valid.iter().cloned().collect();
     let stale: Vec<EndpointRecord> = agent
-        .lock()
+        .pods()
         .endpoints
         .values()
         .filter(|r| r.network == network && r.phase == Phase::Ready)

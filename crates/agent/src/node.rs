@@ -46,25 +46,20 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
     let vxlan_ifindex = if agent.cluster && agent.mode == Mode::Vxlan { setup_vxlan(agent)? } else { 0 };
     let underlay_ifindex = weft_net::ifindex(&agent.underlay_dev).unwrap_or(0);
 
-    let mut inner = agent.lock();
-    inner.dp.attach_host(HOST_DEV).map_err(|e| format!("datapath: {e}"))?;
+    let mut dp = agent.dp();
+    dp.attach_host(HOST_DEV).map_err(|e| format!("datapath: {e}"))?;
     if vxlan_ifindex != 0 {
-        inner.dp.attach_overlay(VXLAN_DEV).map_err(|e| format!("datapath: {e}"))?;
+        dp.attach_overlay(VXLAN_DEV).map_err(|e| format!("datapath: {e}"))?;
     }
     // IP-in-IP and native packets arrive on the underlay device itself.
     if agent.cluster && agent.mode != Mode::Vxlan {
-        inner.dp.attach_netdev(&agent.underlay_dev).map_err(|e| format!("datapath: {e}"))?;
+        dp.attach_netdev(&agent.underlay_dev).map_err(|e| format!("datapath: {e}"))?;
     }
     for addr in host_addresses(gw)? {
-        inner
-            .dp
-            .put_endpoint(
-                addr,
-                EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() },
-            )
+        dp.put_endpoint(addr, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
             .map_err(|e| format!("datapath: {e}"))?;
     }
-    let flags = inner.dp.config().map(|c| c.flags).unwrap_or(0);
+    let flags = dp.config().map(|c| c.flags).unwrap_or(0);
     let cfg = WeftConfig {
         flags,
         node_ip4: ip_to_be(agent.node_ip),
@@ -75,7 +70,7 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         path_mtu: path_mtu(agent),
         pad: 0,
     };
-    inner.dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
+    dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
     Ok(())
 }
 

@@ -82,7 +82,7 @@ fn load(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
     if records.is_empty() {
         records = migrate(agent)?;
     }
-    let mut inner = agent.lock();
+    let mut inner = agent.pods();
     for rec in &records {
         if !inner.ids.claim(rec.id) {
             return Err(format!(
@@ -164,7 +164,7 @@ fn migrate(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
 
 /// A ready pod: its maps, link and identity as they should be.
 fn adopt(agent: &Agent, rec: &EndpointRecord, report: &mut Report) {
-    let mut inner = agent.lock();
+    let mut dp = agent.dp();
     let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
         log::warn!(
             "endpoint {}: device {} is missing; the pod has no network until it is re-added",
@@ -174,17 +174,17 @@ fn adopt(agent: &Agent, rec: &EndpointRecord, report: &mut Report) {
         return;
     };
     let current =
-        inner.dp.endpoints().ok().and_then(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok());
-    let attached = inner.dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress);
+        dp.endpoints().ok().and_then(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok());
+    let attached = dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress);
     if current == Some(rec.bpf_value(ifindex)) && attached {
         // Swap the program in the pinned link (atomic) so the restarted
         // agent's datapath is the one running; maps stay untouched.
-        if let Err(e) = inner.dp.attach_lxc(&rec.host_ifname) {
+        if let Err(e) = dp.attach_lxc(&rec.host_ifname) {
             log::warn!("endpoint {}: {e}", rec.id);
         }
         report.adopted += 1;
     } else {
-        if let Err(e) = endpoint::program_datapath(&mut inner, rec, ifindex) {
+        if let Err(e) = endpoint::program_datapath(&mut dp, rec, ifindex) {
             log::warn!("endpoint {}: {e}", rec.id);
         }
         report.repaired += 1;
@@ -195,11 +195,12 @@ fn adopt(agent: &Agent, rec: &EndpointRecord, report: &mut Report) {
 /// entries, and lxc devices (one without its program would pass any
 /// packet a pod sends — spoofed sources included).
 fn sweep(agent: &Agent) {
-    let mut inner = agent.lock();
-    let owned: HashSet<String> = inner.endpoints.values().map(|r| r.host_ifname.clone()).collect();
-    for dev in inner.dp.attached_devices() {
+    let pods = agent.pods();
+    let mut dp = agent.dp();
+    let owned: HashSet<String> = pods.endpoints.values().map(|r| r.host_ifname.clone()).collect();
+    for dev in dp.attached_devices() {
         if names::is_pod_device(&dev) && !owned.contains(&dev) {
-            inner.dp.detach(&dev);
+            dp.detach(&dev);
         }
     }
     for dev in weft_net::link_names() {
@@ -210,16 +211,16 @@ fn sweep(agent: &Agent) {
             }
         }
     }
-    let ips: HashSet<_> = inner.endpoints.values().map(|r| r.ip).collect();
-    if let Ok(list) = inner.dp.list_endpoints() {
+    let ips: HashSet<_> = pods.endpoints.values().map(|r| r.ip).collect();
+    if let Ok(list) = dp.list_endpoints() {
         for (addr, v) in list {
             if v.flags & weft_datapath::maps::ENDPOINT_F_HOST == 0 && !ips.contains(&addr) {
-                inner.dp.del_endpoint(addr);
+                dp.del_endpoint(addr);
             }
         }
     }
     let ifindexes: HashSet<u32> = owned.iter().filter_map(|d| weft_net::ifindex(d)).collect();
-    if let Ok(mut lxc) = inner.dp.lxc() {
+    if let Ok(mut lxc) = dp.lxc() {
         let stale: Vec<u32> = lxc.keys().filter_map(|k| k.ok()).filter(|k| !ifindexes.contains(k)).collect();
         for k in stale {
             let _ = lxc.remove(&k);
@@ -235,7 +236,7 @@ pub fn sync_store(agent: &Agent) -> Result<(), String> {
     let store = agent.store.as_ref();
     let published = store.list(&agent.endpoints_prefix()).map_err(|e| e.to_string())?;
     let (ready, known): (Vec<EndpointRecord>, HashSet<Ipv4Addr>) = {
-        let inner = agent.lock();
+        let inner = agent.pods();
         (
             inner.endpoints.values().filter(|r| r.phase == Phase::Ready).cloned().collect(),
             inner.endpoints.values().map(|r| r.ip).collect(),
@@ -259,7 +260,7 @@ pub fn sync_store(agent: &Agent) -> Result<(), String> {
     }
     {
         // Under the lock: an ADD takes its address before its reference.
-        let inner = agent.lock();
+        let inner = agent.pods();
         let held: HashSet<Ipv4Addr> = inner.ipam.allocations().into_iter().map(|(a, _)| a).collect();
         for (id, holder) in
             agent.identities.refs_of(&format!("{}/", agent.cfg.node_name)).map_err(|e| e.to_string())?
@@ -304,12 +305,12 @@ pub fn start_repair(agent: Arc<Agent>) {
 
 pub fn repair_once(agent: &Agent) -> Result<(), String> {
     let owed: Vec<EndpointRecord> =
-        agent.lock().endpoints.values().filter(|r| r.phase == Phase::Deleting).cloned().collect();
+        agent.pods().endpoints.values().filter(|r| r.phase == Phase::Deleting).cloned().collect();
     for rec in owed {
         let _one_at_a_time = agent.attachments.lock(&rec.key());
         // Re-read: a DEL or ADD may have finished it meanwhile.
         let Some(rec) =
-            agent.lock().endpoints.get(&rec.key()).filter(|r| r.phase == Phase::Deleting).cloned()
+            agent.pods().endpoints.get(&rec.key()).filter(|r| r.phase == Phase::Deleting).cloned()
         else {
             continue;
         };
@@ -326,5 +327,5 @@ pub fn repair_once(agent: &Agent) -> Result<(), String> {
 
 /// Attachments that still owe the store their removal.
 pub fn owed(agent: &Agent) -> usize {
-    agent.lock().endpoints.values().filter(|r| r.phase == Phase::Deleting).count()
+    agent.pods().endpoints.values().filter(|r| r.phase == Phase::Deleting).count()
 }

@@ -903,7 +903,7 @@ fn reply(stream: &UnixStream, resp: Response) {
 
 /// CNI STATUS: the node can serve ADD when it has free addresses.
 fn cni_status(agent: &Agent) -> Result<(), ApiError> {
-    let inner = agent.lock();
+    let inner = agent.pods();
     if inner.ipam.in_use() >= inner.ipam.capacity() {
         return Err(ApiError::new(
             code::NOT_READY,
@@ -915,10 +915,9 @@ fn cni_status(agent: &Agent) -> Result<(), ApiError> {
 }
 
 fn endpoints(agent: &Agent) -> Vec<EndpointView> {
-    let inner = agent.lock();
-    inner
-        .endpoints
-        .values()
+    let records: Vec<_> = agent.pods().endpoints.values().cloned().collect();
+    records
+        .iter()
         .map(|r| EndpointView {
             id: r.id,
             identity: r.identity,
@@ -940,9 +939,8 @@ fn endpoints(agent: &Agent) -> Vec<EndpointView> {
 }
 
 fn bpf_endpoints(agent: &Agent) -> Result<Vec<BpfEndpointView>, ApiError> {
-    let mut inner = agent.lock();
-    let list = inner
-        .dp
+    let list = agent
+        .dp()
         .list_endpoints()
         .map_err(|e| ApiError::new(code::DATAPATH, "reading weft_endpoints failed", e.to_string()))?;
     Ok(list
@@ -979,8 +977,7 @@ fn nodes(agent: &Agent) -> Result<Vec<NodeView>, ApiError> {
 
 fn ipcache(agent: &Agent) -> Result<Vec<IpcacheView>, ApiError> {
     let list = agent
-        .lock()
-        .dp
+        .dp()
         .list_ipcache()
         .map_err(|e| ApiError::new(code::DATAPATH, "reading weft_ipcache failed", e.to_string()))?;
     Ok(list
@@ -999,7 +996,7 @@ fn identities(agent: &Agent) -> Result<Vec<IdentityView>, ApiError> {
         .identities
         .list()
         .map_err(|e| ApiError::new(code::INTERNAL, "reading identities failed", e.to_string()))?;
-    let inner = agent.lock();
+    let inner = agent.pods();
     Ok(list
         .into_iter()
         .map(|(id, labels)| IdentityView {
@@ -1014,11 +1011,15 @@ fn identities(agent: &Agent) -> Result<Vec<IdentityView>, ApiError> {
 fn status(agent: &Agent) -> AgentStatus {
     let monitors = agent.monitor.count();
     let owed_removals = crate::reconcile::owed(agent);
-    let mut inner = agent.lock();
-    let attached = inner.dp.is_attached(crate::node::HOST_DEV, weft_datapath::Hook::Egress);
-    let eps = inner.dp.list_endpoints().map(|l| l.len()).unwrap_or(0);
-    let lxc = inner.dp.lxc().map(|m| m.keys().count()).unwrap_or(0);
-    let ipc = inner.dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
+    let (endpoints, ipam_allocated, ipam_capacity) = {
+        let pods = agent.pods();
+        (pods.endpoints.len(), pods.ipam.in_use(), pods.ipam.capacity())
+    };
+    let mut dp = agent.dp();
+    let attached = dp.is_attached(crate::node::HOST_DEV, weft_datapath::Hook::Egress);
+    let eps = dp.list_endpoints().map(|l| l.len()).unwrap_or(0);
+    let lxc = dp.lxc().map(|m| m.keys().count()).unwrap_or(0);
+    let ipc = dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
     AgentStatus {
         node: agent.cfg.node_name.clone(),
         node_ip: agent.node_ip,
@@ -1027,16 +1028,16 @@ fn status(agent: &Agent) -> AgentStatus {
         pod_cidr: agent.pod_cidr.to_string(),
         gateway: agent.gateway,
         datapath_attached: attached,
-        adopted_pins: inner.dp.adopted(),
-        pin_dir: inner.dp.dir().display().to_string(),
+        adopted_pins: dp.adopted(),
+        pin_dir: dp.dir().display().to_string(),
         maps: vec![
             MapStatus { name: "weft_endpoints".into(), entries: eps, max_entries: 65536 },
             MapStatus { name: "weft_lxc".into(), entries: lxc, max_entries: 65536 },
             MapStatus { name: "weft_ipcache".into(), entries: ipc, max_entries: 65536 },
         ],
-        endpoints: inner.endpoints.len(),
-        ipam_allocated: inner.ipam.in_use(),
-        ipam_capacity: inner.ipam.capacity(),
+        endpoints,
+        ipam_allocated,
+        ipam_capacity,
         store: agent.store.describe(),
         monitors,
         owed_removals,

@@ -48,11 +48,11 @@ pub struct EndpointRecord {
 
 pub type AttachmentKey = (String, String);
 
-/// What only one thread at a time may touch: IPAM, the datapath maps and the
-/// endpoint table. ADDs of different pods run their device setup outside it.
-pub struct Inner {
+/// Who holds which address: IPAM, endpoint ids and the endpoint table
+/// change together (an address is never held without an entry), under one
+/// short lock that is never held across a syscall other than IPAM's write.
+pub struct Pods {
     pub ipam: Ipam,
-    pub dp: Datapath,
     /// Every attachment in any phase (ADDs in flight and DELs that still
     /// owe the store included): what holds an address holds an entry.
     pub endpoints: BTreeMap<AttachmentKey, EndpointRecord>,
@@ -81,7 +81,10 @@ pub struct Agent {
     pub store_sync_pending: std::sync::atomic::AtomicBool,
     pub identities: IdentityAllocator,
     pub monitor: Monitor,
-    inner: Mutex<Inner>,
+    /// Lock order: `pods` before `dp` where a caller needs both.
+    pods: Mutex<Pods>,
+    /// The loaded datapath: map updates and attaches (microseconds each).
+    dp: Mutex<Datapath>,
 }
 
 impl Agent {
@@ -125,7 +128,8 @@ impl Agent {
             attachments: AttachmentLocks::default(),
             store_sync_pending: Default::default(),
             monitor: Monitor::default(),
-            inner: Mutex::new(Inner { ipam, dp, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
+            pods: Mutex::new(Pods { ipam, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
+            dp: Mutex::new(dp),
             cfg,
         });
         node::setup(&agent)?;
@@ -168,10 +172,16 @@ impl Agent {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The single-writer lock. A panic while holding it would leave the
-    /// process unusable anyway, so a poisoned lock is taken over as is.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The address book (IPAM, ids, endpoint table). A panic while holding
+    /// a lock would leave the process unusable anyway, so a poisoned lock
+    /// is taken over as is.
+    pub fn pods(&self) -> MutexGuard<'_, Pods> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The datapath (maps, program attachments).
+    pub fn dp(&self) -> MutexGuard<'_, Datapath> {
+        self.dp.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where the endpoint is published for the other nodes.
@@ -191,11 +201,11 @@ impl Agent {
     /// Recomputes the monitor flags in the datapath's config map.
     pub fn sync_monitor_flags(&self) {
         let flags = self.monitor.datapath_flags();
-        let mut inner = self.lock();
-        match inner.dp.config() {
+        let mut dp = self.dp();
+        match dp.config() {
             Ok(mut c) if c.flags != flags => {
                 c.flags = flags;
-                if let Err(e) = inner.dp.set_config(c) {
+                if let Err(e) = dp.set_config(c) {
                     log::warn!("cannot update datapath config: {e}");
                 }
             }
