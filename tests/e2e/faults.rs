@@ -205,6 +205,7 @@ fn failed_adds_keep_no_identity_and_names_are_checked_first() {
             namespace: "default".into(),
             name: "leaky".into(),
             labels,
+            remove: vec![],
         }))
         .unwrap();
     // The veth cannot be made: the pod already has the interface name.

@@ -65,7 +65,12 @@ fn del_while_etcd_is_dead_is_finished_when_it_returns() {
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("app".to_string(), app.to_string());
         client
-            .call(&Request::PodLabels(PodLabels { namespace: "default".into(), name: name.into(), labels }))
+            .call(&Request::PodLabels(PodLabels {
+                namespace: "default".into(),
+                name: name.into(),
+                labels,
+                remove: vec![],
+            }))
             .unwrap();
     };
     label("extra", "doomed");

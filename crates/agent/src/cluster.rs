@@ -152,7 +152,8 @@ pub fn start_registration(agent: Arc<Agent>) -> Result<(), String> {
 
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Keeps the ipcache in step with the store, once a second.
+/// Keeps the ipcache in step with the store, once a second and whenever
+/// this node's pods change.
 pub fn start_sync(agent: Arc<Agent>) {
     std::thread::Builder::new()
         .name("weft-ipcache".into())
@@ -161,10 +162,37 @@ pub fn start_sync(agent: Arc<Agent>) {
                 if let Err(e) = sync_once(&agent) {
                     log::warn!("ipcache sync: {e}");
                 }
-                std::thread::sleep(SYNC_INTERVAL);
+                agent.local_changes.wait(SYNC_INTERVAL);
             }
         })
         .expect("spawn ipcache sync");
+}
+
+/// This node's pods changed (ADD, DEL, relabel): the ipcache follows now.
+pub fn local_changed(agent: &Agent) {
+    agent.local_changes.notify();
+}
+
+/// A wake-up flag: `notify` never blocks, `wait` returns at the first
+/// notification since the last wait, or after the timeout.
+#[derive(Default)]
+pub struct Wake {
+    flag: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    pub fn wait(&self, timeout: Duration) {
+        let flag = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut flag, _) =
+            self.cond.wait_timeout_while(flag, timeout, |f| !*f).unwrap_or_else(|p| p.into_inner());
+        *flag = false;
+    }
 }
 
 /// Nodes currently registered (their lease is alive).

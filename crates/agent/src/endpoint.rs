@@ -231,12 +231,13 @@ fn create(agent: &Agent, rec: &mut EndpointRecord) -> Result<(), ApiError> {
     faults::point("add:after-publish");
     rec.phase = Phase::Ready;
     journal(agent, rec)?;
+    crate::cluster::local_changed(agent);
     faults::point("add:after-ready");
     Ok(())
 }
 
 /// Writes the record to the journal and the agent's table.
-fn journal(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
+pub(crate) fn journal(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
     agent
         .journal
         .write(rec)
@@ -371,6 +372,7 @@ pub fn teardown(agent: &Agent, mut rec: EndpointRecord) -> Result<(), Unfinished
     if rec.phase != Phase::Deleting {
         rec.phase = Phase::Deleting;
         journal(agent, &rec).map_err(|e| Unfinished::Local(e.to_string()))?;
+        crate::cluster::local_changed(agent);
     }
     faults::point("del:after-journal");
     unprogram(&mut agent.dp(), &rec);

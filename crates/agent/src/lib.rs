@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod names;
 pub mod node;
 pub mod reconcile;
+pub mod relabel;
 pub mod server;
 pub mod state;
 

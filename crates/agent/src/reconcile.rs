@@ -13,10 +13,10 @@ use crate::{
     endpoint::{self, IDENTITY_UNKNOWN, Unfinished},
     journal::Phase,
     names,
-    state::{Agent, EndpointRecord},
+    state::{Agent, AttachmentKey, EndpointRecord},
 };
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     path::Path,
     sync::{Arc, atomic::Ordering},
@@ -272,9 +272,41 @@ pub fn sync_store(agent: &Agent) -> Result<(), String> {
             }
         }
     }
+    drop_superseded_refs(agent)?;
     let freed = agent.identities.collect().map_err(|e| e.to_string())?;
     if !freed.is_empty() {
         log::info!("collected identities nothing references: {freed:?}");
+    }
+    Ok(())
+}
+
+/// A ready pod references exactly its journaled identity; a relabel cut
+/// short leaves the old one referenced too. Checked under the pod's
+/// attachment lock, so a relabel in progress (new reference taken, journal
+/// not yet written) is never cut.
+fn drop_superseded_refs(agent: &Agent) -> Result<(), String> {
+    let by_ip: HashMap<Ipv4Addr, (AttachmentKey, u32)> = agent
+        .pods()
+        .endpoints
+        .values()
+        .filter(|r| r.phase == Phase::Ready && r.identity != IDENTITY_UNKNOWN)
+        .map(|r| (r.ip, (r.key(), r.identity)))
+        .collect();
+    for (id, holder) in
+        agent.identities.refs_of(&format!("{}/", agent.cfg.node_name)).map_err(|e| e.to_string())?
+    {
+        let ip = holder.rsplit('/').next().and_then(|s| s.parse::<Ipv4Addr>().ok());
+        let Some((key, has)) = ip.and_then(|ip| by_ip.get(&ip)) else { continue };
+        if *has == id {
+            continue;
+        }
+        let _one_at_a_time = agent.attachments.lock(key);
+        let still =
+            agent.pods().endpoints.get(key).is_some_and(|r| r.phase == Phase::Ready && r.identity != id);
+        if still {
+            log::info!("dropping identity {id}'s reference by {holder}: the pod now has another identity");
+            agent.identities.release(id, &holder).map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }

@@ -873,15 +873,20 @@ fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::NodeList => nodes(agent).map(ok),
         Request::BpfIpcacheList => ipcache(agent).map(ok),
         Request::AgentStatus => Ok(ok(status(agent))),
-        Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| {
-            let key = weft_store::identity::pod_labels_key(&p.namespace, &p.name);
-            weft_store::put_json(agent.store.as_ref(), &key, &p.labels)
-                .map(|_| ok(()))
-                .map_err(|e| ApiError::new(code::INTERNAL, "storing pod labels failed", e.to_string()))
-        }),
+        Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| label_pod(agent, &p)).map(ok),
         Request::Monitor(_) => unreachable!("handled before dispatch"),
     };
     r.unwrap_or_else(Response::Error)
+}
+
+/// Stores the pod's new labels, then moves its endpoints on this node to
+/// the new identity at once (other nodes follow the store).
+fn label_pod(agent: &Agent, p: &weft_api::PodLabels) -> Result<weft_api::PodLabelsResult, ApiError> {
+    let labels =
+        crate::relabel::edit_stored(agent.store.as_ref(), &p.namespace, &p.name, &p.labels, &p.remove)
+            .map_err(|e| ApiError::new(code::INTERNAL, "storing pod labels failed", e.to_string()))?;
+    let relabelled = crate::relabel::apply(agent, &p.namespace, &p.name, &labels)?;
+    Ok(weft_api::PodLabelsResult { labels, relabelled })
 }
 
 /// Kubernetes names and labels only: they become store keys and identities.
@@ -890,7 +895,8 @@ fn pod_labels_valid(p: &weft_api::PodLabels) -> Result<(), ApiError> {
     let bad = |e: v::Invalid| ApiError::new(code::BAD_REQUEST, "invalid pod labels", e.to_string());
     v::pod_namespace(&p.namespace).map_err(bad)?;
     v::pod_name(&p.name).map_err(bad)?;
-    p.labels.iter().try_for_each(|(k, val)| v::label(k, val)).map_err(bad)
+    p.labels.iter().try_for_each(|(k, val)| v::label(k, val)).map_err(bad)?;
+    p.remove.iter().try_for_each(|k| v::label(k, "")).map_err(bad)
 }
 
 /// A worker's answer, written in blocking mode within WRITE_TIMEOUT.

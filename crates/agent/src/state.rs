@@ -81,6 +81,8 @@ pub struct Agent {
     pub store_sync_pending: std::sync::atomic::AtomicBool,
     pub identities: IdentityAllocator,
     pub monitor: Monitor,
+    /// Set when this node's pods change; wakes the ipcache sync.
+    pub local_changes: cluster::Wake,
     /// Lock order: `pods` before `dp` where a caller needs both.
     pods: Mutex<Pods>,
     /// The loaded datapath: map updates and attaches (microseconds each).
@@ -128,6 +130,7 @@ impl Agent {
             attachments: AttachmentLocks::default(),
             store_sync_pending: Default::default(),
             monitor: Monitor::default(),
+            local_changes: Default::default(),
             pods: Mutex::new(Pods { ipam, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
             dp: Mutex::new(dp),
             cfg,

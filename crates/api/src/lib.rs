@@ -52,7 +52,8 @@ pub enum Request {
     NodeList,
     BpfIpcacheList,
     AgentStatus,
-    /// Stores the labels of a pod (they decide its identity at ADD).
+    /// Changes the labels of a pod (they decide its identity); running
+    /// endpoints of the pod take the new identity on every node.
     PodLabels(PodLabels),
     /// Streams `weft_datapath::events::MonitorEvent` JSON lines until the
     /// client goes away.
@@ -125,7 +126,19 @@ pub struct GcResult {
 pub struct PodLabels {
     pub namespace: String,
     pub name: String,
+    /// Set (added or overwritten), like `kubectl label`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Removed (`key-` on the command line).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// The pod's labels after the change, and how many of its endpoints on
+/// the answering node took a new identity.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PodLabelsResult {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub relabelled: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -156,7 +156,8 @@ enum BpfEndpointCmd {
 
 #[derive(Subcommand)]
 enum PodCmd {
-    /// Set the labels of a pod (NAMESPACE/NAME k=v ...); takes effect at its next ADD.
+    /// Change the labels of a pod (NAMESPACE/NAME k=v k2- ...): k=v sets, k- removes.
+    /// Running endpoints of the pod take the new identity on every node.
     Label { pod: String, labels: Vec<String> },
 }
 

@@ -105,17 +105,25 @@ pub fn bpf_endpoints(c: &Client, f: Format) -> R {
 
 pub fn label_pod(c: &Client, pod: &str, labels: &[String]) -> R {
     let (ns, name) = pod.split_once('/').ok_or_else(|| format!("pod must be NAMESPACE/NAME, got {pod:?}"))?;
-    let mut map = std::collections::BTreeMap::new();
+    let (mut set, mut remove) = (std::collections::BTreeMap::new(), Vec::new());
     for l in labels {
-        let (k, v) = l.split_once('=').ok_or_else(|| format!("label must be key=value, got {l:?}"))?;
-        map.insert(k.to_string(), v.to_string());
+        match weft_agent::relabel::parse_edit(l)? {
+            weft_agent::relabel::Edit::Set(k, v) => {
+                set.insert(k, v);
+            }
+            weft_agent::relabel::Edit::Remove(k) => remove.push(k),
+        }
     }
-    c.call(&Request::PodLabels(weft_api::PodLabels {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-        labels: map,
-    }))
-    .map_err(|e| e.to_string())?;
+    let r: weft_api::PodLabelsResult = c
+        .call_as(&Request::PodLabels(weft_api::PodLabels {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            labels: set,
+            remove,
+        }))
+        .map_err(|e| e.to_string())?;
+    let shown: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{pod}: {} ({} endpoint(s) on this node relabelled)", shown.join(" "), r.relabelled);
     Ok(())
 }
 

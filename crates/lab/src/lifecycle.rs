@@ -404,7 +404,12 @@ pub fn add_pod(opts: &Options, lab: &Lab, i: usize, j: usize) -> Result<LabPod, 
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("app".to_string(), if j % 2 == 1 { "web" } else { "client" }.to_string());
     Client::new(&node.socket)
-        .call(&Request::PodLabels(PodLabels { namespace: "default".into(), name: name.clone(), labels }))
+        .call(&Request::PodLabels(PodLabels {
+            namespace: "default".into(),
+            name: name.clone(),
+            labels,
+            remove: vec![],
+        }))
         .map_err(|e| e.to_string())?;
     let container_id = ns.clone();
     let netns_path = format!("/run/netns/{ns}");
