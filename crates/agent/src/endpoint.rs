@@ -231,7 +231,7 @@ fn create(agent: &Agent, rec: &mut EndpointRecord) -> Result<(), ApiError> {
     faults::point("add:after-publish");
     rec.phase = Phase::Ready;
     journal(agent, rec)?;
-    crate::cluster::local_changed(agent);
+    crate::ipcache::local_changed(agent);
     faults::point("add:after-ready");
     Ok(())
 }
@@ -372,7 +372,7 @@ pub fn teardown(agent: &Agent, mut rec: EndpointRecord) -> Result<(), Unfinished
     if rec.phase != Phase::Deleting {
         rec.phase = Phase::Deleting;
         journal(agent, &rec).map_err(|e| Unfinished::Local(e.to_string()))?;
-        crate::cluster::local_changed(agent);
+        crate::ipcache::local_changed(agent);
     }
     faults::point("del:after-journal");
     unprogram(&mut agent.dp(), &rec);

@@ -5,7 +5,8 @@
 //! Walk it in this order: `node` (the node's own devices), `endpoint`
 //! (ADD/DEL/CHECK of a pod, journaled in `journal`, one operation per
 //! attachment at a time by `attach_lock`), `reconcile` (what happens on
-//! start, and the repair loop), `cluster` (registration, ipcache),
+//! start, and the repair loop), `cluster` (registration), `ipcache` (the
+//! other nodes' pods, followed from the store), `relabel` (labels change),
 //! `monitor` (events to `weft monitor`), `server` (the socket).
 
 pub mod attach_lock;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod endpoint;
 pub mod faults;
 pub mod ids;
+pub mod ipcache;
 pub mod journal;
 pub mod logger;
 pub mod monitor;

@@ -122,7 +122,7 @@ fn relabel_one(
             ApiError::new(code::DATAPATH, "updating the pod's endpoint map entry failed", e.to_string())
         })?;
     }
-    crate::cluster::local_changed(agent);
+    crate::ipcache::local_changed(agent);
     log::info!("endpoint {} ({}) relabelled: identity {old} -> {new} {:?}", rec.id, rec.ip, rec.labels);
     // The store follows; what it refuses now the repair loop finishes.
     let published = weft_store::put_json(agent.store.as_ref(), &agent.endpoint_key(rec.ip), &rec)

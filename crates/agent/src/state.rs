@@ -72,7 +72,7 @@ pub struct Agent {
     pub pod_mtu: u32,
     pub gateway: Ipv4Addr,
     /// The other nodes as this one sees them (and how the store is doing).
-    pub view: Mutex<cluster::View>,
+    pub view: Mutex<crate::ipcache::View>,
     pub store: Arc<dyn Store>,
     pub journal: Journal,
     pub attachments: AttachmentLocks,
@@ -81,8 +81,8 @@ pub struct Agent {
     pub store_sync_pending: std::sync::atomic::AtomicBool,
     pub identities: IdentityAllocator,
     pub monitor: Monitor,
-    /// Set when this node's pods change; wakes the ipcache sync.
-    pub local_changes: cluster::Wake,
+    /// The ipcache thread's queue (cluster only), for this node's changes.
+    pub ipcache_tx: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::ipcache::Msg>>,
     /// Lock order: `pods` before `dp` where a caller needs both.
     pods: Mutex<Pods>,
     /// The loaded datapath: map updates and attaches (microseconds each).
@@ -130,7 +130,7 @@ impl Agent {
             attachments: AttachmentLocks::default(),
             store_sync_pending: Default::default(),
             monitor: Monitor::default(),
-            local_changes: Default::default(),
+            ipcache_tx: Default::default(),
             pods: Mutex::new(Pods { ipam, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
             dp: Mutex::new(dp),
             cfg,
@@ -140,10 +140,7 @@ impl Agent {
         reconcile::start_repair(agent.clone());
         if agent.cluster {
             cluster::start_registration(agent.clone())?;
-            if let Err(e) = cluster::sync_once(&agent) {
-                log::warn!("first ipcache sync: {e}");
-            }
-            cluster::start_sync(agent.clone());
+            crate::ipcache::start(agent.clone())?;
         }
         crate::monitor::start_reader(agent.clone(), events);
         log::info!(
@@ -171,7 +168,7 @@ impl Agent {
         }
     }
 
-    pub fn view(&self) -> MutexGuard<'_, cluster::View> {
+    pub fn view(&self) -> MutexGuard<'_, crate::ipcache::View> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
