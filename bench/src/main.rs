@@ -4,6 +4,7 @@
 
 mod control;
 mod datapath;
+mod propagation;
 mod report;
 mod tools;
 mod topo;
@@ -20,6 +21,8 @@ struct Args {
     readme: Option<PathBuf>,
     /// Only redraw the chart and table from a raw.json of an earlier run.
     replot: Option<PathBuf>,
+    /// Only the control plane (no data-plane topologies).
+    control_only: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -31,6 +34,7 @@ fn args() -> Result<Args, String> {
         out: "bench/results".into(),
         readme: None,
         replot: None,
+        control_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -43,6 +47,7 @@ fn args() -> Result<Args, String> {
             "--out" => a.out = val()?.into(),
             "--readme" => a.readme = Some(val()?.into()),
             "--replot" => a.replot = Some(val()?.into()),
+            "--control-only" => a.control_only = true,
             "--quick" => {
                 a.rounds = 1;
                 a.secs = 1;
@@ -109,7 +114,7 @@ fn run() -> Result<(), String> {
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| format!("BPF stats: {e}"))?;
 
     // Data plane: every topology up at once, measured round after round.
-    {
+    if !a.control_only {
         println!("# building topologies");
         let topos = vec![
             topo::limit_same()?,
@@ -165,7 +170,7 @@ fn run() -> Result<(), String> {
 
     // Per-packet cost of the programs.
     println!("# BPF_PROG_TEST_RUN");
-    for _ in 0..a.rounds {
+    for _ in 0..if a.control_only { 0 } else { a.rounds } {
         for (case, ns) in datapath::ns_per_packet(200_000)? {
             s.add("datapath", "ns per packet (BPF_PROG_TEST_RUN)", "ns", false, &case, false, ns);
         }
@@ -332,7 +337,48 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
         t.elapsed().as_secs_f64() * 1e3,
     );
     control::del_all(&weft, &pods)?;
+    propagation(a, s)?;
     new_node_reach(a, s)
+}
+
+/// ADD on node1 -> entry in node2's and node3's ipcache, and a relabel ->
+/// new identity everywhere: with the watch, and with the agents re-listing
+/// the store every second (the design before it) as the baseline.
+fn propagation(a: &Args, s: &mut Samples) -> Result<(), String> {
+    let g = "control plane";
+    let relabels = (a.pods / 10).max(5);
+    for (subject, tag, env, base) in [
+        ("weft (watch)", "bprop", vec![], false),
+        ("weft, re-listing every second (before the watch)", "bpoll", vec![("WEFT_IPCACHE", "poll")], true),
+    ] {
+        println!("# propagation: {subject}");
+        let f = propagation::measure(tag, a.pods, relabels, &env)?;
+        for (what, v) in [
+            ("ADD on node1 to entry in every other node's ipcache", &f.add),
+            ("pod label to new identity in every node's ipcache", &f.relabel),
+        ] {
+            let n = v.len();
+            s.add(
+                g,
+                &format!("{what}, p50 over {n}"),
+                "ms",
+                false,
+                subject,
+                base,
+                report::percentile(v, 0.5),
+            );
+            s.add(
+                g,
+                &format!("{what}, p99 over {n}"),
+                "ms",
+                false,
+                subject,
+                base,
+                report::percentile(v, 0.99),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Time from starting a new node's agent until it knows every existing pod
