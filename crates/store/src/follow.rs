@@ -2,10 +2,10 @@
 //! and feeds a consumer the state and every change in order. It replaces
 //! polling `list` with one listing and a stream of changes.
 //!
-//! After a lost connection it watches again from the last revision it saw
-//! + 1 (no change twice, none missed); when the store no longer has that
-//! history (etcd compacted it) it lists again and starts over with a
-//! [`Update::Reset`].
+//! After a lost connection it watches again from the revision after the
+//! last one it saw (no change twice, none missed); when the store no longer
+//! has that history (etcd compacted it) it lists again and starts over with
+//! a [`Update::Reset`].
 
 use crate::{Change, Revision, Store, WatchError, WatchStream};
 use std::{
@@ -13,7 +13,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel},
+        mpsc::{Receiver, SyncSender, sync_channel},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -63,18 +63,12 @@ impl Follower {
 
     /// The next update within `timeout`; None on timeout or when ended.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Update> {
-        match self.rx.as_ref()?.recv_timeout(timeout) {
-            Ok(u) => Some(u),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.as_ref()?.recv_timeout(timeout).ok()
     }
 
     /// An update if one is waiting.
     pub fn try_recv(&self) -> Option<Update> {
-        match self.rx.as_ref()?.try_recv() {
-            Ok(u) => Some(u),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.rx.as_ref()?.try_recv().ok()
     }
 }
 

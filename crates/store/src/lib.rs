@@ -27,6 +27,9 @@ use std::{fmt, path::PathBuf, time::Duration};
 /// in-process counter for the local backend).
 pub type Revision = i64;
 
+/// Keys (without the store's prefix) and values, sorted by key.
+pub type Listing = Vec<(String, Vec<u8>)>;
+
 /// One write under a watched prefix.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -154,7 +157,7 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Like [`Store::list`], with the store revision the listing was read
     /// at: watching from that revision + 1 misses no write and repeats none.
-    fn list_at(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, Revision), StoreError>;
+    fn list_at(&self, prefix: &str) -> Result<(Listing, Revision), StoreError>;
     /// Every put and delete under `prefix` with revision >= `from`, in order.
     fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn WatchStream>, StoreError>;
     /// e.g. "local:/var/lib/weft/store".

@@ -5,7 +5,7 @@
 //! a counter bumped by every write, the last [`HISTORY`] events for watches
 //! that start a little in the past, and a bounded queue per watch.
 
-use crate::{Change, Cmp, Event, Op, Revision, Store, StoreError, WatchError, WatchStream};
+use crate::{Change, Cmp, Event, Listing, Op, Revision, Store, StoreError, WatchError, WatchStream};
 use std::{
     collections::VecDeque,
     fs::{self, File},
@@ -45,6 +45,7 @@ struct Watcher {
     ready: Condvar,
 }
 
+#[derive(Default)]
 struct Queue {
     events: VecDeque<Event>,
     /// Set once the watch has ended; handed out after the queued events.
@@ -263,7 +264,7 @@ impl Store for LocalStore {
         Ok(out)
     }
 
-    fn list_at(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, Revision), StoreError> {
+    fn list_at(&self, prefix: &str) -> Result<(Listing, Revision), StoreError> {
         // Under the write lock, so the listing is exactly the state at `rev`.
         let journal = self.journal();
         Ok((self.list(prefix)?, journal.rev))
@@ -313,12 +314,6 @@ impl Journal {
             self.watchers.push(Arc::downgrade(&watcher));
         }
         LocalWatch(watcher)
-    }
-}
-
-impl Default for Queue {
-    fn default() -> Self {
-        Queue { events: VecDeque::new(), end: None }
     }
 }
 

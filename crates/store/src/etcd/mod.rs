@@ -14,7 +14,7 @@
 
 mod watch;
 
-use crate::{Cmp, Op, Revision, Store, StoreError, WatchStream};
+use crate::{Cmp, Listing, Op, Revision, Store, StoreError, WatchStream};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
 };
@@ -191,7 +191,7 @@ impl EtcdStore {
         })
     }
 
-    fn range(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, Revision), StoreError> {
+    fn range(&self, prefix: &str) -> Result<(Listing, Revision), StoreError> {
         let full = self.full(prefix);
         let (kvs, rev) = self.call(move |mut c| {
             let full = full.clone();
@@ -367,7 +367,7 @@ impl Store for EtcdStore {
         self.range(prefix).map(|(items, _)| items)
     }
 
-    fn list_at(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, Revision), StoreError> {
+    fn list_at(&self, prefix: &str) -> Result<(Listing, Revision), StoreError> {
         self.range(prefix)
     }
 
