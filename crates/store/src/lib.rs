@@ -5,17 +5,88 @@
 //!
 //! Keys are '/'-separated paths: `endpoints/<node>/<container>/<ifname>`,
 //! `identities/id/<n>`, `pods/<ns>/<name>/labels`.
+//!
+//! Every write gets a store revision; [`Store::watch`] streams the writes
+//! under a prefix from a revision on, and [`follow`] turns that into a
+//! re-listing, resuming feed of updates for a consumer.
 
 mod etcd;
+pub mod follow;
 pub mod identity;
 mod local;
 pub mod pool;
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, TlsFiles};
+pub use follow::{Follower, Update, follow};
 pub use local::LocalStore;
 
 use serde::{Serialize, de::DeserializeOwned};
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, time::Duration};
+
+/// A store revision: it grows with every write (etcd's revision; an
+/// in-process counter for the local backend).
+pub type Revision = i64;
+
+/// Keys (without the store's prefix) and values, sorted by key.
+pub type Listing = Vec<(String, Vec<u8>)>;
+
+/// One write under a watched prefix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The revision of the write; the writes of one transaction share it.
+    pub rev: Revision,
+    pub change: Change,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// `key` is without the store's prefix, as [`Store::list`] returns it.
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Change {
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Put { key, .. } | Change::Delete { key } => key,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchError {
+    /// The revisions asked for are gone from the store's history: list
+    /// again and watch from the listing's revision + 1.
+    Compacted { compact_revision: Revision },
+    /// The watch ended (store unreachable, consumer fell behind, ...):
+    /// watch again from the last revision seen + 1.
+    Closed(String),
+}
+
+impl fmt::Display for WatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WatchError::Compacted { compact_revision } => {
+                write!(f, "required revision has been compacted (history starts at {compact_revision})")
+            }
+            WatchError::Closed(reason) => write!(f, "watch closed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for WatchError {}
+
+/// The events of a [`Store::watch`], in revision order.
+pub trait WatchStream: Send {
+    /// The next batch of events; an empty batch when nothing came within
+    /// `timeout`. After an error the stream is finished.
+    fn next(&mut self, timeout: Duration) -> Result<Vec<Event>, WatchError>;
+}
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -84,6 +155,11 @@ pub trait Store: Send + Sync {
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Every key under `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Like [`Store::list`], with the store revision the listing was read
+    /// at: watching from that revision + 1 misses no write and repeats none.
+    fn list_at(&self, prefix: &str) -> Result<(Listing, Revision), StoreError>;
+    /// Every put and delete under `prefix` with revision >= `from`, in order.
+    fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn WatchStream>, StoreError>;
     /// e.g. "local:/var/lib/weft/store".
     fn describe(&self) -> String;
 

@@ -1,20 +1,58 @@
 //! The local backend: embedded and file based, one file per key, for a
 //! single node without a cluster store.
+//!
+//! Revisions and watches are in-process (one process owns the directory):
+//! a counter bumped by every write, the last [`HISTORY`] events for watches
+//! that start a little in the past, and a bounded queue per watch.
 
-use crate::{Cmp, Op, Store, StoreError};
+use crate::{Change, Cmp, Event, Listing, Op, Revision, Store, StoreError, WatchError, WatchStream};
 use std::{
+    collections::VecDeque,
     fs::{self, File},
     io::Write,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Condvar, Mutex, Weak},
+    time::Duration,
 };
+
+/// Events kept for watches that start before the current revision (a
+/// follower lists, then watches from the listing's revision + 1).
+const HISTORY: usize = 4096;
+/// Events a watch may have queued before it is closed for falling behind.
+const QUEUE_LIMIT: usize = 1024;
 
 pub struct LocalStore {
     dir: PathBuf,
-    /// Serializes writers in this process so `create` is atomic.
-    write: Mutex<()>,
+    /// Serializes writers in this process so `create` is atomic, and orders
+    /// the revisions the same way.
+    write: Mutex<Journal>,
     _lock: File,
 }
+
+/// The revision counter, recent history and watchers.
+struct Journal {
+    rev: Revision,
+    history: VecDeque<Event>,
+    /// The newest revision with events gone from `history` (0: none).
+    dropped_through: Revision,
+    watchers: Vec<Weak<Watcher>>,
+    queue_limit: usize,
+}
+
+struct Watcher {
+    prefix: String,
+    state: Mutex<Queue>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Event>,
+    /// Set once the watch has ended; handed out after the queued events.
+    end: Option<WatchError>,
+}
+
+struct LocalWatch(Arc<Watcher>);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
@@ -48,7 +86,24 @@ impl LocalStore {
             .map_err(io(&lock_path))?
             .ok_or_else(|| StoreError::Locked { dir: dir.to_path_buf() })?;
         Self::sweep(dir, true)?;
-        Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(()), _lock: lock })
+        let journal = Journal {
+            rev: 1,
+            history: VecDeque::new(),
+            dropped_through: 0,
+            watchers: Vec::new(),
+            queue_limit: QUEUE_LIMIT,
+        };
+        Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(journal), _lock: lock })
+    }
+
+    /// Changes how many events a watch may lag behind before it is closed.
+    pub fn with_watch_queue_limit(self, limit: usize) -> Self {
+        self.journal().queue_limit = limit.max(1);
+        self
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -143,12 +198,14 @@ impl Store for LocalStore {
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let p = self.path(key)?;
-        let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        self.write_file(&p, value)
+        let mut journal = self.journal();
+        self.write_file(&p, value)?;
+        journal.record(vec![Change::Put { key: key.to_string(), value: value.to_vec() }]);
+        Ok(())
     }
 
     fn txn(&self, cmps: &[Cmp], ops: &[Op]) -> Result<bool, StoreError> {
-        let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut journal = self.journal();
         for c in cmps {
             let holds = match c {
                 Cmp::Absent(k) => !self.path(k)?.exists(),
@@ -161,20 +218,34 @@ impl Store for LocalStore {
         }
         // Not atomic across a crash: callers order their ops so that a
         // prefix of them is a state they can collect (see identity.rs).
-        for op in ops {
+        // Like etcd, the writes of one transaction share one revision.
+        let mut changes = Vec::new();
+        let result = ops.iter().try_for_each(|op| {
             match op {
-                Op::Put(k, v) => self.write_file(&self.path(k)?, v)?,
+                Op::Put(k, v) => {
+                    self.write_file(&self.path(k)?, v)?;
+                    changes.push(Change::Put { key: k.clone(), value: v.clone() });
+                }
                 Op::Delete(k) => {
-                    self.remove(k)?;
+                    if self.remove(k)? {
+                        changes.push(Change::Delete { key: k.clone() });
+                    }
                 }
             }
-        }
-        Ok(true)
+            Ok(())
+        });
+        // What was written before a failure is told to the watchers too.
+        journal.record(changes);
+        result.map(|()| true)
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        self.remove(key)
+        let mut journal = self.journal();
+        let removed = self.remove(key)?;
+        if removed {
+            journal.record(vec![Change::Delete { key: key.to_string() }]);
+        }
+        Ok(removed)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -193,8 +264,107 @@ impl Store for LocalStore {
         Ok(out)
     }
 
+    fn list_at(&self, prefix: &str) -> Result<(Listing, Revision), StoreError> {
+        // Under the write lock, so the listing is exactly the state at `rev`.
+        let journal = self.journal();
+        Ok((self.list(prefix)?, journal.rev))
+    }
+
+    fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn WatchStream>, StoreError> {
+        Ok(Box::new(self.journal().subscribe(prefix, from)))
+    }
+
     fn describe(&self) -> String {
         format!("local:{}", self.dir.display())
+    }
+}
+
+impl Journal {
+    /// Gives the changes the next revision and hands them to the watchers.
+    fn record(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.rev += 1;
+        let events: Vec<Event> = changes.into_iter().map(|change| Event { rev: self.rev, change }).collect();
+        self.history.extend(events.iter().cloned());
+        while self.history.len() > HISTORY {
+            if let Some(e) = self.history.pop_front() {
+                self.dropped_through = e.rev;
+            }
+        }
+        let limit = self.queue_limit;
+        self.watchers.retain(|w| w.upgrade().is_some_and(|w| w.deliver(&events, limit)));
+    }
+
+    fn subscribe(&mut self, prefix: &str, from: Revision) -> LocalWatch {
+        // Revision 0 (or less) means "from now on", as in etcd.
+        let from = if from <= 0 { self.rev + 1 } else { from };
+        let watcher = Arc::new(Watcher {
+            prefix: prefix.to_string(),
+            state: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
+        if from <= self.dropped_through {
+            watcher.close(WatchError::Compacted { compact_revision: self.dropped_through + 1 });
+            return LocalWatch(watcher);
+        }
+        let backlog: Vec<Event> = self.history.iter().filter(|e| e.rev >= from).cloned().collect();
+        if watcher.deliver(&backlog, self.queue_limit.max(backlog.len())) {
+            self.watchers.push(Arc::downgrade(&watcher));
+        }
+        LocalWatch(watcher)
+    }
+}
+
+impl Watcher {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues the events under the prefix; false once the watch has ended.
+    fn deliver(&self, events: &[Event], limit: usize) -> bool {
+        let mine: Vec<&Event> = events.iter().filter(|e| e.change.key().starts_with(&self.prefix)).collect();
+        let mut q = self.queue();
+        if q.end.is_some() {
+            return false;
+        }
+        if mine.is_empty() {
+            return true;
+        }
+        if q.events.len() + mine.len() > limit {
+            q.end = Some(WatchError::Closed(format!(
+                "the consumer fell behind by more than {limit} events; watch again from the last revision seen + 1"
+            )));
+            self.ready.notify_all();
+            return false;
+        }
+        q.events.extend(mine.into_iter().cloned());
+        self.ready.notify_all();
+        true
+    }
+
+    fn close(&self, end: WatchError) {
+        self.queue().end = Some(end);
+        self.ready.notify_all();
+    }
+}
+
+impl WatchStream for LocalWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<Event>, WatchError> {
+        let w = &self.0;
+        let q = w.queue();
+        let (mut q, _) = w
+            .ready
+            .wait_timeout_while(q, timeout, |q| q.events.is_empty() && q.end.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        if !q.events.is_empty() {
+            return Ok(q.events.drain(..).collect());
+        }
+        match &q.end {
+            Some(end) => Err(end.clone()),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

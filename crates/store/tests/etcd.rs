@@ -1,83 +1,11 @@
 //! The etcd backend against a real etcd (Debian's etcd-server), started by
 //! the test inside a network namespace of its own.
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
-use weft_store::{Cmp, EtcdStore, Op, Store, StoreError, identity::IdentityAllocator};
+mod common;
 
-/// etcd in a throwaway namespace; the namespace, process and data go on drop.
-struct Etcd {
-    ns: String,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Etcd {
-    fn start(tag: &str) -> Etcd {
-        let ns = format!("weft-st-{tag}-{}", std::process::id());
-        let _ = weft_net::netns::delete(&ns);
-        weft_net::netns::add(&ns).unwrap();
-        let path = PathBuf::from(format!("/run/netns/{ns}"));
-        weft_net::netns::run_in(&path, || weft_net::ip::run(&["link", "set", "lo", "up"])).unwrap();
-        let dir = std::env::temp_dir().join(&ns);
-        let _ = std::fs::remove_dir_all(&dir);
-        let data = dir.clone();
-        let child = weft_net::netns::run_in(&path, move || {
-            Command::new("etcd")
-                .arg("--data-dir")
-                .arg(&data)
-                .args([
-                    "--listen-client-urls",
-                    "http://127.0.0.1:2379",
-                    "--advertise-client-urls",
-                    "http://127.0.0.1:2379",
-                ])
-                .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| weft_net::Error(format!("etcd (apt-get install etcd-server): {e}")))
-        })
-        .unwrap();
-        let e = Etcd { ns, child, dir };
-        let start = Instant::now();
-        while e.run(|s| s.get("probe")).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "etcd did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        e
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        Arc::new(EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap())
-    }
-
-    /// Runs `f` with a store client inside the namespace.
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(Arc<dyn Store>) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let s = self.store();
-        weft_net::netns::run_in(&PathBuf::from(format!("/run/netns/{}", self.ns)), move || {
-            Ok(f(s).map_err(|e| e.to_string()))
-        })
-        .unwrap()
-        .map_err(|e| StoreError::Unavailable { backend: "etcd".into(), cause: e })
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = weft_net::netns::delete(&self.ns);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{Etcd, URL, urls};
+use std::{sync::Arc, time::Duration};
+use weft_store::{Cmp, EtcdStore, Op, Store, identity::IdentityAllocator};
 
 #[test]
 fn kv_semantics_match_the_local_backend() {
@@ -96,7 +24,7 @@ fn kv_semantics_match_the_local_backend() {
         assert!(s.create("cidrs/10.244.1.0-24", b"node1")?);
         assert!(s.delete("endpoints/n1/c1/eth0")?);
         assert!(!s.delete("endpoints/n1/c1/eth0")?);
-        assert!(s.describe().starts_with("etcd:http://127.0.0.1:2379"));
+        assert_eq!(s.describe(), "etcd:http://127.0.0.1:2379");
         // Transactions: what identity references are built on.
         let put = |k: &str| Op::Put(k.into(), b"v".to_vec());
         assert!(s.txn(&[Cmp::PrefixEmpty("refs/1/".into())], &[put("ids/1")])?, "empty prefix holds");
@@ -126,7 +54,7 @@ fn identity_release_racing_acquires_on_another_node_never_frees_a_used_number() 
             let labels = vec![format!("k8s:round={round}")];
             let a = IdentityAllocator::new(s.clone());
             let first = a.acquire(&labels, "n1/10.244.1.2")?;
-            let b = IdentityAllocator::new(Arc::new(EtcdStore::new("http://127.0.0.1:2379", "/weft-test/")?));
+            let b = IdentityAllocator::new(Arc::new(EtcdStore::new(&urls(URL), "/weft-test/", None)?));
             let l2 = labels.clone();
             let h = std::thread::spawn(move || b.acquire(&l2, "n2/10.244.2.2"));
             a.release(first, "n1/10.244.1.2")?;
@@ -176,7 +104,7 @@ fn two_agents_allocating_identities_never_collide() {
                     .map(|agent| {
                         // Each "agent" has its own client, as two nodes would.
                         let a = IdentityAllocator::new(Arc::new(
-                            EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap(),
+                            EtcdStore::new(&urls(URL), "/weft-test/", None).unwrap(),
                         ));
                         let _ = &s;
                         std::thread::spawn(move || {
@@ -234,11 +162,19 @@ fn unreachable_etcd_is_a_clear_error() {
     // A port nothing listens on, inside the test's namespace.
     let e = etcd
         .run(|_| {
-            Ok(EtcdStore::new("http://127.0.0.1:1", "/weft/").unwrap().get("x").unwrap_err().to_string())
+            Ok(EtcdStore::new(&urls("http://127.0.0.1:1"), "/weft/", None)
+                .unwrap()
+                .get("x")
+                .unwrap_err()
+                .to_string())
         })
         .unwrap();
-    assert!(e.contains("etcd 127.0.0.1:1") && e.contains("unavailable"), "{e}");
-    assert!(EtcdStore::new("https://x:2379", "/w/").is_err());
+    assert!(e.contains("etcd http://127.0.0.1:1") && e.contains("unavailable"), "{e}");
+    assert!(e.contains("refused"), "the cause is told: {e}");
+    let e = EtcdStore::new(&urls("https://x:2379"), "/w/", None).err().unwrap().to_string();
+    assert!(e.contains("is https") && e.contains("CA"), "{e}");
+    let e = EtcdStore::new(&urls("x:2379"), "/w/", None).err().unwrap().to_string();
+    assert!(e.contains("http://HOST:PORT"), "{e}");
 }
 
 #[test]
@@ -250,7 +186,7 @@ fn nodes_racing_for_pod_cidrs_never_collide() {
                 let pool: weft_ipam::Cidr = format!("10.{}.0.0/16", 100 + round).parse().unwrap();
                 let hs: Vec<_> = (0..6)
                     .map(|n| {
-                        let s = EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap();
+                        let s = EtcdStore::new(&urls(URL), "/weft-test/", None).unwrap();
                         std::thread::spawn(move || {
                             weft_store::pool::claim(&s, pool, 24, &format!("r{round}-node{n}")).unwrap()
                         })
