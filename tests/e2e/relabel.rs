@@ -40,7 +40,7 @@ fn relabelling_a_running_pod_moves_it_to_a_new_identity_everywhere() {
     assert_eq!(entry["identity"], after.identity, "weft_endpoints carries the new identity");
 
     // The other node: within a second.
-    lab.eventually(Duration::from_secs(2), "node2's ipcache has the new identity", || {
+    lab.eventually(Duration::from_secs(1), "node2's ipcache has the new identity", || {
         identity_on(&lab, "node2", &ip) == Some(after.identity)
     });
     let took = t0.elapsed();

@@ -5,7 +5,7 @@
 
 use crate::{
     config::{Mode, StoreConfig},
-    state::{Agent, EndpointRecord},
+    state::Agent,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -14,13 +14,8 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use weft_datapath::maps::{IPCACHE_F_NODE, IpcacheInfo, ip_to_be};
 use weft_ipam::Cidr;
-use weft_store::{
-    EtcdStore, LocalStore, Store, get_json,
-    identity::{IDENTITY_HOST, IDENTITY_REMOTE_NODE},
-    list_json,
-};
+use weft_store::{EtcdStore, LocalStore, Store, get_json, list_json};
 
 pub const CLUSTER_KEY: &str = "config/cluster";
 
@@ -45,7 +40,8 @@ pub fn open_store(cfg: &crate::AgentConfig) -> Result<Arc<dyn Store>, String> {
             Ok(Arc::new(LocalStore::open(&cfg.store_dir()).map_err(|e| format!("store: {e}"))?))
         }
         StoreConfig::Etcd { urls } => {
-            let store = EtcdStore::new(urls, "/weft/").map_err(|e| e.to_string())?;
+            let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
+            let store = EtcdStore::new(&urls, "/weft/", None).map_err(|e| e.to_string())?;
             let start = Instant::now();
             loop {
                 match store.check() {

@@ -234,7 +234,13 @@ impl Cache {
         }
     }
 
-    fn apply_nodes(&mut self, u: Update, me: &NodeRecord, view: &mut View, grace: Duration) -> (Writes, bool) {
+    fn apply_nodes(
+        &mut self,
+        u: Update,
+        me: &NodeRecord,
+        view: &mut View,
+        grace: Duration,
+    ) -> (Writes, bool) {
         match u {
             Update::Reset { items, .. } => {
                 self.listed = items
@@ -263,7 +269,13 @@ impl Cache {
     }
 
     /// Recomputes the programmed node set; everything when it changed.
-    pub fn renodes(&mut self, me: &NodeRecord, view: &mut View, grace: Duration, now: Instant) -> (Writes, bool) {
+    pub fn renodes(
+        &mut self,
+        me: &NodeRecord,
+        view: &mut View,
+        grace: Duration,
+        now: Instant,
+    ) -> (Writes, bool) {
         let nodes = view.observe(self.listed.values().cloned().collect(), me.clone(), now, grace);
         let nodes: BTreeMap<String, NodeRecord> = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
         if nodes == self.nodes {
@@ -349,16 +361,28 @@ fn local_pods(agent: &Agent) -> BTreeMap<Ipv4Addr, u32> {
         .pods()
         .endpoints
         .values()
-        .filter(|r| r.phase != Phase::Deleting && r.identity != 0 && r.identity != crate::endpoint::IDENTITY_UNKNOWN)
+        .filter(|r| {
+            r.phase != Phase::Deleting && r.identity != 0 && r.identity != crate::endpoint::IDENTITY_UNKNOWN
+        })
         .map(|r| (r.ip, r.identity))
         .collect()
 }
 
-/// Starts following the store and the ipcache thread.
+/// Starts following the store and the ipcache thread. `WEFT_IPCACHE=poll`
+/// re-lists the store every second instead of watching it: the design
+/// before the watch, kept as the benchmark's baseline.
 pub fn start(agent: Arc<Agent>) -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
-    forward(weft_store::follow(agent.store.clone(), "nodes/", "nodes"), tx.clone(), Msg::Nodes)?;
-    forward(weft_store::follow(agent.store.clone(), "endpoints/", "endpoints"), tx.clone(), Msg::Endpoints)?;
+    if std::env::var("WEFT_IPCACHE").is_ok_and(|v| v == "poll") {
+        log::warn!("WEFT_IPCACHE=poll: re-listing the store every second instead of watching it");
+        forward(poll(agent.store.clone(), "nodes/"), tx.clone(), Msg::Nodes)?;
+        forward(poll(agent.store.clone(), "endpoints/"), tx.clone(), Msg::Endpoints)?;
+    } else {
+        let nodes = weft_store::follow(agent.store.clone(), "nodes/", "nodes");
+        let endpoints = weft_store::follow(agent.store.clone(), "endpoints/", "endpoints");
+        forward(move || nodes.recv(), tx.clone(), Msg::Nodes)?;
+        forward(move || endpoints.recv(), tx.clone(), Msg::Endpoints)?;
+    }
     agent.ipcache_tx.set(tx).map_err(|_| "the ipcache is started once".to_string())?;
     std::thread::Builder::new()
         .name("weft-ipcache".into())
@@ -370,14 +394,14 @@ pub fn start(agent: Arc<Agent>) -> Result<(), String> {
 /// One thread per follower moves its updates onto the ipcache queue
 /// (std channels cannot wait on two receivers).
 fn forward(
-    follower: weft_store::Follower,
+    mut next: impl FnMut() -> Option<Update> + Send + 'static,
     tx: SyncSender<Msg>,
     wrap: fn(Update) -> Msg,
 ) -> Result<(), String> {
     std::thread::Builder::new()
         .name("weft-follow".into())
         .spawn(move || {
-            while let Some(u) = follower.recv() {
+            while let Some(u) = next() {
                 if tx.send(wrap(u)).is_err() {
                     return;
                 }
@@ -385,6 +409,20 @@ fn forward(
         })
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// A full listing every second, as a stream of resets.
+fn poll(store: Arc<dyn weft_store::Store>, prefix: &'static str) -> impl FnMut() -> Option<Update> + Send {
+    let mut first = true;
+    move || {
+        if !std::mem::take(&mut first) {
+            std::thread::sleep(TICK);
+        }
+        Some(match store.list_at(prefix) {
+            Ok((items, rev)) => Update::Reset { items: items.into_iter().collect(), rev },
+            Err(e) => Update::Down(e.to_string()),
+        })
+    }
 }
 
 fn run(agent: &Agent, rx: Receiver<Msg>) {
@@ -513,7 +551,11 @@ mod tests {
         let back = t0 + 20 * s;
         assert_eq!(names(v.observe(vec![], a.clone(), back, grace)), ["a", "b"], "kept in the grace period");
         assert_eq!(names(v.observe(vec![a.clone()], a.clone(), back + 5 * s, grace)), ["a", "b"]);
-        assert_eq!(names(v.observe(vec![a.clone()], a.clone(), back + 11 * s, grace)), ["a"], "then it leaves");
+        assert_eq!(
+            names(v.observe(vec![a.clone()], a.clone(), back + 11 * s, grace)),
+            ["a"],
+            "then it leaves"
+        );
     }
 
     /// Applies writes to a model of the map.
@@ -572,7 +614,10 @@ mod tests {
         let full = desired_ipcache(
             "a",
             &[a.clone(), b.clone()],
-            &[("b".into(), Ipv4Addr::new(10, 244, 1, 3), 302), ("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256)],
+            &[
+                ("b".into(), Ipv4Addr::new(10, 244, 1, 3), 302),
+                ("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256),
+            ],
         );
         assert_eq!(map, full, "the events led where a full listing leads");
 
@@ -581,7 +626,10 @@ mod tests {
             cache.apply(Msg::Nodes(Update::Delete { key: "nodes/b".into(), rev: 7 }), &a, &mut view, grace);
         assert!(changed);
         run(&mut cache, &mut map, w);
-        assert_eq!(map, desired_ipcache("a", &[a.clone()], &[("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256)]));
+        assert_eq!(
+            map,
+            desired_ipcache("a", &[a.clone()], &[("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256)])
+        );
     }
 
     #[test]

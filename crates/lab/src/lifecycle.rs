@@ -205,7 +205,8 @@ pub fn start_etcd(lab: &Lab) -> Result<u32, String> {
     loop {
         let u = url.clone();
         let ok = in_ns(&layout::underlay_ns(&lab.name), move || {
-            let s = weft_store::EtcdStore::new(&u, "/weft/").map_err(|e| weft_net::Error(e.to_string()))?;
+            let s = weft_store::EtcdStore::new(std::slice::from_ref(&u), "/weft/", None)
+                .map_err(|e| weft_net::Error(e.to_string()))?;
             Ok(s.check().is_ok())
         })?;
         if ok {
