@@ -244,8 +244,8 @@ impl Cache {
         match u {
             Update::Reset { items, .. } => {
                 self.listed = items
-                    .iter()
-                    .filter_map(|(_, v)| serde_json::from_slice::<NodeRecord>(v).ok())
+                    .values()
+                    .filter_map(|v| serde_json::from_slice::<NodeRecord>(v).ok())
                     .map(|n| (n.name.clone(), n))
                     .collect();
                 self.have_nodes = true;
@@ -461,10 +461,11 @@ fn run(agent: &Agent, rx: Receiver<Msg>) {
             }
         }
         program(agent, &mut cache, writes);
-        if nodes_changed && agent.mode == Mode::Native {
-            if let Err(e) = crate::cluster::sync_routes(agent, &cache.nodes()) {
-                log::warn!("native routes: {e}");
-            }
+        if nodes_changed
+            && agent.mode == Mode::Native
+            && let Err(e) = crate::cluster::sync_routes(agent, &cache.nodes())
+        {
+            log::warn!("native routes: {e}");
         }
     }
 }
@@ -628,7 +629,11 @@ mod tests {
         run(&mut cache, &mut map, w);
         assert_eq!(
             map,
-            desired_ipcache("a", &[a.clone()], &[("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256)])
+            desired_ipcache(
+                "a",
+                std::slice::from_ref(&a),
+                &[("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256)]
+            )
         );
     }
 
