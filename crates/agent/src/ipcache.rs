@@ -463,7 +463,7 @@ fn run(agent: &Agent, rx: Receiver<Msg>) {
         program(agent, &mut cache, writes);
         if nodes_changed
             && agent.mode == Mode::Native
-            && let Err(e) = crate::cluster::sync_routes(agent, &cache.nodes())
+            && let Err(e) = crate::routes::sync(agent, &cache.nodes())
         {
             log::warn!("native routes: {e}");
         }

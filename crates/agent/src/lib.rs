@@ -17,12 +17,14 @@ pub mod faults;
 pub mod ids;
 pub mod ipcache;
 pub mod journal;
+pub mod linkwatch;
 pub mod logger;
 pub mod monitor;
 pub mod names;
 pub mod node;
 pub mod reconcile;
 pub mod relabel;
+pub mod routes;
 pub mod server;
 pub mod state;
 
