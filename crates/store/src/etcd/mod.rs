@@ -104,8 +104,7 @@ impl EtcdStore {
                 return Err(invalid(format!("{u}: an etcd URL is http://HOST:PORT or https://HOST:PORT")));
             }
         }
-        let tls_files = tls;
-        let tls = tls.map(tls_config).transpose().map_err(invalid)?;
+        let tls_cfg = tls.map(tls_config).transpose().map_err(invalid)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("weft-etcd")
@@ -114,7 +113,7 @@ impl EtcdStore {
             .map_err(|e| invalid(format!("cannot start the etcd client's runtime: {e}")))?;
         let mut endpoints = Vec::new();
         for u in &urls {
-            endpoints.push(endpoint(u, tls.clone()).map_err(invalid)?);
+            endpoints.push(endpoint(u, tls_cfg.clone()).map_err(invalid)?);
         }
         // Channels spawn their connection task into the current runtime.
         let members = wait(&rt, async move {
@@ -126,7 +125,7 @@ impl EtcdStore {
             Ok(members)
         })
         .map_err(|f| invalid(f.text()))?;
-        let anonymous_tls = tls_files.is_some_and(|t| t.cert.is_none());
+        let anonymous_tls = tls.is_some_and(|t| t.cert.is_none());
         Ok(Self {
             urls,
             members,
