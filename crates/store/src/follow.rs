@@ -48,6 +48,30 @@ pub enum Update {
     Down(String),
 }
 
+impl Update {
+    /// Applies the update to a consumer's copy of the prefix.
+    pub fn apply(&self, items: &mut BTreeMap<String, Vec<u8>>) {
+        match self {
+            Update::Reset { items: all, .. } => *items = all.clone(),
+            Update::Put { key, value, .. } => {
+                items.insert(key.clone(), value.clone());
+            }
+            Update::Delete { key, .. } => {
+                items.remove(key);
+            }
+            Update::Down(_) => {}
+        }
+    }
+
+    /// The revision the update brings the consumer to (None for Down).
+    pub fn rev(&self) -> Option<Revision> {
+        match self {
+            Update::Reset { rev, .. } | Update::Put { rev, .. } | Update::Delete { rev, .. } => Some(*rev),
+            Update::Down(_) => None,
+        }
+    }
+}
+
 /// The consumer's end; dropping it stops the thread.
 pub struct Follower {
     rx: Option<Receiver<Update>>,
@@ -238,5 +262,58 @@ impl Run {
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
         self.check_stop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalStore, Op};
+
+    /// Applies updates until the copy equals a fresh listing at the same
+    /// revision; the updates seen.
+    fn converge(f: &Follower, s: &dyn Store, items: &mut BTreeMap<String, Vec<u8>>) -> Vec<Update> {
+        let (want, rev) = s.list_at("nodes/").unwrap();
+        let want: BTreeMap<_, _> = want.into_iter().collect();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *items != want || seen.last().and_then(Update::rev).is_some_and(|r| r < rev) || seen.is_empty()
+        {
+            let left =
+                deadline.checked_duration_since(Instant::now()).expect("the follower caught up within 5 s");
+            let Some(u) = f.recv_timeout(left) else { continue };
+            u.apply(items);
+            seen.push(u);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_consumer_of_a_local_store_follower_ends_equal_to_a_fresh_list() {
+        let d = std::env::temp_dir().join(format!("weft-store-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let s: Arc<dyn Store> = Arc::new(LocalStore::open(&d).unwrap());
+        s.put("nodes/a", b"1").unwrap();
+        s.put("other/x", b"-").unwrap();
+        let f = follow(s.clone(), "nodes/", "test");
+        let mut items = BTreeMap::new();
+        let first = converge(&f, s.as_ref(), &mut items);
+        assert!(matches!(&first[..], [Update::Reset { items, .. }] if items.len() == 1), "{first:?}");
+
+        s.put("nodes/b", b"2").unwrap();
+        s.put("nodes/a", b"1'").unwrap();
+        s.delete("nodes/b").unwrap();
+        s.put("other/y", b"not followed").unwrap();
+        s.txn(&[], &[Op::Put("nodes/c".into(), b"3".to_vec()), Op::Delete("nodes/a".into())]).unwrap();
+        let seen = converge(&f, s.as_ref(), &mut items);
+        assert_eq!(seen.len(), 5, "one update per write under nodes/, no Reset: {seen:?}");
+        let revs: Vec<_> = seen.iter().filter_map(Update::rev).collect();
+        assert!(revs.windows(2).all(|w| w[0] <= w[1]), "in order: {revs:?}");
+        assert_eq!(items.keys().collect::<Vec<_>>(), ["nodes/c"]);
+
+        let start = Instant::now();
+        drop(f);
+        assert!(start.elapsed() < Duration::from_secs(1), "dropping the follower stops its thread promptly");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -37,6 +37,7 @@ struct Journal {
     dropped_through: Revision,
     watchers: Vec<Weak<Watcher>>,
     queue_limit: usize,
+    history_limit: usize,
 }
 
 struct Watcher {
@@ -92,13 +93,19 @@ impl LocalStore {
             dropped_through: 0,
             watchers: Vec::new(),
             queue_limit: QUEUE_LIMIT,
+            history_limit: HISTORY,
         };
         Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(journal), _lock: lock })
     }
 
-    /// Changes how many events a watch may lag behind before it is closed.
-    pub fn with_watch_queue_limit(self, limit: usize) -> Self {
-        self.journal().queue_limit = limit.max(1);
+    /// Changes how many events a watch may lag behind before it is closed
+    /// (default [`QUEUE_LIMIT`]) and how many past events are kept for
+    /// watches that start in the past (default [`HISTORY`]).
+    pub fn with_watch_limits(self, queue: usize, history: usize) -> Self {
+        let mut j = self.journal();
+        j.queue_limit = queue.max(1);
+        j.history_limit = history.max(1);
+        drop(j);
         self
     }
 
@@ -288,7 +295,7 @@ impl Journal {
         self.rev += 1;
         let events: Vec<Event> = changes.into_iter().map(|change| Event { rev: self.rev, change }).collect();
         self.history.extend(events.iter().cloned());
-        while self.history.len() > HISTORY {
+        while self.history.len() > self.history_limit {
             if let Some(e) = self.history.pop_front() {
                 self.dropped_through = e.rev;
             }
@@ -457,6 +464,92 @@ mod tests {
             assert!(matches!(s.put(k, b"x"), Err(StoreError::InvalidKey { .. })), "{k:?}");
         }
         assert!(matches!(LocalStore::open(&d), Err(StoreError::Locked { .. })));
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use crate::WatchError;
+
+    fn open(tag: &str) -> (LocalStore, PathBuf) {
+        let d = std::env::temp_dir().join(format!("weft-store-w{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        (LocalStore::open(&d).unwrap(), d)
+    }
+
+    fn put(key: &str, value: &[u8]) -> Change {
+        Change::Put { key: key.into(), value: value.to_vec() }
+    }
+
+    /// Every event until `n` have arrived (or a second passed).
+    fn take(w: &mut dyn WatchStream, n: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let batch = w.next(Duration::from_secs(1)).unwrap();
+            assert!(!batch.is_empty(), "only {} of {n} events came: {out:?}", out.len());
+            out.extend(batch);
+        }
+        out
+    }
+
+    #[test]
+    fn watch_sees_every_write_after_the_listing_in_order() {
+        let (s, d) = open("order");
+        s.put("nodes/a", b"1").unwrap();
+        let (items, rev) = s.list_at("nodes/").unwrap();
+        assert_eq!(items.len(), 1);
+        // Written between the listing and the watch: still seen.
+        s.put("nodes/b", b"2").unwrap();
+        let mut w = s.watch("nodes/", rev + 1).unwrap();
+        s.put("other/x", b"not watched").unwrap();
+        assert!(!s.delete("nodes/none").unwrap(), "deleting nothing is no event");
+        s.txn(&[], &[Op::Put("nodes/c".into(), b"3".to_vec()), Op::Delete("nodes/a".into())]).unwrap();
+        let ev = take(w.as_mut(), 3);
+        let changes: Vec<&Change> = ev.iter().map(|e| &e.change).collect();
+        assert_eq!(
+            changes,
+            [&put("nodes/b", b"2"), &put("nodes/c", b"3"), &Change::Delete { key: "nodes/a".into() }]
+        );
+        assert_eq!(ev[0].rev, rev + 1);
+        assert_eq!(ev[1].rev, ev[2].rev, "one transaction, one revision");
+        assert_eq!(ev[1].rev, rev + 3, "the write to other/ took a revision");
+        assert_eq!(s.list_at("nodes/").unwrap().1, ev[2].rev);
+        assert_eq!(
+            w.next(Duration::from_millis(10)).unwrap(),
+            vec![],
+            "nothing more: empty batch on timeout"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_watch_that_falls_behind_is_closed_and_old_history_is_compacted() {
+        let (s, d) = open("behind");
+        let s = s.with_watch_limits(10, 20);
+        let (_, rev) = s.list_at("").unwrap();
+        let mut w = s.watch("k/", rev + 1).unwrap();
+        for i in 0..11 {
+            s.put(&format!("k/{i}"), b"x").unwrap();
+        }
+        assert_eq!(w.next(Duration::ZERO).unwrap().len(), 10, "what was queued is handed out");
+        match w.next(Duration::ZERO) {
+            Err(WatchError::Closed(reason)) => {
+                assert!(reason.contains("fell behind by more than 10"), "{reason}")
+            }
+            other => panic!("expected a closed watch, got {other:?}"),
+        }
+        // Resuming from the last revision seen + 1 gets the rest.
+        let mut w = s.watch("k/", rev + 11).unwrap();
+        assert_eq!(w.next(Duration::ZERO).unwrap(), vec![Event { rev: rev + 11, change: put("k/10", b"x") }]);
+        for i in 0..20 {
+            s.put("k/many", format!("{i}").as_bytes()).unwrap();
+        }
+        match s.watch("k/", rev + 1).unwrap().next(Duration::ZERO) {
+            Err(WatchError::Compacted { compact_revision }) => assert!(compact_revision > rev + 1),
+            other => panic!("expected compacted, got {other:?}"),
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -171,6 +171,16 @@ fn unreachable_etcd_is_a_clear_error() {
         .unwrap();
     assert!(e.contains("etcd http://127.0.0.1:1") && e.contains("unavailable"), "{e}");
     assert!(e.contains("refused"), "the cause is told: {e}");
+    // With a dead member first, requests go on to the next one.
+    let got = etcd
+        .run(|_| {
+            let members = vec!["http://127.0.0.1:1".to_string(), URL.to_string()];
+            let s = EtcdStore::new(&members, "/weft-test/", None)?;
+            s.put("failover", b"1")?;
+            s.get("failover")
+        })
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&b"1"[..]));
     let e = EtcdStore::new(&urls("https://x:2379"), "/w/", None).err().unwrap().to_string();
     assert!(e.contains("is https") && e.contains("CA"), "{e}");
     let e = EtcdStore::new(&urls("x:2379"), "/w/", None).err().unwrap().to_string();

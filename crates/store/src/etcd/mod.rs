@@ -57,6 +57,9 @@ pub struct EtcdStore {
     /// Every key lives under this prefix (e.g. "/weft/"), so a shared etcd
     /// can hold other things.
     prefix: String,
+    /// TLS without a client certificate: a refused handshake is then most
+    /// likely etcd asking for one, which its error does not say.
+    anonymous_tls: bool,
     rt: tokio::runtime::Runtime,
 }
 
@@ -101,7 +104,7 @@ impl EtcdStore {
                 return Err(invalid(format!("{u}: an etcd URL is http://HOST:PORT or https://HOST:PORT")));
             }
         }
-        let tls = tls.map(tls_config).transpose().map_err(invalid)?;
+        let tls_cfg = tls.map(tls_config).transpose().map_err(invalid)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("weft-etcd")
@@ -110,7 +113,7 @@ impl EtcdStore {
             .map_err(|e| invalid(format!("cannot start the etcd client's runtime: {e}")))?;
         let mut endpoints = Vec::new();
         for u in &urls {
-            endpoints.push(endpoint(u, tls.clone()).map_err(invalid)?);
+            endpoints.push(endpoint(u, tls_cfg.clone()).map_err(invalid)?);
         }
         // Channels spawn their connection task into the current runtime.
         let members = wait(&rt, async move {
@@ -122,7 +125,15 @@ impl EtcdStore {
             Ok(members)
         })
         .map_err(|f| invalid(f.text()))?;
-        Ok(Self { urls, members, preferred: AtomicUsize::new(0), prefix: prefix.to_string(), rt })
+        let anonymous_tls = tls.is_some_and(|t| t.cert.is_none());
+        Ok(Self {
+            urls,
+            members,
+            preferred: AtomicUsize::new(0),
+            prefix: prefix.to_string(),
+            anonymous_tls,
+            rt,
+        })
     }
 
     /// Fails with a clear error unless etcd answers.
@@ -138,7 +149,10 @@ impl EtcdStore {
         })
     }
 
-    fn unavailable(&self, cause: String) -> StoreError {
+    fn unavailable(&self, mut cause: String) -> StoreError {
+        if self.anonymous_tls && cause.contains("transport error") {
+            cause.push_str(" (this client has no certificate: if etcd runs with --client-cert-auth, give one and its key)");
+        }
         StoreError::Unavailable { backend: format!("etcd {}", self.urls.join(",")), cause }
     }
 

@@ -135,3 +135,45 @@ impl Drop for Etcd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Applies the follower's updates to `items` until they equal a fresh
+/// listing of `prefix`, at its revision; the updates applied.
+pub fn converge(
+    f: &weft_store::Follower,
+    s: &dyn Store,
+    prefix: &str,
+    items: &mut std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<weft_store::Update> {
+    let (want, rev) = s.list_at(prefix).unwrap();
+    let want: std::collections::BTreeMap<_, _> = want.into_iter().collect();
+    let mut seen: Vec<weft_store::Update> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let caught_up =
+        |seen: &[weft_store::Update]| seen.iter().rev().find_map(|u| u.rev()).is_some_and(|r| r >= rev);
+    while *items != want || !caught_up(&seen) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("the follower did not catch up with rev {rev} within 15 s: {seen:?}"));
+        if let Some(u) = f.recv_timeout(left) {
+            u.apply(items);
+            seen.push(u);
+        }
+    }
+    seen
+}
+
+/// Waits for the follower to report the store down; the updates before.
+pub fn wait_down(f: &weft_store::Follower, within: Duration) -> (String, Vec<weft_store::Update>) {
+    let deadline = Instant::now() + within;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no Down within {within:?}; got {before:?}"));
+        match f.recv_timeout(left) {
+            Some(weft_store::Update::Down(reason)) => return (reason, before),
+            Some(u) => before.push(u),
+            None => {}
+        }
+    }
+}
