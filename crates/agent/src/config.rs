@@ -1,6 +1,7 @@
 //! What an agent needs to know about its node and its cluster.
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+pub use weft_datapath::TcMode;
 use weft_ipam::Cidr;
 
 /// Where desired state lives.
@@ -113,6 +114,10 @@ pub struct AgentConfig {
     /// Besides root, members of this group (gid) may use the local API: the
     /// socket is then mode 0660 and owned by it (without one: 0600).
     pub api_group: Option<u32>,
+    /// How programs hang on devices (`--tc-mode`, env `WEFT_TC_MODE`):
+    /// auto (tcx where the kernel has it, Linux >= 6.6; legacy clsact +
+    /// cls_bpf otherwise), or forced tcx / legacy.
+    pub tc_mode: TcMode,
 }
 
 impl AgentConfig {

@@ -98,6 +98,11 @@ struct AgentArgs {
     /// (default: root only, mode 0600).
     #[arg(long, value_parser = weft_agent::server::parse_group)]
     api_group: Option<u32>,
+    /// How programs hang on devices: auto (tcx where the kernel has it,
+    /// Linux >= 6.6, else legacy), tcx, or legacy (clsact qdisc + cls_bpf
+    /// direct-action filter, for older kernels).
+    #[arg(long, env = "WEFT_TC_MODE", default_value = "auto")]
+    tc_mode: weft_agent::config::TcMode,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -206,5 +211,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
         lease_ttl: std::time::Duration::from_secs(a.lease_ttl.max(2)),
         gateway_style: a.gateway,
         api_group: a.api_group,
+        tc_mode: a.tc_mode,
     })
 }
