@@ -59,6 +59,11 @@ fn two_nodes_on_legacy_tc_pass_the_foundation_checks_and_survive_a_restart() {
             log.contains("datapath attach: legacy tc (clsact qdisc, cls_bpf direct-action filter) (forced by --tc-mode legacy)"),
             "{node} says which attach it uses:\n{log}"
         );
+        // (The lab's etcd speaks plain http here: the agent says what that means.)
+        assert!(
+            log.contains("etcd at http://198.18.0.2:2379 without TLS: anyone on the network can read and change the cluster state; use --etcd-ca/--etcd-cert/--etcd-key"),
+            "{log}"
+        );
         assert_one_filter_each_and_no_pins(&lab, node);
     }
     let lxc = &lab.endpoints("node1")[0].ifname;

@@ -11,7 +11,7 @@ pub mod identity;
 mod local;
 pub mod pool;
 
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, TlsFiles};
 pub use local::LocalStore;
 
 use serde::{Serialize, de::DeserializeOwned};

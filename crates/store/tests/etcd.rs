@@ -53,7 +53,7 @@ impl Etcd {
     }
 
     fn store(&self) -> Arc<dyn Store> {
-        Arc::new(EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap())
+        Arc::new(EtcdStore::new(&["http://127.0.0.1:2379".to_string()], "/weft-test/", None).unwrap())
     }
 
     /// Runs `f` with a store client inside the namespace.
@@ -126,7 +126,11 @@ fn identity_release_racing_acquires_on_another_node_never_frees_a_used_number() 
             let labels = vec![format!("k8s:round={round}")];
             let a = IdentityAllocator::new(s.clone());
             let first = a.acquire(&labels, "n1/10.244.1.2")?;
-            let b = IdentityAllocator::new(Arc::new(EtcdStore::new("http://127.0.0.1:2379", "/weft-test/")?));
+            let b = IdentityAllocator::new(Arc::new(EtcdStore::new(
+                &["http://127.0.0.1:2379".to_string()],
+                "/weft-test/",
+                None,
+            )?));
             let l2 = labels.clone();
             let h = std::thread::spawn(move || b.acquire(&l2, "n2/10.244.2.2"));
             a.release(first, "n1/10.244.1.2")?;
@@ -176,7 +180,8 @@ fn two_agents_allocating_identities_never_collide() {
                     .map(|agent| {
                         // Each "agent" has its own client, as two nodes would.
                         let a = IdentityAllocator::new(Arc::new(
-                            EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap(),
+                            EtcdStore::new(&["http://127.0.0.1:2379".to_string()], "/weft-test/", None)
+                                .unwrap(),
                         ));
                         let _ = &s;
                         std::thread::spawn(move || {
@@ -234,11 +239,23 @@ fn unreachable_etcd_is_a_clear_error() {
     // A port nothing listens on, inside the test's namespace.
     let e = etcd
         .run(|_| {
-            Ok(EtcdStore::new("http://127.0.0.1:1", "/weft/").unwrap().get("x").unwrap_err().to_string())
+            Ok(EtcdStore::new(&["http://127.0.0.1:1".to_string()], "/weft/", None)
+                .unwrap()
+                .get("x")
+                .unwrap_err()
+                .to_string())
         })
         .unwrap();
     assert!(e.contains("etcd 127.0.0.1:1") && e.contains("unavailable"), "{e}");
-    assert!(EtcdStore::new("https://x:2379", "/w/").is_err());
+    assert!(EtcdStore::new(&["https://x:2379".to_string()], "/w/", None).is_err());
+}
+
+#[test]
+fn tls_is_refused_with_a_clear_error_by_the_http_backend() {
+    let tls = weft_store::TlsFiles { ca: "/etc/weft/ca.pem".into(), cert: None, key: None };
+    let e = EtcdStore::new(&["https://198.18.0.2:2379".to_string()], "/w/", Some(&tls)).err().unwrap();
+    let e = e.to_string();
+    assert!(e.contains("TLS") && e.contains("etcd-client backend"), "{e}");
 }
 
 #[test]
@@ -250,7 +267,8 @@ fn nodes_racing_for_pod_cidrs_never_collide() {
                 let pool: weft_ipam::Cidr = format!("10.{}.0.0/16", 100 + round).parse().unwrap();
                 let hs: Vec<_> = (0..6)
                     .map(|n| {
-                        let s = EtcdStore::new("http://127.0.0.1:2379", "/weft-test/").unwrap();
+                        let s = EtcdStore::new(&["http://127.0.0.1:2379".to_string()], "/weft-test/", None)
+                            .unwrap();
                         std::thread::spawn(move || {
                             weft_store::pool::claim(&s, pool, 24, &format!("r{round}-node{n}")).unwrap()
                         })

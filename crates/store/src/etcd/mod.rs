@@ -7,7 +7,17 @@ mod http;
 
 use crate::{Cmp, Op, Store, StoreError};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
+
+/// Files for talking TLS to etcd: the CA that signed etcd's certificate
+/// and, when etcd checks clients (`--client-cert-auth`), this client's
+/// certificate and key (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
 
 pub struct EtcdStore {
     /// host:port of each member; tried in order.
@@ -19,17 +29,30 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    /// `urls`: "http://198.18.0.2:2379" (comma separated for several members).
-    pub fn new(urls: &str, prefix: &str) -> Result<Self, StoreError> {
+    /// `urls`: one per member, e.g. "http://198.18.0.2:2379".
+    ///
+    /// This JSON-gateway backend speaks plain http only: `tls: Some` is
+    /// refused (the etcd-client backend implements it).
+    pub fn new(urls: &[String], prefix: &str, tls: Option<&TlsFiles>) -> Result<Self, StoreError> {
+        let shown = urls.join(",");
+        if let Some(tls) = tls {
+            return Err(StoreError::Unavailable {
+                backend: format!("etcd {shown}"),
+                cause: format!(
+                    "TLS (CA {}) needs the etcd-client backend; this build speaks plain http only",
+                    tls.ca.display()
+                ),
+            });
+        }
         let endpoints: Vec<String> = urls
-            .split(',')
+            .iter()
             .map(|u| u.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty())
             .collect();
-        if endpoints.is_empty() || urls.contains("https://") {
+        if endpoints.is_empty() || urls.iter().any(|u| u.contains("https://")) {
             return Err(StoreError::Unavailable {
-                backend: format!("etcd {urls}"),
-                cause: "give etcd as http://HOST:PORT[,http://HOST:PORT...] (TLS is not supported yet)"
+                backend: format!("etcd {shown}"),
+                cause: "give etcd as http://HOST:PORT (https needs --etcd-ca and the etcd-client backend)"
                     .into(),
             });
         }
