@@ -272,6 +272,9 @@ impl Datapath {
     /// there is exactly one.
     fn attach_legacy(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
         let what = format!("attaching {prog_name} to {ifname} {} (legacy tc)", hook.name());
+        if tcnl::ifindex(ifname).is_none() {
+            return Err(Error(format!("{what}: device {ifname} does not exist")));
+        }
         add_clsact(ifname)?;
         let ours = legacy_filters(ifname, hook);
         let in_place = ours.iter().any(|f| f.priority == LEGACY_PRIORITY && f.handle == LEGACY_HANDLE);

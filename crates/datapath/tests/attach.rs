@@ -195,6 +195,8 @@ fn legacy_detach_removes_the_filters_and_leaves_other_devices() {
             let after_lxc = (dp.is_attached(LXC, Hook::Ingress), dp.attached_devices());
             dp.detach(HOST);
             dp.detach("weftnosuchdev"); // a vanished device is no error
+            let e = dp.attach_lxc("weftnosuchdev").unwrap_err().to_string();
+            assert!(e.contains("device weftnosuchdev does not exist"), "{e}");
             (after_lxc, dp.attached_devices())
         }
     });
