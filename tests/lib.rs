@@ -425,3 +425,52 @@ pub fn spawn_in_ns<T: Send + 'static>(
         f()
     })
 }
+
+/// The foundation checks, shared by the one-node tests (foundation.rs) and
+/// the labs that run them under other settings (legacy_tc.rs).
+pub mod checks {
+    use super::TestLab;
+    use std::time::Duration;
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// `count` pings from a pod or node to an address, all answered.
+    pub fn ping(lab: &TestLab, from: &str, to: &str, count: u32) {
+        let n = count.to_string();
+        let out = lab.ok(from, &["ping", "-c", &n, "-i", "0.2", "-W", "2", to]);
+        assert!(out.contains(&format!("{count} received")), "{from} -> {to}: {out}");
+    }
+
+    /// The node reaches the pod, the pod reaches the node's underlay
+    /// address and its gateway.
+    pub fn node_and_pod_reach_each_other(lab: &TestLab, node: &str, pod: &str) {
+        ping(lab, node, &lab.pod_ip(pod), 2);
+        let node_ip = lab.lab.node(node).unwrap().underlay_ip.to_string();
+        ping(lab, pod, &node_ip, 2);
+        let gw = lab.status(node).gateway.to_string();
+        ping(lab, pod, &gw, 2);
+    }
+
+    /// A pod sending from an address the node never assigned is dropped
+    /// (reason 132, decided in lxc.c), `weft monitor` shows it, and the
+    /// pod's real address still works.
+    pub fn spoofed_source_dropped(lab: &TestLab, node: &str, pod: &str, victim: &str) {
+        let b = lab.pod_ip(victim);
+        let mon = lab.monitor(node, &["-t", "drop"]);
+        let own: std::net::Ipv4Addr = lab.pod_ip(pod).parse().unwrap();
+        let o = own.octets();
+        let fake = format!("{}.{}.{}.250", o[0], o[1], o[2]);
+        lab.ok(pod, &["ip", "addr", "add", &format!("{fake}/32"), "dev", "eth0"]);
+        let out = lab.exec(pod, &["ping", "-c", "2", "-W", "1", "-I", &fake, &b]);
+        assert!(!out.status.success(), "a spoofed ping must not be answered");
+        let drop = mon
+            .wait_for(T, |v| v["type"] == "drop" && v["reason"] == 132)
+            .expect("a drop event with reason 132");
+        assert_eq!(drop["reasonText"], "Invalid source ip");
+        assert_eq!(drop["file"], "lxc.c");
+        assert!(drop["summary"].as_str().unwrap().contains(&format!("{fake} -> ")), "{drop}");
+        assert_eq!(drop["source"], lab.endpoint_id(pod));
+        lab.ok(pod, &["ip", "addr", "del", &format!("{fake}/32"), "dev", "eth0"]);
+        ping(lab, pod, &b, 1);
+    }
+}

@@ -6,7 +6,7 @@ use std::{
     net::{TcpListener, TcpStream},
     time::Duration,
 };
-use weft_e2e::{TestLab, spawn_in_ns};
+use weft_e2e::{TestLab, checks, spawn_in_ns};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -46,14 +46,8 @@ fn pod_to_pod_ping_and_tcp_on_one_node() {
 fn node_reaches_pods_and_pods_reach_node() {
     let lab = TestLab::up("host", 1, 2);
     let a = lab.pod_ip("pod1-1");
-    let out = lab.ok("node1", &["ping", "-c", "2", "-i", "0.2", "-W", "2", &a]);
-    assert!(out.contains("2 received"), "node -> pod: {out}");
-    let node_ip = lab.lab.node("node1").unwrap().underlay_ip.to_string();
-    let out = lab.ok("pod1-1", &["ping", "-c", "2", "-i", "0.2", "-W", "2", &node_ip]);
-    assert!(out.contains("2 received"), "pod -> node underlay address: {out}");
-    let gw = lab.status("node1").gateway.to_string();
-    let out = lab.ok("pod1-2", &["ping", "-c", "2", "-i", "0.2", "-W", "2", &gw]);
-    assert!(out.contains("2 received"), "pod -> gateway: {out}");
+    checks::node_and_pod_reach_each_other(&lab, "node1", "pod1-1");
+    checks::ping(&lab, "node1", &lab.pod_ip("pod1-2"), 1);
 
     // The from-host path is taken (observation point from-host, identity 1).
     let mon = lab.monitor("node1", &[]);
@@ -92,20 +86,7 @@ fn pod_routes_and_arp_table_hold_the_gateway_with_its_own_lxc_mac() {
 #[test]
 fn spoofed_source_is_dropped_and_shown_by_monitor() {
     let lab = TestLab::up("spoof", 1, 2);
-    let b = lab.pod_ip("pod1-2");
-    let mon = lab.monitor("node1", &["-t", "drop"]);
-    // Give pod1-1 a second address the node never assigned, and use it.
-    lab.ok("pod1-1", &["ip", "addr", "add", "10.244.1.250/32", "dev", "eth0"]);
-    let out = lab.exec("pod1-1", &["ping", "-c", "2", "-W", "1", "-I", "10.244.1.250", &b]);
-    assert!(!out.status.success(), "a spoofed ping must not be answered");
-    let drop =
-        mon.wait_for(T, |v| v["type"] == "drop" && v["reason"] == 132).expect("a drop event with reason 132");
-    assert_eq!(drop["reasonText"], "Invalid source ip");
-    assert_eq!(drop["file"], "lxc.c");
-    assert!(drop["summary"].as_str().unwrap().contains("10.244.1.250 -> "), "{drop}");
-    assert_eq!(drop["source"], lab.endpoint_id("pod1-1"));
-    // The pod's real address still works.
-    lab.ok("pod1-1", &["ping", "-c", "1", "-W", "2", &b]);
+    checks::spoofed_source_dropped(&lab, "node1", "pod1-1", "pod1-2");
 }
 
 #[test]

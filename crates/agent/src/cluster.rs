@@ -38,13 +38,24 @@ pub fn open_store(cfg: &crate::AgentConfig) -> Result<Arc<dyn Store>, String> {
         StoreConfig::Local => {
             Ok(Arc::new(LocalStore::open(&cfg.store_dir()).map_err(|e| format!("store: {e}"))?))
         }
-        StoreConfig::Etcd { urls } => {
-            let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
-            let store = EtcdStore::new(&urls, "/weft/", None).map_err(|e| e.to_string())?;
+        StoreConfig::Etcd { urls, tls } => {
+            let urls: Vec<String> =
+                urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+            if tls.is_none() {
+                log::warn!(
+                    "etcd at {} without TLS: anyone on the network can read and change the cluster state; use --etcd-ca/--etcd-cert/--etcd-key",
+                    urls.join(",")
+                );
+            }
+            let store = EtcdStore::new(&urls, "/weft/", tls.as_ref()).map_err(|e| e.to_string())?;
             let start = Instant::now();
             loop {
                 match store.check() {
                     Ok(()) => return Ok(Arc::new(store)),
+                    // A certificate etcd or we reject will not heal by waiting.
+                    Err(e) if tls.is_some() && e.to_string().to_lowercase().contains("certificate") => {
+                        return Err(format!("{e} (check --etcd-ca/--etcd-cert/--etcd-key)"));
+                    }
                     Err(e) if start.elapsed() > Duration::from_secs(30) => {
                         return Err(format!("{e} (gave up after 30 s)"));
                     }

@@ -1,6 +1,7 @@
 //! What an agent needs to know about its node and its cluster.
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+pub use weft_datapath::TcMode;
 use weft_ipam::Cidr;
 
 /// Where desired state lives.
@@ -8,8 +9,43 @@ use weft_ipam::Cidr;
 pub enum StoreConfig {
     /// Embedded, file based, one node (the default without a cluster).
     Local,
-    /// A real etcd (v3), shared by every node of the cluster.
-    Etcd { urls: String },
+    /// A real etcd (v3), shared by every node of the cluster; `tls` when
+    /// it speaks https (`--etcd-ca/--etcd-cert/--etcd-key`).
+    Etcd { urls: String, tls: Option<weft_store::TlsFiles> },
+}
+
+impl StoreConfig {
+    /// The etcd store from the agent's flags, refusing combinations that
+    /// cannot work (a certificate without its key, TLS files with http).
+    pub fn etcd(
+        urls: &str,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<StoreConfig, String> {
+        let https = urls.split(',').any(|u| u.trim().starts_with("https://"));
+        let tls = match (ca, cert, key) {
+            (None, None, None) => None,
+            (Some(ca), cert, key) => {
+                if cert.is_some() != key.is_some() {
+                    return Err("--etcd-cert and --etcd-key go together: give both or neither".into());
+                }
+                Some(weft_store::TlsFiles { ca, cert, key })
+            }
+            (None, _, _) => {
+                return Err(
+                    "--etcd-cert/--etcd-key need --etcd-ca (the CA that signed etcd's certificate)".into()
+                );
+            }
+        };
+        match (&tls, https) {
+            (Some(_), false) => Err(format!("--etcd-ca is given but the etcd URLs are not https: {urls}")),
+            (None, true) => {
+                Err(format!("etcd at {urls} speaks https: give --etcd-ca (and --etcd-cert/--etcd-key)"))
+            }
+            _ => Ok(StoreConfig::Etcd { urls: urls.to_string(), tls }),
+        }
+    }
 }
 
 /// How pod traffic crosses nodes (a cluster setting).
@@ -113,6 +149,10 @@ pub struct AgentConfig {
     /// Besides root, members of this group (gid) may use the local API: the
     /// socket is then mode 0660 and owned by it (without one: 0600).
     pub api_group: Option<u32>,
+    /// How programs hang on devices (`--tc-mode`, env `WEFT_TC_MODE`):
+    /// auto (tcx where the kernel has it, Linux >= 6.6; legacy clsact +
+    /// cls_bpf otherwise), or forced tcx / legacy.
+    pub tc_mode: TcMode,
 }
 
 impl AgentConfig {
@@ -121,5 +161,30 @@ impl AgentConfig {
     }
     pub fn store_dir(&self) -> PathBuf {
         self.state_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreConfig;
+
+    #[test]
+    fn etcd_flags_that_cannot_work_are_refused() {
+        let p = |s: &str| Some(std::path::PathBuf::from(s));
+        assert_eq!(
+            StoreConfig::etcd("http://e:2379", None, None, None).unwrap(),
+            StoreConfig::Etcd { urls: "http://e:2379".into(), tls: None }
+        );
+        let ok = StoreConfig::etcd("https://e:2379", p("ca"), p("c"), p("k")).unwrap();
+        let StoreConfig::Etcd { tls: Some(t), .. } = ok else { panic!("{ok:?}") };
+        assert_eq!((t.ca, t.cert, t.key), ("ca".into(), p("c"), p("k")));
+        let e = StoreConfig::etcd("https://e:2379", p("ca"), p("c"), None).unwrap_err();
+        assert!(e.contains("give both"), "{e}");
+        let e = StoreConfig::etcd("https://e:2379", None, p("c"), p("k")).unwrap_err();
+        assert!(e.contains("need --etcd-ca"), "{e}");
+        let e = StoreConfig::etcd("http://e:2379", p("ca"), None, None).unwrap_err();
+        assert!(e.contains("not https"), "{e}");
+        let e = StoreConfig::etcd("https://e:2379", None, None, None).unwrap_err();
+        assert!(e.contains("give --etcd-ca"), "{e}");
     }
 }

@@ -67,9 +67,19 @@ struct AgentArgs {
     /// Where desired state lives: local (one node) or etcd (a cluster).
     #[arg(long, default_value = "local")]
     store: String,
-    /// etcd client URLs (http://HOST:PORT, comma separated).
+    /// etcd client URLs (http(s)://HOST:PORT, comma separated).
     #[arg(long, env = "WEFT_ETCD", default_value = "http://127.0.0.1:2379")]
     etcd: String,
+    /// The CA (PEM) that signed etcd's certificate; needed for https URLs.
+    #[arg(long, env = "WEFT_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// This agent's client certificate (PEM) for an etcd that checks
+    /// clients (--client-cert-auth); with --etcd-key.
+    #[arg(long, env = "WEFT_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, env = "WEFT_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
     /// Cross-node mode, a cluster setting: vxlan, ipip or native.
     #[arg(long)]
     mode: Option<weft_agent::config::Mode>,
@@ -98,6 +108,11 @@ struct AgentArgs {
     /// (default: root only, mode 0600).
     #[arg(long, value_parser = weft_agent::server::parse_group)]
     api_group: Option<u32>,
+    /// How programs hang on devices: auto (tcx where the kernel has it,
+    /// Linux >= 6.6, else legacy), tcx, or legacy (clsact qdisc + cls_bpf
+    /// direct-action filter, for older kernels).
+    #[arg(long, env = "WEFT_TC_MODE", default_value = "auto")]
+    tc_mode: weft_agent::config::TcMode,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -188,7 +203,7 @@ fn main() -> ExitCode {
 fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
     let store = match a.store.as_str() {
         "local" => weft_agent::config::StoreConfig::Local,
-        "etcd" => weft_agent::config::StoreConfig::Etcd { urls: a.etcd },
+        "etcd" => weft_agent::config::StoreConfig::etcd(&a.etcd, a.etcd_ca, a.etcd_cert, a.etcd_key)?,
         other => return Err(format!("unknown store {other:?}: use local or etcd")),
     };
     let _ = a.lab;
@@ -207,5 +222,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
         lease_ttl: std::time::Duration::from_secs(a.lease_ttl.max(2)),
         gateway_style: a.gateway,
         api_group: a.api_group,
+        tc_mode: a.tc_mode,
     })
 }

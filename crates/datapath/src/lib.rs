@@ -4,8 +4,11 @@
 
 pub mod dissect;
 pub mod events;
+pub mod kernel;
 pub mod loader;
 pub mod maps;
 pub mod pktgen;
+pub mod tc;
 
 pub use loader::{Datapath, Error, Hook, ensure_bpffs};
+pub use tc::{Attach, TcMode};

@@ -3,6 +3,7 @@
 //! `<base>/v<ABI>/` so it outlives the agent process.
 
 use crate::maps::*;
+use crate::tc::{self as tcnl, Attach, BpfFilter, LEGACY_HANDLE, LEGACY_PRIORITY, TcMode};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
@@ -11,9 +12,9 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        Link as _, LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
-        tc::TcAttachOptions,
+        tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
     },
 };
 use std::{
@@ -93,7 +94,17 @@ impl Hook {
             Hook::Egress => "egress",
         }
     }
+    fn parent(self) -> u32 {
+        match self {
+            Hook::Ingress => tcnl::PARENT_INGRESS,
+            Hook::Egress => tcnl::PARENT_EGRESS,
+        }
+    }
 }
+
+/// The programs weft attaches; a legacy filter is recognised as weft's by
+/// its program name.
+pub const PROGRAMS: [&str; 4] = [PROG_FROM_CONTAINER, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_NETWORK];
 
 pub struct Datapath {
     dir: PathBuf,
@@ -102,6 +113,7 @@ pub struct Datapath {
     overlay: Ebpf,
     netdev: Ebpf,
     adopted: bool,
+    attach: Attach,
 }
 
 impl Datapath {
@@ -109,7 +121,13 @@ impl Datapath {
     /// agent) are reused, not flushed: that is what lets the agent restart
     /// without disturbing traffic.
     pub fn load(base: &Path) -> Result<Self, Error> {
+        Self::load_with(base, TcMode::Auto)
+    }
+
+    /// [`Datapath::load`] with the attach mechanism chosen by `mode`.
+    pub fn load_with(base: &Path, mode: TcMode) -> Result<Self, Error> {
         ensure_bpffs()?;
+        let (attach, _) = mode.resolve();
         let dir = pin_dir(base);
         fs::create_dir_all(dir.join("links"))
             .map_err(err(format!("cannot create pin directory {}", dir.display())))?;
@@ -118,20 +136,25 @@ impl Datapath {
             let mut bpf = EbpfLoader::new()
                 .default_map_pin_directory(&dir)
                 .load(obj)
-                .map_err(err(format!("loading {name}")))?;
+                .map_err(|e| crate::kernel::explain(format!("loading {name}: {e}")))?;
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or_else(|| Error(format!("program {name} missing from object")))?
                 .try_into()
                 .map_err(err(name))?;
-            prog.load().map_err(err(format!("verifier rejected {name}")))?;
+            prog.load().map_err(|e| crate::kernel::explain(format!("verifier rejected {name}: {e}")))?;
             Ok(bpf)
         };
         let lxc = load(LXC_OBJ, PROG_FROM_CONTAINER)?;
         let host = load(HOST_OBJ, PROG_FROM_HOST)?;
         let overlay = load(OVERLAY_OBJ, PROG_FROM_OVERLAY)?;
         let netdev = load(NETDEV_OBJ, PROG_FROM_NETWORK)?;
-        Ok(Self { dir, lxc, host, overlay, netdev, adopted })
+        Ok(Self { dir, lxc, host, overlay, netdev, adopted, attach })
+    }
+
+    /// How programs are attached (tcx links or legacy tc filters).
+    pub fn attach_mode(&self) -> Attach {
+        self.attach
     }
 
     /// Whether the maps were found pinned (an agent restart) rather than new.
@@ -148,10 +171,14 @@ impl Datapath {
         self.dir.join("links").join(format!("{ifname}_{}", hook.name()))
     }
 
-    /// Whether a pinned link exists for the device (the datapath is attached
-    /// even if no agent runs).
+    /// Whether weft's program is attached to the device's hook (it stays
+    /// attached when no agent runs): a pinned tcx link, or in legacy mode a
+    /// cls_bpf filter carrying one of weft's programs.
     pub fn is_attached(&self, ifname: &str, hook: Hook) -> bool {
-        self.link_pin(ifname, hook).exists()
+        match self.attach {
+            Attach::Tcx => self.link_pin(ifname, hook).exists(),
+            Attach::Legacy => !legacy_filters(ifname, hook).is_empty(),
+        }
     }
 
     /// Attaches from-container to the ingress of a pod's host-side device.
@@ -184,10 +211,17 @@ impl Datapath {
         }
     }
 
+    fn attach(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
+        match self.attach {
+            Attach::Tcx => self.attach_tcx(ifname, prog_name, hook),
+            Attach::Legacy => self.attach_legacy(ifname, prog_name, hook),
+        }
+    }
+
     /// Attaches with tcx and pins the link. If a link is pinned already (the
     /// agent restarted), the running program is swapped atomically in that
     /// link (bpf_link_update): there is no moment without a program.
-    fn attach(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
+    fn attach_tcx(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
         let pin = self.link_pin(ifname, hook);
         let bpf = self.object(prog_name);
         let prog: &mut SchedClassifier = bpf
@@ -224,17 +258,70 @@ impl Datapath {
         let link = prog.take_link(id).map_err(err("take_link"))?;
         let fd: FdLink = link.try_into().map_err(err("link is not an fd link"))?;
         fd.pin(&pin).map_err(err(format!("pinning link {}", pin.display())))?;
+        // A legacy filter left by an agent in legacy mode would run after
+        // the tcx program: one datapath per hook.
+        remove_legacy_filters(ifname, hook, |_| true);
         Ok(())
     }
 
-    /// Detaches whatever weft attached to the device (removes the link pin).
+    /// Attaches as a cls_bpf direct-action filter under the clsact qdisc, at
+    /// weft's priority and handle. If weft's filter is there already (the
+    /// agent restarted), the program is replaced in place (a change of the
+    /// existing filter, no delete): there is no moment without a program.
+    /// Filters of weft's programs anywhere else on the hook are removed, so
+    /// there is exactly one.
+    fn attach_legacy(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
+        let what = format!("attaching {prog_name} to {ifname} {} (legacy tc)", hook.name());
+        if tcnl::ifindex(ifname).is_none() {
+            return Err(Error(format!("{what}: device {ifname} does not exist")));
+        }
+        add_clsact(ifname)?;
+        let ours = legacy_filters(ifname, hook);
+        let in_place = ours.iter().any(|f| f.priority == LEGACY_PRIORITY && f.handle == LEGACY_HANDLE);
+        let prog: &mut SchedClassifier = self
+            .object(prog_name)
+            .program_mut(prog_name)
+            .ok_or_else(|| Error(format!("program {prog_name} missing")))?
+            .try_into()
+            .map_err(err(prog_name))?;
+        let id = if in_place {
+            let existing = SchedClassifierLink::attached(
+                ifname,
+                hook.tc(),
+                LEGACY_PRIORITY,
+                TcHandle::from(LEGACY_HANDLE),
+                None,
+            )
+            .map_err(err(&what))?;
+            prog.attach_to_link(existing)
+        } else {
+            let opts =
+                NlOptions { priority: LEGACY_PRIORITY, handle: TcHandle::from(LEGACY_HANDLE), classid: None };
+            prog.attach_with_options(ifname, hook.tc(), TcAttachOptions::Netlink(opts))
+        }
+        .map_err(err(&what))?;
+        // Dropping aya's handle would delete the filter; like a pinned link
+        // it must outlive this agent. The handle holds no resource (no fd),
+        // so forgetting it leaks nothing.
+        std::mem::forget(prog.take_link(id).map_err(err("take_link"))?);
+        remove_legacy_filters(ifname, hook, |f| (f.priority, f.handle) != (LEGACY_PRIORITY, LEGACY_HANDLE));
+        // A tcx link from an agent in tcx mode would run before the filter.
+        let _ = fs::remove_file(self.link_pin(ifname, hook));
+        Ok(())
+    }
+
+    /// Detaches whatever weft attached to the device: link pins and, in
+    /// either mode, weft's legacy filters.
     pub fn detach(&self, ifname: &str) {
         for hook in [Hook::Ingress, Hook::Egress] {
             let _ = fs::remove_file(self.link_pin(ifname, hook));
+            remove_legacy_filters(ifname, hook, |_| true);
         }
     }
 
-    /// Names of devices with a pinned link (for reconciliation).
+    /// Names of devices with weft's program attached (for reconciliation):
+    /// those with a pinned link, and in legacy mode those with a filter of
+    /// weft's on either hook.
     pub fn attached_devices(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Ok(rd) = fs::read_dir(self.dir.join("links")) {
@@ -245,6 +332,15 @@ impl Datapath {
                 }
             }
         }
+        if self.attach == Attach::Legacy {
+            for (_, dev) in tcnl::devices() {
+                if [Hook::Ingress, Hook::Egress].into_iter().any(|h| !legacy_filters(&dev, h).is_empty()) {
+                    out.push(dev);
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
         out
     }
 
@@ -341,6 +437,49 @@ impl Datapath {
             .collect();
         out.sort_by_key(|(ip, p, _)| (*ip, *p));
         Ok(out)
+    }
+}
+
+/// Adds the clsact qdisc to a device unless it has one.
+fn add_clsact(ifname: &str) -> Result<(), Error> {
+    match aya::programs::tc::qdisc_add_clsact(ifname) {
+        Ok(()) => Ok(()),
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(Error(format!(
+            "adding the clsact qdisc to {ifname}: {e} (legacy tc attach needs CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF)"
+        ))),
+    }
+}
+
+/// weft's cls_bpf filters on a device's hook (none when the device or its
+/// clsact qdisc is missing).
+pub fn legacy_filters(ifname: &str, hook: Hook) -> Vec<BpfFilter> {
+    let Some(ifindex) = tcnl::ifindex(ifname) else { return Vec::new() };
+    match tcnl::bpf_filters(ifindex, hook.parent()) {
+        Ok(all) => all.into_iter().filter(|f| PROGRAMS.contains(&f.name.as_str())).collect(),
+        Err(e) => {
+            log::warn!("listing tc filters of {ifname} {}: {e}", hook.name());
+            Vec::new()
+        }
+    }
+}
+
+/// Deletes weft's legacy filters on a hook that `which` selects.
+fn remove_legacy_filters(ifname: &str, hook: Hook, which: impl Fn(&BpfFilter) -> bool) {
+    for f in legacy_filters(ifname, hook).into_iter().filter(|f| which(f)) {
+        let r = SchedClassifierLink::attached(ifname, hook.tc(), f.priority, TcHandle::from(f.handle), None)
+            .map_err(|e| e.to_string())
+            .and_then(|link| link.detach().map_err(|e| e.to_string()));
+        match r {
+            Ok(()) => log::info!(
+                "removed tc filter {} (pref {} handle {:#x}) from {ifname} {}",
+                f.name,
+                f.priority,
+                f.handle,
+                hook.name()
+            ),
+            Err(e) => log::warn!("removing tc filter {} from {ifname} {}: {e}", f.name, hook.name()),
+        }
     }
 }
 

@@ -30,6 +30,10 @@ pub enum LabCmd {
         /// Pods' gateway: weft or link-local (169.254.1.1, ee:ee:ee:ee:ee:ee).
         #[arg(long)]
         gateway: Option<String>,
+        /// etcd speaks https and requires client certificates: the lab makes
+        /// a CA, etcd's certificate and the agents' (under its run directory).
+        #[arg(long)]
+        etcd_tls: bool,
     },
     /// Run a command inside a pod or node of the lab (WEFT_SOCKET points at
     /// that node's agent, so `weft ...` views work there).
@@ -52,13 +56,14 @@ pub enum LabCmd {
 
 pub fn run(cmd: LabCmd) -> ExitCode {
     let r = match cmd {
-        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl, gateway } => {
+        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl, gateway, etcd_tls } => {
             lifecycle::Options::new(&name, nodes, pods_per_node).and_then(|mut o| {
                 o.mtu = mtu;
                 o.store = store;
                 o.mode = mode;
                 o.lease_ttl = lease_ttl;
                 o.gateway = gateway;
+                o.etcd_tls = etcd_tls;
                 up(&o)
             })
         }

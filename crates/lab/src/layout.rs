@@ -44,6 +44,10 @@ pub struct Lab {
     pub etcd_url: Option<String>,
     #[serde(default)]
     pub etcd_pid: Option<u32>,
+    /// etcd speaks https and checks client certificates (`--etcd-tls`);
+    /// the PKI is under [`pki_dir`].
+    #[serde(default)]
+    pub etcd_tls: bool,
     /// Seconds a node may go without renewing its registration.
     pub lease_ttl: u64,
     /// The pods' gateway style given to the agents (weft or link-local).
@@ -73,6 +77,11 @@ pub fn prefix(lab: &str) -> String {
 
 pub fn dir(lab: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join(lab)
+}
+
+/// The lab's etcd CA, server and client certificates (`--etcd-tls`).
+pub fn pki_dir(lab: &str) -> PathBuf {
+    dir(lab).join("pki")
 }
 
 pub fn bpffs(lab: &str) -> PathBuf {
@@ -111,6 +120,11 @@ impl Lab {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap()).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+    }
+
+    /// The PKI when etcd speaks TLS.
+    pub fn pki(&self) -> Option<crate::pki::Pki> {
+        self.etcd_tls.then(|| crate::pki::Pki::at(&pki_dir(&self.name)))
     }
 
     pub fn node(&self, name: &str) -> Option<&LabNode> {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cni;
 pub mod layout;
 pub mod lifecycle;
+pub mod pki;
 
 pub use layout::{Lab, LabNode, LabPod};
 pub use lifecycle::{Options, down, up};

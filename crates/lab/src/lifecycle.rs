@@ -36,6 +36,8 @@ pub struct Options {
     pub cni_bin: PathBuf,
     /// Extra environment for the agents (tests: `WEFT_CRASH_AT`).
     pub agent_env: Vec<(String, String)>,
+    /// etcd speaks https with client certificates; the lab makes the PKI.
+    pub etcd_tls: bool,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
             weft_bin: find("WEFT_BIN", "weft"),
             cni_bin: find("WEFT_CNI_BIN", "weft-cni"),
             agent_env: Vec::new(),
+            etcd_tls: false,
         })
     }
 }
@@ -89,6 +92,9 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
     if store == "local" && opts.nodes > 1 {
         return Err("several nodes need a cluster store: use --store etcd".into());
     }
+    if store == "local" && opts.etcd_tls {
+        return Err("--etcd-tls needs the etcd store (--store etcd, or more than one node)".into());
+    }
     for bin in [&opts.weft_bin, &opts.cni_bin] {
         if !bin.exists() {
             return Err(format!("{} not found: build it first (cargo build --bins)", bin.display()));
@@ -109,6 +115,7 @@ pub fn up(opts: &Options) -> Result<Lab, String> {
         mode: opts.mode.clone(),
         etcd_url: None,
         etcd_pid: None,
+        etcd_tls: opts.etcd_tls,
         lease_ttl: opts.lease_ttl,
         gateway: opts.gateway.clone(),
         nodes: vec![],
@@ -127,7 +134,11 @@ fn build(opts: &Options, lab: &mut Lab) -> Result<(), String> {
     std::fs::create_dir_all(layout::dir(&lab.name)).map_err(|e| e.to_string())?;
     build_underlay(&lab.name)?;
     if lab.store == "etcd" {
-        lab.etcd_url = Some(format!("http://{}:2379", layout::ETCD_IP));
+        if lab.etcd_tls {
+            let ip = layout::ETCD_IP.parse().expect("the etcd address is an IP");
+            crate::pki::create(&layout::pki_dir(&lab.name), &lab.name, &[ip])?;
+        }
+        lab.etcd_url = Some(etcd_url(lab));
         lab.etcd_pid = Some(start_etcd(lab)?);
     }
     lab.save()?;
@@ -176,8 +187,16 @@ fn build_underlay(lab: &str) -> Result<(), String> {
     })
 }
 
+/// The lab's etcd client URL: https when it speaks TLS.
+pub fn etcd_url(lab: &Lab) -> String {
+    let scheme = if lab.etcd_tls { "https" } else { "http" };
+    format!("{scheme}://{}:2379", layout::ETCD_IP)
+}
+
 /// Starts (or restarts) the lab's etcd in the underlay namespace, its data
-/// in the lab's run directory, and waits until it answers.
+/// in the lab's run directory, and waits until it answers. With TLS it
+/// serves https only and accepts only clients with a certificate of the
+/// lab's CA.
 pub fn start_etcd(lab: &Lab) -> Result<u32, String> {
     let dir = layout::dir(&lab.name);
     let log = std::fs::OpenOptions::new()
@@ -185,7 +204,7 @@ pub fn start_etcd(lab: &Lab) -> Result<u32, String> {
         .append(true)
         .open(dir.join("etcd.log"))
         .map_err(|e| e.to_string())?;
-    let url = format!("http://{}:2379", layout::ETCD_IP);
+    let url = etcd_url(lab);
     let mut cmd = Command::new("etcd");
     cmd.arg("--name")
         .arg(format!("weft-{}", lab.name))
@@ -193,6 +212,7 @@ pub fn start_etcd(lab: &Lab) -> Result<u32, String> {
         .arg(dir.join("etcd"))
         .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
         .args(["--listen-peer-urls", &format!("http://{}:2380", layout::ETCD_IP)])
+        .args(lab.pki().map(|p| p.etcd_args()).unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -204,8 +224,9 @@ pub fn start_etcd(lab: &Lab) -> Result<u32, String> {
     let start = Instant::now();
     loop {
         let u = url.clone();
+        let tls = lab.pki().map(|p| p.client_files());
         let ok = in_ns(&layout::underlay_ns(&lab.name), move || {
-            let s = weft_store::EtcdStore::new(std::slice::from_ref(&u), "/weft/", None)
+            let s = weft_store::EtcdStore::new(&[u], "/weft/", tls.as_ref())
                 .map_err(|e| weft_net::Error(e.to_string()))?;
             Ok(s.check().is_ok())
         })?;
@@ -319,6 +340,11 @@ pub fn start_agent(opts: &Options, lab: &Lab, node: &LabNode) -> Result<(u32, Ag
     }
     if let Some(url) = &lab.etcd_url {
         cmd.args(["--etcd", url]);
+    }
+    if let Some(pki) = lab.pki() {
+        cmd.arg("--etcd-ca").arg(&pki.ca);
+        cmd.arg("--etcd-cert").arg(&pki.client_cert);
+        cmd.arg("--etcd-key").arg(&pki.client_key);
     }
     if let Some(m) = &lab.mode {
         cmd.args(["--mode", m]);

@@ -39,7 +39,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// TLS material for https:// members: etcd's certificate must verify
 /// against `ca`; `cert` and `key` (PEM) are this client's identity, for an
 /// etcd started with --client-cert-auth.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: Option<PathBuf>,
