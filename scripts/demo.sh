@@ -122,6 +122,13 @@ printf -- '--- tcpdump on node2 eth0 (request and reply carry different VNIs)\n'
 sed 's/^/    /' "$MON_OUT.td"; rm -f "$MON_OUT.td"
 say "... and the receiving node's view (monitor on node2)"
 NODE=node2 watch "" in_lab pod1-1 ping -c 1 -W 2 "$REMOTE"
+
+say "Relabel the running pod2-2 (weft pod label): a new identity on node2 and, through the store's watch, in node1's ipcache"
+run in_lab node2 "$WEFT" pod label default/pod2-2 app=api tier=backend
+run in_lab node2 "$WEFT" endpoint list
+sleep 0.2
+run sh -c "$WEFT lab exec $LAB node1 $WEFT bpf ipcache list | grep -F '$REMOTE/32'"
+run in_lab pod1-1 ping -c 1 -W 2 "$REMOTE"
 run "$WEFT" lab down "$LAB"
 
 say "Calico's IP-in-IP on the wire (outer IPv4 protocol 4 between the nodes), done in BPF"
