@@ -1,11 +1,12 @@
 //! Network plumbing for the agent and the lab: switching network namespaces
-//! (only ever on a dedicated thread), driving iproute2 and writing sysctls.
+//! (only ever on a dedicated thread), netlink, iproute2 and sysctls.
 //!
-//! Devices are configured through `ip -batch`, one exec per group of
-//! commands: iproute2 is the reference netlink client, its error texts are
-//! what operators know, and a batch keeps the number of execs per pod small.
+//! The agent configures devices, addresses and routes through [`netlink`],
+//! from its own process: no exec per pod. [`ip`] (iproute2) stays for the
+//! lab, which builds test topologies with it.
 
 pub mod ip;
+pub mod netlink;
 pub mod netns;
 pub mod sysctl;
 
