@@ -2,8 +2,127 @@
 //! device deleted behind the agent's back is noticed at once, and the cost
 //! of ADD/DEL without exec'ing iproute2.
 
+use serde_json::Value;
 use std::time::{Duration, Instant};
+use weft_api::{BpfEndpointView, Request};
 use weft_e2e::{TempNetns, TestLab};
+
+/// A pod added through the plugin: its namespace and ADD result.
+struct Pod {
+    ns: TempNetns,
+    cid: String,
+    result: Value,
+}
+
+impl Pod {
+    fn add(lab: &TestLab, tag: &str) -> Pod {
+        let ns = TempNetns::new(&format!("weft-{}-{tag}", lab.name()));
+        let out = lab.cni("node1", "ADD", tag, &ns.path(), "1.1.0");
+        assert!(out.success, "ADD: {} {}", out.stdout, out.stderr);
+        Pod { ns, cid: tag.into(), result: out.json().unwrap() }
+    }
+
+    fn ip(&self) -> String {
+        let a = self.result["ips"][0]["address"].as_str().unwrap();
+        a.trim_end_matches("/32").to_string()
+    }
+
+    /// CHECK with the runtime's cached result: Ok, or the plugin's output.
+    fn check(&self, lab: &TestLab) -> Result<(), String> {
+        let mut conf = weft_lab::cni::plugin_config(&lab.lab.node("node1").unwrap().socket, "1.1.0");
+        conf["prevResult"] = self.result.clone();
+        let out = lab.cni_with("node1", "CHECK", &self.cid, &self.ns.path(), &conf);
+        if out.success { Ok(()) } else { Err(format!("{} {}", out.stdout, out.stderr)) }
+    }
+
+    /// `ip ARGS` inside the pod's namespace.
+    fn ip_cmd(&self, args: &[&str]) {
+        let out = std::process::Command::new("ip").args(["-n", &self.ns.name]).args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn mtu(&self) -> u64 {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &self.ns.name, "-j", "link", "show", "eth0"])
+            .output();
+        let v: Value = serde_json::from_slice(&out.unwrap().stdout).unwrap();
+        v[0]["mtu"].as_u64().unwrap()
+    }
+
+    fn gateway(&self) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &self.ns.name, "-j", "route", "show", "default"])
+            .output();
+        let v: Value = serde_json::from_slice(&out.unwrap().stdout).unwrap();
+        v[0]["gateway"].as_str().unwrap().to_string()
+    }
+}
+
+fn check_fails_with(lab: &TestLab, pod: &Pod, want: &str) {
+    let e = pod.check(lab).expect_err("CHECK must fail");
+    assert!(e.contains(want), "CHECK should say {want:?}; it said: {e}");
+}
+
+#[test]
+fn check_looks_inside_the_pod() {
+    let lab = TestLab::up("chkin", 1, 0);
+    let pod = Pod::add(&lab, "k1");
+    pod.check(&lab).expect("a healthy pod passes CHECK");
+    let (ns, ip, gw) = (pod.ns.path(), pod.ip(), pod.gateway());
+
+    // A route deleted inside the pod, then put back.
+    pod.ip_cmd(&["route", "del", "default"]);
+    check_fails_with(&lab, &pod, &format!("route default via {gw} dev eth0 missing in {ns}"));
+    pod.ip_cmd(&["route", "add", "default", "via", &gw, "dev", "eth0"]);
+    pod.check(&lab).expect("healthy again");
+    pod.ip_cmd(&["route", "del", &gw, "dev", "eth0"]);
+    check_fails_with(&lab, &pod, &format!("route {gw} dev eth0 scope link missing in {ns}"));
+    pod.ip_cmd(&["route", "add", &gw, "dev", "eth0", "scope", "link"]);
+    pod.check(&lab).expect("healthy again");
+
+    // Another MTU, then the right one again.
+    let mtu = pod.mtu();
+    pod.ip_cmd(&["link", "set", "eth0", "mtu", "1300"]);
+    check_fails_with(&lab, &pod, &format!("eth0 in {ns} has MTU 1300, expected {mtu}"));
+    pod.ip_cmd(&["link", "set", "eth0", "mtu", &mtu.to_string()]);
+    pod.check(&lab).expect("healthy again");
+
+    // The address changed: another one added, the pod's removed.
+    let other = "10.244.0.250";
+    pod.ip_cmd(&["addr", "add", &format!("{other}/32"), "dev", "eth0"]);
+    pod.ip_cmd(&["addr", "del", &format!("{ip}/32"), "dev", "eth0"]);
+    check_fails_with(&lab, &pod, &format!("eth0 in {ns} has {other}/32, expected exactly {ip}/32"));
+
+    let out = lab.cni("node1", "DEL", &pod.cid, &ns, "1.1.0");
+    assert!(out.success, "DEL: {} {}", out.stdout, out.stderr);
+    lab.assert_consistent("node1");
+}
+
+#[test]
+fn a_deleted_pod_device_is_noticed_at_once() {
+    let lab = TestLab::up("lxcdel", 1, 0);
+    let (gone, kept) = (Pod::add(&lab, "g1"), Pod::add(&lab, "g2"));
+    let dev = lab.endpoints("node1").into_iter().find(|e| e.container_id == gone.cid).unwrap().ifname;
+    let in_map = |ip: &str| {
+        let bpf: Vec<BpfEndpointView> = lab.client("node1").call_as(&Request::BpfEndpointList).unwrap();
+        bpf.iter().any(|b| !b.host && b.ip.to_string() == ip)
+    };
+    let lxc_entries = || lab.status("node1").maps.iter().find(|m| m.name == "weft_lxc").unwrap().entries;
+    assert!(in_map(&gone.ip()) && lxc_entries() == 2);
+
+    lab.ok("node1", &["ip", "link", "del", &dev]);
+    lab.eventually(Duration::from_secs(1), "the deleted device's map entries to go", || {
+        !in_map(&gone.ip()) && lxc_entries() == 1
+    });
+    assert!(in_map(&kept.ip()), "the other pod keeps its entry");
+    check_fails_with(&lab, &gone, &format!("host device {dev} is missing"));
+    kept.check(&lab).expect("the other pod is healthy");
+
+    let out = lab.cni("node1", "DEL", &gone.cid, &gone.ns.path(), "1.1.0");
+    assert!(out.success, "DEL: {} {}", out.stdout, out.stderr);
+    lab.assert_consistent("node1");
+    assert_eq!(lab.endpoints("node1").len(), 1);
+}
 
 /// 40 sequential ADDs then 40 DELs through the real plugin, 3 rounds:
 /// median and mean per operation. Not a pass/fail test; run with

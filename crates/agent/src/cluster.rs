@@ -329,7 +329,7 @@ pub fn sync_once(agent: &Agent) -> Result<(), String> {
         .filter(|(node, _)| *node != me)
         .collect();
     if agent.mode == Mode::Native {
-        sync_routes(agent, &nodes)?;
+        crate::routes::sync(agent, &nodes)?;
     }
     endpoints.extend(
         agent
@@ -352,40 +352,6 @@ pub fn sync_once(agent: &Agent) -> Result<(), String> {
         dp.del_ipcache(k.0, k.1);
     }
     Ok(())
-}
-
-/// Routes of weft's own making carry this protocol number, so the agent can
-/// find (and remove) them again without keeping state.
-pub const ROUTE_PROTO: &str = "201";
-
-/// Native mode: a route per remote node's pod CIDR via its underlay address,
-/// for the host's own traffic (pods' traffic is routed in BPF).
-fn sync_routes(agent: &Agent, nodes: &[NodeRecord]) -> Result<(), String> {
-    let dev = &agent.underlay_dev;
-    let want: BTreeMap<String, Ipv4Addr> = nodes
-        .iter()
-        .filter(|n| n.name != agent.cfg.node_name)
-        .map(|n| (n.pod_cidr.to_string(), n.ip))
-        .collect();
-    let out = weft_net::ip::output(&["-j", "-4", "route", "show", "proto", ROUTE_PROTO])
-        .map_err(|e| e.to_string())?;
-    let have: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    let mut cmds = Vec::new();
-    for r in &have {
-        let dst = r["dst"].as_str().unwrap_or_default();
-        let gw = r["gateway"].as_str().and_then(|g| g.parse::<Ipv4Addr>().ok());
-        if want.get(dst) != gw.as_ref() {
-            cmds.push(format!("route del {dst} proto {ROUTE_PROTO}"));
-        }
-    }
-    for (dst, gw) in &want {
-        let present =
-            have.iter().any(|r| r["dst"] == dst.as_str() && r["gateway"] == gw.to_string().as_str());
-        if !present {
-            cmds.push(format!("route replace {dst} via {gw} dev {dev} proto {ROUTE_PROTO}"));
-        }
-    }
-    weft_net::ip::batch(&cmds).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -22,7 +22,11 @@ use weft_datapath::{
     maps::{EndpointInfo, LxcInfo, ip_to_be},
 };
 use weft_ipam::Owner;
-use weft_net::{ip, mac_string, netns};
+use weft_net::{
+    mac_string,
+    netlink::{self, Netlink, Route, Veth},
+    netns,
+};
 use weft_store::identity;
 
 /// `identity` of a record rebuilt from IPAM alone (an ADD cut short before
@@ -265,47 +269,86 @@ fn dev_err(what: impl std::fmt::Display) -> ApiError {
 /// and configures both ends. The host end comes up only once from-container
 /// is attached: a device of ours never carries a packet without its program.
 fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
-    if ip::link_exists(&rec.host_ifname) {
-        // Left by an ADD that died half-way: it belongs to this attachment.
-        ip::link_delete(&rec.host_ifname).map_err(dev_err)?;
-    }
-    let (mtu, host_mac, pod_mac) = (rec.mtu.to_string(), mac_string(&rec.host_mac), mac_string(&rec.pod_mac));
-    #[rustfmt::skip]
-    ip::run(&[
-        "link", "add", &rec.host_ifname, "mtu", &mtu, "address", &host_mac, "type", "veth",
-        "peer", "name", &rec.ifname, "mtu", &mtu, "address", &pod_mac, "netns", &rec.netns,
-    ])
+    let mut nl = Netlink::open().map_err(dev_err)?;
+    // One left by an ADD that died half-way belongs to this attachment.
+    nl.link_delete(&rec.host_ifname).map_err(dev_err)?;
+    nl.veth_create(&Veth {
+        name: &rec.host_ifname,
+        mac: Some(rec.host_mac),
+        peer: &rec.ifname,
+        peer_mac: Some(rec.pod_mac),
+        peer_netns: Some(Path::new(&rec.netns)),
+        mtu: Some(rec.mtu),
+    })
     .map_err(dev_err)?;
     faults::point("add:after-veth");
     device_sysctls(&rec.host_ifname).map_err(dev_err)?;
-    let ifindex = weft_net::ifindex(&rec.host_ifname)
-        .ok_or_else(|| dev_err(format!("{} vanished", rec.host_ifname)))?;
+    let ifindex = nl.require_index(&rec.host_ifname).map_err(dev_err)?;
     // The datapath must be in place before the pod's first ARP.
     program_datapath(&mut agent.dp(), rec, ifindex)?;
     faults::point("add:after-datapath");
-    ip::run(&["link", "set", &rec.host_ifname, "up"]).map_err(dev_err)?;
+    nl.link_up(&rec.host_ifname).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
         .map_err(|e| ApiError::new(code::DATAPATH, "configuring the pod's interface failed", e))?;
     faults::point("add:after-pod-config");
     Ok(())
 }
 
+/// The two routes a pod has: the gateway on-link, the default via it.
+fn pod_routes(gw: Ipv4Addr, ifname: &str) -> [Route; 2] {
+    [Route::on_link(gw, ifname), Route::default_via(gw, ifname)]
+}
+
 /// Inside the pod: the /32, the link up, and exactly two routes — the
 /// gateway on-link and the default via the gateway.
 fn configure_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
-    let ifname = rec.ifname.clone();
-    let cmds = vec![
-        format!("addr add {}/32 dev {ifname}", rec.ip),
-        format!("link set {ifname} up"),
-        format!("route add {gw} dev {ifname} scope link"),
-        format!("route add default via {gw} dev {ifname}"),
-    ];
-    netns::run_in(Path::new(&rec.netns), move || {
+    let (ifname, ip) = (rec.ifname.clone(), rec.ip);
+    netlink::in_netns(Path::new(&rec.netns), move |nl| {
         // Pods are IPv4-only; a kernel without IPv6 has nothing to disable.
         if Path::new("/proc/sys/net/ipv6").exists() {
             weft_net::sysctl::set_conf("ipv6", &ifname, "disable_ipv6", "1")?;
         }
-        ip::batch(&cmds)
+        nl.address_add(&ifname, ip, 32)?;
+        nl.link_up(&ifname)?;
+        for r in pod_routes(gw, &ifname) {
+            nl.route_add(&r)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Deletes a pod's host device (and so its pair); a missing one is fine.
+fn delete_device(name: &str) -> Result<(), String> {
+    Netlink::open().and_then(|mut nl| nl.link_delete(name)).map_err(|e| e.to_string())
+}
+
+/// What CHECK finds wrong inside the pod's namespace, as the reference
+/// plugins look: the device, exactly the pod's /32, the MTU, both routes.
+fn check_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
+    let (ifname, ip, mtu, ns) = (rec.ifname.clone(), rec.ip, rec.mtu, rec.netns.clone());
+    netlink::in_netns(Path::new(&rec.netns), move |nl| {
+        let bad = |what: String| Err(weft_net::Error(what));
+        let Some(link) = nl.link(&ifname)? else {
+            return bad(format!("device {ifname} is missing in {ns}"));
+        };
+        let addrs: Vec<String> =
+            nl.addresses_of(&ifname)?.iter().map(|a| format!("{}/{}", a.ip, a.prefix_len)).collect();
+        let want = format!("{ip}/32");
+        if addrs != [want.clone()] {
+            let has = if addrs.is_empty() { "no address".to_string() } else { addrs.join(", ") };
+            return bad(format!("{ifname} in {ns} has {has}, expected exactly {want}"));
+        }
+        if link.mtu != mtu {
+            return bad(format!("{ifname} in {ns} has MTU {}, expected {mtu}", link.mtu));
+        }
+        let routes = nl.routes_via(&ifname)?;
+        for r in pod_routes(gw, &ifname) {
+            if !routes.iter().any(|have| r.matches(have)) {
+                return bad(format!("route {r} missing in {ns}"));
+            }
+        }
+        Ok(())
     })
     .map_err(|e| e.to_string())
 }
@@ -323,7 +366,7 @@ pub fn program_datapath(dp: &mut Datapath, rec: &EndpointRecord, ifindex: u32) -
 
 /// Removes the attachment's program and map entries (only entries that are
 /// still its own).
-fn unprogram(dp: &mut Datapath, rec: &EndpointRecord) {
+pub(crate) fn unprogram(dp: &mut Datapath, rec: &EndpointRecord) {
     dp.detach(&rec.host_ifname);
     let ours = |v: &LxcInfo| v.ep_id == rec.id && v.ip4 == ip_to_be(rec.ip);
     if let Ok(mut lxc) = dp.lxc() {
@@ -377,8 +420,7 @@ pub fn teardown(agent: &Agent, mut rec: EndpointRecord) -> Result<(), Unfinished
     faults::point("del:after-journal");
     unprogram(&mut agent.dp(), &rec);
     faults::point("del:after-datapath");
-    ip::link_delete(&rec.host_ifname)
-        .map_err(|e| Unfinished::Local(format!("deleting {}: {e}", rec.host_ifname)))?;
+    delete_device(&rec.host_ifname).map_err(Unfinished::Local)?;
     faults::point("del:after-device");
     unpublish(agent, &rec).map_err(|e| Unfinished::Store(e.to_string()))?;
     faults::point("del:after-store");
@@ -432,8 +474,8 @@ pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
     let rec = agent.pods().endpoints.get(&key).cloned();
     let Some(rec) = rec else {
         // Nothing known; a device of this name can only be ours to remove.
-        return ip::link_delete(&names::host_ifname(&req.container_id, &req.ifname))
-            .map_err(|e| ApiError::new(code::DATAPATH, "deleting the pod's device failed", e.to_string()));
+        return delete_device(&names::host_ifname(&req.container_id, &req.ifname))
+            .map_err(|e| ApiError::new(code::DATAPATH, "deleting the pod's device failed", e));
     };
     let (id, ip) = (rec.id, rec.ip);
     match teardown(agent, rec) {
@@ -477,14 +519,17 @@ pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
     let Some(ifindex) = weft_net::ifindex(&rec.host_ifname) else {
         return fail(format!("host device {} is missing", rec.host_ifname));
     };
-    let mut dp = agent.dp();
-    if !dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress) {
-        return fail(format!("from-container is not attached to {}", rec.host_ifname));
+    {
+        let mut dp = agent.dp();
+        if !dp.is_attached(&rec.host_ifname, weft_datapath::Hook::Ingress) {
+            return fail(format!("from-container is not attached to {}", rec.host_ifname));
+        }
+        match dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok()) {
+            Ok(Some(v)) if v == rec.bpf_value(ifindex) => {}
+            _ => return fail(format!("endpoint map entry for {} is missing or stale", rec.ip)),
+        }
     }
-    match dp.endpoints().map(|m| m.get(&weft_datapath::maps::EndpointKey::new(rec.ip), 0).ok()) {
-        Ok(Some(v)) if v == rec.bpf_value(ifindex) => Ok(()),
-        _ => fail(format!("endpoint map entry for {} is missing or stale", rec.ip)),
-    }
+    check_pod(agent.pod_gateway(), &rec).or_else(fail)
 }
 
 /// GC: every ready attachment of `network` not in `valid` goes.

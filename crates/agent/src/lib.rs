@@ -15,12 +15,14 @@ pub mod endpoint;
 pub mod faults;
 pub mod ids;
 pub mod journal;
+pub mod linkwatch;
 pub mod logger;
 pub mod monitor;
 pub mod names;
 pub mod node;
 pub mod reconcile;
 pub mod relabel;
+pub mod routes;
 pub mod server;
 pub mod state;
 

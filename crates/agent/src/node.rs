@@ -7,7 +7,11 @@
 use crate::{config::Mode, state::Agent};
 use std::net::Ipv4Addr;
 use weft_datapath::maps::{ENDPOINT_F_HOST, EndpointInfo, WeftConfig, ip_to_be};
-use weft_net::{ip, sysctl};
+use weft_ipam::Cidr;
+use weft_net::{
+    netlink::{Netlink, Route, RouteScope, Veth},
+    sysctl,
+};
 
 pub const HOST_DEV: &str = "weft_host";
 pub const NET_DEV: &str = "weft_net";
@@ -17,34 +21,15 @@ pub const VXLAN_PORT: u16 = 8472;
 
 pub fn setup(agent: &Agent) -> Result<(), String> {
     let gw = agent.gateway;
-    let cidr = agent.pod_cidr;
-    if !ip::link_exists(HOST_DEV) {
-        ip::run(&["link", "add", HOST_DEV, "type", "veth", "peer", "name", NET_DEV])
-            .map_err(|e| format!("creating {HOST_DEV}: {e}"))?;
-    }
-    // weft_host holds the gateway as a /32 and never ARPs: pods get their
-    // gateway MAC from BPF, and the host reaches pods through from-host,
-    // which writes the MACs itself. In a cluster the whole pod pool goes
-    // there too: from-host sends what is not local towards its node.
-    let mut cmds = vec![
-        format!("link set {HOST_DEV} arp off up"),
-        format!("link set {NET_DEV} arp off up"),
-        format!("addr replace {gw}/32 dev {HOST_DEV}"),
-        format!("route replace {cidr} dev {HOST_DEV} scope link src {gw}"),
-    ];
-    if agent.cluster {
-        cmds.push(format!("route replace {} dev {HOST_DEV} scope link src {gw}", agent.cfg.cluster_pool));
-    }
-    // The link-local gateway is a host address too, so pods can reach it.
-    let pod_gw = agent.pod_gateway();
-    if pod_gw != gw {
-        cmds.push(format!("addr replace {pod_gw}/32 dev {HOST_DEV}"));
-    }
-    ip::batch(&cmds).map_err(|e| format!("configuring {HOST_DEV}: {e}"))?;
+    let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+    host_devices(agent, &mut nl).map_err(|e| format!("configuring {HOST_DEV}: {e}"))?;
     device_sysctls(HOST_DEV)?;
     device_sysctls(NET_DEV)?;
-    let vxlan_ifindex = if agent.cluster && agent.mode == Mode::Vxlan { setup_vxlan(agent)? } else { 0 };
-    let underlay_ifindex = weft_net::ifindex(&agent.underlay_dev).unwrap_or(0);
+    let vxlan_ifindex =
+        if agent.cluster && agent.mode == Mode::Vxlan { setup_vxlan(agent, &mut nl)? } else { 0 };
+    let underlay_ifindex = nl.link_index(&agent.underlay_dev).map_err(|e| e.to_string())?.unwrap_or(0);
+    let host_addresses = host_addresses(&mut nl, gw)?;
+    let path_mtu = path_mtu(agent, &mut nl)?;
 
     let mut dp = agent.dp();
     dp.attach_host(HOST_DEV).map_err(|e| format!("datapath: {e}"))?;
@@ -55,7 +40,7 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
     if agent.cluster && agent.mode != Mode::Vxlan {
         dp.attach_netdev(&agent.underlay_dev).map_err(|e| format!("datapath: {e}"))?;
     }
-    for addr in host_addresses(gw)? {
+    for addr in host_addresses {
         dp.put_endpoint(addr, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
             .map_err(|e| format!("datapath: {e}"))?;
     }
@@ -67,46 +52,60 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         mode: agent.mode.datapath(),
         vxlan_ifindex,
         underlay_ifindex,
-        path_mtu: path_mtu(agent),
+        path_mtu,
         pad: 0,
     };
     dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
     Ok(())
 }
 
+/// weft_host holds the gateway as a /32 and never ARPs: pods get their
+/// gateway MAC from BPF, and the host reaches pods through from-host, which
+/// writes the MACs itself. In a cluster the whole pod pool goes there too:
+/// from-host sends what is not local towards its node.
+fn host_devices(agent: &Agent, nl: &mut Netlink) -> weft_net::Result<()> {
+    let gw = agent.gateway;
+    if !nl.link_exists(HOST_DEV)? {
+        nl.veth_create(&Veth { name: HOST_DEV, peer: NET_DEV, ..Default::default() })?;
+    }
+    nl.link_up_noarp(HOST_DEV)?;
+    nl.link_up_noarp(NET_DEV)?;
+    nl.address_replace(HOST_DEV, gw, 32)?;
+    let via_host = |c: Cidr| Route::to(c.addr, c.prefix).dev(HOST_DEV).scope(RouteScope::Link).src(gw);
+    nl.route_replace(&via_host(agent.pod_cidr))?;
+    if agent.cluster {
+        nl.route_replace(&via_host(agent.cfg.cluster_pool))?;
+    }
+    // The link-local gateway is a host address too, so pods can reach it.
+    let pod_gw = agent.pod_gateway();
+    if pod_gw != gw {
+        nl.address_replace(HOST_DEV, pod_gw, 32)?;
+    }
+    Ok(())
+}
+
 /// The largest IPv4 packet a pod may send to another node: the underlay's
 /// MTU minus the encapsulation. Larger ones with DF set get "fragmentation
 /// needed" back from the datapath. 0 (no check) on a single node.
-fn path_mtu(agent: &Agent) -> u32 {
+fn path_mtu(agent: &Agent, nl: &mut Netlink) -> Result<u32, String> {
     if !agent.cluster {
-        return 0;
+        return Ok(0);
     }
-    weft_net::ip::link_mtu(&agent.underlay_dev).unwrap_or(1500) - agent.mode.overhead()
+    let mtu = nl.link_mtu(&agent.underlay_dev).map_err(|e| e.to_string())?.unwrap_or(1500);
+    Ok(mtu - agent.mode.overhead())
 }
 
 /// weft_vxlan: an external (collect_md) VXLAN device. It has no fixed
 /// remote: the datapath sets destination and VNI per packet.
-fn setup_vxlan(agent: &Agent) -> Result<u32, String> {
-    let mtu = (agent.pod_mtu).to_string();
-    if !ip::link_exists(VXLAN_DEV) {
-        ip::run(&[
-            "link",
-            "add",
-            VXLAN_DEV,
-            "mtu",
-            &mtu,
-            "type",
-            "vxlan",
-            "external",
-            "dstport",
-            &VXLAN_PORT.to_string(),
-        ])
-        .map_err(|e| format!("creating {VXLAN_DEV}: {e}"))?;
+fn setup_vxlan(agent: &Agent, nl: &mut Netlink) -> Result<u32, String> {
+    let mtu = agent.pod_mtu;
+    if !nl.link_exists(VXLAN_DEV).map_err(|e| e.to_string())? {
+        nl.vxlan_external_create(VXLAN_DEV, mtu, VXLAN_PORT).map_err(|e| e.to_string())?;
     }
-    ip::batch(&[format!("link set {VXLAN_DEV} mtu {mtu} up")])
-        .map_err(|e| format!("configuring {VXLAN_DEV}: {e}"))?;
+    nl.set_mtu(VXLAN_DEV, mtu).map_err(|e| e.to_string())?;
+    nl.link_up(VXLAN_DEV).map_err(|e| e.to_string())?;
     device_sysctls(VXLAN_DEV)?;
-    weft_net::ifindex(VXLAN_DEV).ok_or_else(|| format!("{VXLAN_DEV} vanished"))
+    nl.require_index(VXLAN_DEV).map_err(|e| e.to_string())
 }
 
 /// rp_filter is off on weft's devices: a pod's packet to the host arrives on
@@ -123,10 +122,15 @@ pub fn device_sysctls(dev: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The node's IPv4 addresses but loopback ones: (device, address).
+fn ipv4_addresses(nl: &mut Netlink) -> Result<Vec<(String, Ipv4Addr)>, String> {
+    let all = nl.addresses().map_err(|e| e.to_string())?;
+    Ok(all.into_iter().filter(|a| !a.ip.is_loopback()).map(|a| (a.dev, a.ip)).collect())
+}
+
 /// Every IPv4 address of the node (the gateway included).
-fn host_addresses(gw: Ipv4Addr) -> Result<Vec<Ipv4Addr>, String> {
-    let mut v: Vec<Ipv4Addr> =
-        ip::ipv4_addresses().map_err(|e| e.to_string())?.into_iter().map(|(_, a)| a).collect();
+fn host_addresses(nl: &mut Netlink, gw: Ipv4Addr) -> Result<Vec<Ipv4Addr>, String> {
+    let mut v: Vec<Ipv4Addr> = ipv4_addresses(nl)?.into_iter().map(|(_, a)| a).collect();
     if !v.contains(&gw) {
         v.push(gw);
     }
@@ -136,7 +140,7 @@ fn host_addresses(gw: Ipv4Addr) -> Result<Vec<Ipv4Addr>, String> {
 /// The underlay device and address: the given address, or the first one
 /// not on a weft device.
 pub fn underlay(wanted: Option<Ipv4Addr>) -> Result<(String, Ipv4Addr), String> {
-    let addrs = ip::ipv4_addresses().map_err(|e| e.to_string())?;
+    let addrs = ipv4_addresses(&mut Netlink::open().map_err(|e| e.to_string())?)?;
     let found = match wanted {
         Some(w) => addrs.into_iter().find(|(_, a)| *a == w),
         None => addrs.into_iter().find(|(dev, _)| !dev.starts_with("weft_") && !dev.starts_with("lxc")),

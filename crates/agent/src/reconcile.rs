@@ -22,7 +22,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
-use weft_net::{ip, netns};
+use weft_net::{netlink::Netlink, netns};
 
 #[derive(Default, Debug)]
 pub struct Report {
@@ -203,13 +203,19 @@ fn sweep(agent: &Agent) {
             dp.detach(&dev);
         }
     }
-    for dev in weft_net::link_names() {
-        if names::is_pod_device(&dev) && !owned.contains(&dev) {
-            log::info!("removing {dev}: a pod device no endpoint owns");
-            if let Err(e) = ip::link_delete(&dev) {
-                log::warn!("removing {dev}: {e}");
+    let nl = Netlink::open().and_then(|mut nl| Ok((nl.links()?, nl)));
+    match nl {
+        Ok((links, mut nl)) => {
+            for dev in links.into_iter().map(|l| l.name) {
+                if names::is_pod_device(&dev) && !owned.contains(&dev) {
+                    log::info!("removing {dev}: a pod device no endpoint owns");
+                    if let Err(e) = nl.link_delete(&dev) {
+                        log::warn!("{e}");
+                    }
+                }
             }
         }
+        Err(e) => log::warn!("looking for pod devices no endpoint owns: {e}"),
     }
     let ips: HashSet<_> = pods.endpoints.values().map(|r| r.ip).collect();
     if let Ok(list) = dp.list_endpoints() {

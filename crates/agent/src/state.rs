@@ -104,10 +104,14 @@ impl Agent {
         check_capacity(pod_cidr)?;
         let journal = Journal::open(&cfg.state_dir)?;
         let (underlay_dev, node_ip) = node::underlay(cfg.node_ip)?;
-        let pod_mtu = cfg.mtu.unwrap_or_else(|| {
-            let mtu = weft_net::ip::link_mtu(&underlay_dev).unwrap_or(1500);
-            if in_cluster { mtu - mode.overhead() } else { mtu }
-        });
+        let pod_mtu = match cfg.mtu {
+            Some(m) => m,
+            None => {
+                let mut nl = weft_net::netlink::Netlink::open().map_err(|e| e.to_string())?;
+                let mtu = nl.link_mtu(&underlay_dev).map_err(|e| e.to_string())?.unwrap_or(1500);
+                if in_cluster { mtu - mode.overhead() } else { mtu }
+            }
+        };
         let ipam = Ipam::open(&cfg.ipam_file(), pod_cidr).map_err(|e| format!("IPAM: {e}"))?;
         let gateway = ipam.gateway();
         let mut dp = Datapath::load(&cfg.bpffs).map_err(|e| format!("datapath: {e}"))?;
@@ -146,6 +150,7 @@ impl Agent {
             cluster::start_sync(agent.clone());
         }
         crate::monitor::start_reader(agent.clone(), events);
+        crate::linkwatch::start(agent.clone())?;
         log::info!(
             "agent ready: node {} ({}) pod CIDR {} gateway {} mode {} pod MTU {} store {}",
             agent.cfg.node_name,
