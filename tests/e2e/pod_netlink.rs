@@ -118,10 +118,32 @@ fn a_deleted_pod_device_is_noticed_at_once() {
     check_fails_with(&lab, &gone, &format!("host device {dev} is missing"));
     kept.check(&lab).expect("the other pod is healthy");
 
+    let log = std::fs::read_to_string(lab.lab.node("node1").unwrap().state_dir.join("agent.log")).unwrap();
+    assert!(
+        log.contains(&format!("pod default/extra (container {}, endpoint", gone.cid))
+            && log.contains(&format!("lost its host device {dev}")),
+        "{log}"
+    );
+
     let out = lab.cni("node1", "DEL", &gone.cid, &gone.ns.path(), "1.1.0");
     assert!(out.success, "DEL: {} {}", out.stdout, out.stderr);
     lab.assert_consistent("node1");
     assert_eq!(lab.endpoints("node1").len(), 1);
+}
+
+#[test]
+fn the_node_address_leaving_its_device_is_a_warning() {
+    let lab = TestLab::up("nodeip", 1, 0);
+    let n = lab.lab.node("node1").unwrap();
+    let (ip, log) = (n.underlay_ip.to_string(), n.state_dir.join("agent.log"));
+    let logged = |s: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(s);
+    let with_prefix = format!("{ip}/24");
+    lab.ok("node1", &["ip", "addr", "del", &with_prefix, "dev", "eth0"]);
+    let warning = format!("the node's address {ip} was removed from eth0 (eth0 has no IPv4 address now)");
+    lab.eventually(Duration::from_secs(1), &warning, || logged(&warning));
+    lab.ok("node1", &["ip", "addr", "add", &with_prefix, "dev", "eth0"]);
+    let back = format!("the node's address {ip} is back on eth0");
+    lab.eventually(Duration::from_secs(1), &back, || logged(&back));
 }
 
 /// 40 sequential ADDs then 40 DELs through the real plugin, 3 rounds:
@@ -138,6 +160,15 @@ fn measure_sequential_add_del() {
     });
     let mut adds = Vec::new();
     let mut dels = Vec::new();
+    // The floor: plugin exec and a round trip to the agent, no pod work.
+    let mut floor = Vec::new();
+    let spare = TempNetns::new(&format!("weft-{}-mfloor", lab.name()));
+    for i in 0..40 {
+        let t = Instant::now();
+        let out = lab.cni("node1", "DEL", &format!("never-added{i}"), &spare.path(), "1.0.0");
+        floor.push(t.elapsed());
+        assert!(out.success, "DEL: {} {}", out.stdout, out.stderr);
+    }
     for round in 0..3 {
         let nss: Vec<TempNetns> =
             (0..40).map(|i| TempNetns::new(&format!("weft-{}-m{round}x{i}", lab.name()))).collect();
@@ -155,7 +186,7 @@ fn measure_sequential_add_del() {
         }
     }
     lab.assert_consistent("node1");
-    for (what, v) in [("ADD", &mut adds), ("DEL", &mut dels)] {
+    for (what, v) in [("ADD", &mut adds), ("DEL", &mut dels), ("DEL of an unknown pod (floor)", &mut floor)] {
         v.sort();
         let mean = v.iter().sum::<Duration>() / v.len() as u32;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -5,9 +5,12 @@
 //! Walk it in this order: `node` (the node's own devices), `endpoint`
 //! (ADD/DEL/CHECK of a pod, journaled in `journal`, one operation per
 //! attachment at a time by `attach_lock`), `reconcile` (what happens on
-//! start, and the repair loop), `cluster` (registration), `ipcache` (the
-//! other nodes' pods, followed from the store), `relabel` (labels change),
-//! `monitor` (events to `weft monitor`), `server` (the socket).
+//! start, and the repair loop), `linkwatch` (devices and addresses that
+//! change behind the agent's back), `cluster` (registration), `ipcache`
+//! (the other nodes' pods, followed from the store), `routes` (native
+//! mode's routes), `relabel` (labels change), `monitor` (events to
+//! `weft monitor`), `server` (the socket). Devices, addresses and routes
+//! are made through netlink (`weft_net::netlink`); the agent execs no `ip`.
 
 pub mod attach_lock;
 pub mod cluster;

@@ -74,11 +74,11 @@ fn pod_device_gone(agent: &Agent, dev: &str) {
         return;
     }
     let pod = match (&rec.pod_namespace, &rec.pod_name) {
-        (Some(ns), Some(name)) => format!("pod {ns}/{name}"),
-        _ => format!("container {}", rec.container_id),
+        (Some(ns), Some(name)) => format!("pod {ns}/{name} (container {}", rec.container_id),
+        _ => format!("container {} (no pod name", rec.container_id),
     };
     log::warn!(
-        "{pod} (endpoint {}, {}) lost its host device {dev}: removed from the datapath; the pod has no network until the runtime deletes and re-adds it",
+        "{pod}, endpoint {}, {}) lost its host device {dev}: removed from the datapath; the pod has no network until the runtime deletes and re-adds it",
         rec.id,
         rec.ip
     );

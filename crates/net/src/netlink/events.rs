@@ -38,7 +38,7 @@ pub enum Event {
 
 /// A subscription to rtnetlink multicast groups.
 pub struct Events {
-    sock: Socket,
+    pub(super) sock: Socket,
     buf: Vec<u8>,
 }
 

@@ -289,6 +289,22 @@ fn events_tell_of_links_and_addresses() {
     assert_eq!(quiet, []);
 }
 
+#[test]
+fn lost_events_are_reported() {
+    let ns = TestNs::new("nl-enobufs");
+    let first = within(&ns, |nl| {
+        let mut ev = Events::subscribe(&[RTNLGRP_LINK], Duration::from_millis(200))?;
+        // The smallest buffer the kernel allows holds a few link messages.
+        ev.sock.set_rx_buf_sz(0).map_err(|e| Error(e.to_string()))?;
+        for i in 0..20 {
+            let name = format!("weft_o{i}");
+            nl.veth_create(&Veth { name: &name, peer: &format!("weft_p{i}"), ..Default::default() })?;
+        }
+        ev.wait()
+    });
+    assert_eq!(first, [Event::Overrun]);
+}
+
 fn index_of(seen: &[Event], dev: &str) -> u32 {
     seen.iter()
         .find_map(|e| match e {
