@@ -285,7 +285,7 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
     device_sysctls(&rec.host_ifname).map_err(dev_err)?;
     let ifindex = nl.require_index(&rec.host_ifname).map_err(dev_err)?;
     // The datapath must be in place before the pod's first ARP.
-    program_datapath(&mut agent.dp(), rec, ifindex)?;
+    attach_new_device(agent, rec, ifindex)?;
     faults::point("add:after-datapath");
     nl.link_up(&rec.host_ifname).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
@@ -359,9 +359,32 @@ fn dp_err(what: impl std::fmt::Display) -> ApiError {
 
 /// Endpoint and lxc map entries, and from-container on the lxc ingress.
 pub fn program_datapath(dp: &mut Datapath, rec: &EndpointRecord, ifindex: u32) -> Result<(), ApiError> {
-    dp.put_endpoint(rec.ip, rec.bpf_value(ifindex)).map_err(dp_err)?;
-    dp.put_lxc(ifindex, LxcInfo { ip4: ip_to_be(rec.ip), ep_id: rec.id, pad: 0 }).map_err(dp_err)?;
+    put_maps(dp, rec, ifindex)?;
     dp.attach_lxc(&rec.host_ifname).map_err(dp_err)
+}
+
+fn put_maps(dp: &mut Datapath, rec: &EndpointRecord, ifindex: u32) -> Result<(), ApiError> {
+    dp.put_endpoint(rec.ip, rec.bpf_value(ifindex)).map_err(dp_err)?;
+    dp.put_lxc(ifindex, LxcInfo { ip4: ip_to_be(rec.ip), ep_id: rec.id, pad: 0 }).map_err(dp_err)
+}
+
+/// `program_datapath` for a device ADD just made: the maps under the
+/// datapath's lock, the tcx attach (the kernel waits for an RCU grace
+/// period in it) outside, so concurrent ADDs wait side by side.
+fn attach_new_device(agent: &Agent, rec: &EndpointRecord, ifindex: u32) -> Result<(), ApiError> {
+    let attacher = {
+        let mut dp = agent.dp();
+        put_maps(&mut dp, rec, ifindex)?;
+        dp.lxc_attacher().map_err(dp_err)?
+    };
+    let attached = match attacher {
+        Some(a) => a.attach_new(&rec.host_ifname).map_err(dp_err)?,
+        None => false,
+    };
+    if !attached {
+        agent.dp().attach_lxc(&rec.host_ifname).map_err(dp_err)?;
+    }
+    Ok(())
 }
 
 /// Removes the attachment's program and map entries (only entries that are

@@ -9,6 +9,7 @@ pub mod loader;
 pub mod maps;
 pub mod pktgen;
 pub mod tc;
+pub mod tcx;
 
 pub use loader::{Datapath, Error, Hook, ensure_bpffs};
 pub use tc::{Attach, TcMode};

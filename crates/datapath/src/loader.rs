@@ -166,6 +166,22 @@ impl Datapath {
         &self.dir
     }
 
+    /// What attaching from-container to a new pod device needs, to do it
+    /// without holding the datapath (tcx only; None in legacy mode).
+    pub fn lxc_attacher(&self) -> Result<Option<crate::tcx::LxcAttacher>, Error> {
+        if !matches!(self.attach, Attach::Tcx) {
+            return Ok(None);
+        }
+        let prog: &SchedClassifier = self
+            .lxc
+            .program(PROG_FROM_CONTAINER)
+            .ok_or_else(|| Error(format!("program {PROG_FROM_CONTAINER} missing")))?
+            .try_into()
+            .map_err(err(PROG_FROM_CONTAINER))?;
+        let fd = prog.fd().map_err(err(PROG_FROM_CONTAINER))?.try_clone().map_err(err("dup program fd"))?;
+        Ok(Some(crate::tcx::LxcAttacher { prog: fd, links: self.dir.join("links") }))
+    }
+
     fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
         // bpffs refuses names with a dot.
         self.dir.join("links").join(format!("{ifname}_{}", hook.name()))
