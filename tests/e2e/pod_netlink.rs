@@ -149,13 +149,17 @@ fn the_node_address_leaving_its_device_is_a_warning() {
 /// 40 sequential ADDs then 40 DELs through the real plugin, 3 rounds:
 /// median and mean per operation. Not a pass/fail test; run with
 /// `--ignored --nocapture` to measure. WEFT_MEASURE_AGENT=PATH runs
-/// another build's `weft` as the agent (to compare two builds).
+/// another build's `weft` as the agent (to compare two builds);
+/// WEFT_TC_MODE=legacy|tcx is passed to the agent.
 #[test]
 #[ignore]
 fn measure_sequential_add_del() {
     let lab = TestLab::up_with("meas", 1, 0, |o| {
         if let Ok(bin) = std::env::var("WEFT_MEASURE_AGENT") {
             o.weft_bin = bin.into();
+        }
+        if let Ok(mode) = std::env::var("WEFT_TC_MODE") {
+            o.agent_env.push(("WEFT_TC_MODE".into(), mode));
         }
     });
     let mut adds = Vec::new();

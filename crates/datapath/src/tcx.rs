@@ -67,7 +67,8 @@ pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, ingress: bool) -> io::Res
 pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pin path has a NUL byte"))?;
-    let mut attr = ObjPin { pathname: c.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, ..Default::default() };
+    let mut attr =
+        ObjPin { pathname: c.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, ..Default::default() };
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
 }
 

@@ -244,3 +244,28 @@ fn auto_picks_tcx_on_this_kernel() {
     assert!(weft_datapath::tc::kernel_has_tcx());
     assert_eq!(TcMode::Auto.resolve().0, Attach::Tcx);
 }
+
+#[test]
+fn a_new_device_is_attached_from_the_program_fd_alone_and_the_datapath_adopts_the_link() {
+    let f = Fixture::new("fd");
+    f.run({
+        let mut dp = f.load(TcMode::Tcx);
+        move || {
+            let attacher = dp.lxc_attacher().unwrap().expect("tcx mode hands out an attacher");
+            assert!(attacher.attach_new(LXC).unwrap(), "a fresh device gets a new link");
+            assert!(dp.is_attached(LXC, Hook::Ingress), "the datapath sees the pinned link");
+            assert!(!attacher.attach_new(LXC).unwrap(), "a pinned link is the datapath's to swap");
+            let err = attacher.attach_new("weftnodev").unwrap_err().to_string();
+            assert!(err.contains("weftnodev") && err.contains("no such device"), "{err}");
+            // The datapath's own attach swaps the program in that link.
+            dp.attach_lxc(LXC).unwrap();
+            dp.detach(LXC);
+            assert!(!dp.is_attached(LXC, Hook::Ingress));
+        }
+    });
+    assert!(f.pins().is_empty(), "detach removed the pin: {:?}", f.pins());
+    f.run({
+        let dp = f.load(TcMode::Legacy);
+        move || assert!(dp.lxc_attacher().unwrap().is_none(), "legacy mode attaches under the lock")
+    });
+}
