@@ -435,12 +435,13 @@ fn run(agent: &Agent, rx: Receiver<Msg>) {
         Ok(list) => list.into_iter().for_each(|(ip, p, v)| cache.programmed((ip, p), Some(v))),
         Err(e) => log::warn!("reading weft_ipcache: {e}"),
     }
-    let mut last_tick = Instant::now();
+    let (mut last_tick, mut local_due) = (Instant::now(), true);
     loop {
         let msg = rx.recv_timeout(TICK);
         let mut writes = Writes::new();
         let mut nodes_changed = false;
         match msg {
+            Ok(Msg::Local) => local_due = true,
             Ok(m) => {
                 let (w, changed) = cache.apply(m, &me, &mut agent.view(), grace);
                 writes.extend(w);
@@ -449,9 +450,14 @@ fn run(agent: &Agent, rx: Receiver<Msg>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        // Own pods are cheap to compare; grace periods end by the clock.
-        writes.extend(cache.relocal(local_pods(agent)));
-        if last_tick.elapsed() >= TICK {
+        // Own pods when they changed (and once a second, in case a signal
+        // was dropped on a full queue); grace periods end by the clock.
+        let tick = last_tick.elapsed() >= TICK;
+        if local_due || tick {
+            writes.extend(cache.relocal(local_pods(agent)));
+            local_due = false;
+        }
+        if tick {
             last_tick = Instant::now();
             let mut view = agent.view();
             if !view.store_down() {
