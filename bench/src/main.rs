@@ -61,7 +61,9 @@ fn args() -> Result<Args, String> {
             "--replot" => a.replot = Some(val()?.into()),
             "--control-only" => a.control_only = true,
             "--scale-nodes" => a.scale_nodes = val()?.parse().map_err(|e| format!("--scale-nodes: {e}"))?,
-            "--scale-window" => a.scale_window = val()?.parse().map_err(|e| format!("--scale-window: {e}"))?,
+            "--scale-window" => {
+                a.scale_window = val()?.parse().map_err(|e| format!("--scale-window: {e}"))?
+            }
             "--only-scale" => a.only_scale = true,
             "--quick" => {
                 a.rounds = 1;
@@ -397,7 +399,8 @@ fn scale(a: &Args, s: &mut Samples) -> Result<(), String> {
         for (phase, w) in [("at rest", &f.rest), (churn.as_str(), &f.churn)] {
             let cpu = format!("etcd CPU seconds per minute, {phase} ({window} s window scaled to /min)");
             s.add(&g, &cpu, "s/min", false, subject, base, w.per_min(w.etcd_cpu));
-            let sent = format!("etcd bytes sent to clients per minute, {phase} ({window} s window scaled to /min)");
+            let sent =
+                format!("etcd bytes sent to clients per minute, {phase} ({window} s window scaled to /min)");
             s.add(&g, &sent, "MB/min", false, subject, base, w.per_min(w.etcd_sent_bytes) / 1e6);
             let agents = format!("agent CPU seconds per minute, 3 agents, {phase}");
             s.add(&g, &agents, "s/min", false, subject, base, w.per_min(w.agent_cpu));

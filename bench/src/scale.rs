@@ -291,7 +291,9 @@ struct View {
 impl View {
     /// Counts the node once its maps first hold everything published.
     fn check_synced(&mut self, want_nodes: usize, want_endpoints: usize, stats: &Stats) {
-        if !self.synced && self.nodes.items.len() >= want_nodes && self.endpoints.items.len() >= want_endpoints
+        if !self.synced
+            && self.nodes.items.len() >= want_nodes
+            && self.endpoints.items.len() >= want_endpoints
         {
             self.synced = true;
             stats.synced.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +336,13 @@ fn count_error(stats: &Stats, what: &str, e: &StoreError) {
 
 /// Keeps the leases of one group alive (every ttl/3), registering a node
 /// again when its lease was lost.
-fn keeper(store: Arc<EtcdStore>, mut nodes: Vec<SimNode>, ttl: Duration, stop: Arc<AtomicBool>, stats: Arc<Stats>) {
+fn keeper(
+    store: Arc<EtcdStore>,
+    mut nodes: Vec<SimNode>,
+    ttl: Duration,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) {
     while nap(&stop, ttl / 3) {
         for n in &mut nodes {
             match store.keep_alive(n.lease) {
@@ -494,7 +502,11 @@ pub fn measure(tag: &str, design: Design, p: &Params) -> Result<Figures, String>
     let ttl = Duration::from_secs(lab.lease_ttl.max(1));
     let store_of = |i: usize| stores[i / NODES_PER_CONN].clone();
 
-    println!("# scale: registering {} simulated nodes and {} endpoints", p.nodes, p.nodes * ENDPOINTS_PER_NODE);
+    println!(
+        "# scale: registering {} simulated nodes and {} endpoints",
+        p.nodes,
+        p.nodes * ENDPOINTS_PER_NODE
+    );
     let mut sims: Vec<SimNode> = (0..p.nodes).map(SimNode::new).collect();
     for s in &mut sims {
         let store = store_of(s.index);
@@ -516,12 +528,14 @@ pub fn measure(tag: &str, design: Design, p: &Params) -> Result<Figures, String>
     for (g, group) in sims.chunks(NODES_PER_CONN).enumerate() {
         let (store, stop2, stats2) = (stores[g].clone(), stop.clone(), stats.clone());
         let nodes = group.to_vec();
-        threads.threads.push(spawn(format!("scale-keep{g}"), move || keeper(store, nodes, ttl, stop2, stats2))?);
-        let (store, stop2, stats2) = (stores[g].clone(), stop.clone(), stats.clone());
-        let names = group.iter().map(|s| s.name.clone()).collect();
         threads
             .threads
-            .push(spawn(format!("scale-follow{g}"), move || follower(store, names, design, want, stop2, stats2))?);
+            .push(spawn(format!("scale-keep{g}"), move || keeper(store, nodes, ttl, stop2, stats2))?);
+        let (store, stop2, stats2) = (stores[g].clone(), stop.clone(), stats.clone());
+        let names = group.iter().map(|s| s.name.clone()).collect();
+        threads.threads.push(spawn(format!("scale-follow{g}"), move || {
+            follower(store, names, design, want, stop2, stats2)
+        })?);
     }
 
     // Ready: every simulated node has seen everything, and every agent
@@ -622,7 +636,10 @@ fn connect(underlay: &Path, url: &str, n: usize) -> Result<Vec<Arc<EtcdStore>>, 
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
-    std::thread::Builder::new().name(name.clone()).spawn(f).map_err(|e| format!("starting thread {name}: {e}"))
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| format!("starting thread {name}: {e}"))
 }
 
 fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Result<(), String> {
