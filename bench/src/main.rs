@@ -390,6 +390,9 @@ fn scale(a: &Args, s: &mut Samples) -> Result<(), String> {
         println!("# scale: {subject}, {} simulated nodes", p.nodes);
         let f = scale::measure(tag, design, &p)?;
         let n = f.propagation.len();
+        if f.missed > 0 {
+            println!("# scale: {subject}: {} propagation samples missed the limit", f.missed);
+        }
         let what = "endpoint put by a simulated node to entry in all 3 agents' ipcache";
         for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
             let v = report::percentile(&f.propagation, q);

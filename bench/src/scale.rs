@@ -36,6 +36,10 @@ pub const CHURN_PER_SEC: u64 = 10;
 /// How long a simulated node waits between re-listings (as the agent's
 /// `WEFT_IPCACHE=poll` does: sleep, then list).
 const RELIST: Duration = Duration::from_secs(1);
+/// The simulated nodes' lease TTL: the agent's default (`--lease-ttl`),
+/// not the lab's short one, so a busy etcd does not expire them.
+const PROPAGATION_LIMIT: Duration = Duration::from_secs(30);
+const SIM_LEASE_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Design {
@@ -68,6 +72,8 @@ impl Window {
 pub struct Figures {
     /// ms from a simulated node's put to the entry in all 3 agents' ipcache.
     pub propagation: Vec<f64>,
+    /// Samples that did not arrive within PROPAGATION_LIMIT.
+    pub missed: usize,
     pub rest: Window,
     pub churn: Window,
     /// Endpoint events (deletes + puts) the churn wrote.
@@ -499,7 +505,7 @@ pub fn measure(tag: &str, design: Design, p: &Params) -> Result<Figures, String>
         agents: lab.nodes.iter().map(|n| n.pid).collect(),
     };
     let stores = connect(&probe.underlay, &url, p.nodes.div_ceil(NODES_PER_CONN))?;
-    let ttl = Duration::from_secs(lab.lease_ttl.max(1));
+    let ttl = SIM_LEASE_TTL;
     let store_of = |i: usize| stores[i / NODES_PER_CONN].clone();
 
     println!(
@@ -560,7 +566,7 @@ pub fn measure(tag: &str, design: Design, p: &Params) -> Result<Figures, String>
     let rest = probe.window(&c, &stats)?;
 
     println!("# scale: propagation, {} samples", p.samples);
-    let mut propagation = Vec::new();
+    let (mut propagation, mut missed) = (Vec::new(), 0);
     for k in 0..p.samples {
         let s = &sims[(k * 7) % sims.len()];
         // New addresses above the resting ones, one identity per sample.
@@ -570,11 +576,20 @@ pub fn measure(tag: &str, design: Design, p: &Params) -> Result<Figures, String>
         let store = store_of(s.index);
         let t0 = Instant::now();
         store.put(&key, &value).map_err(|e| format!("publishing {key}: {e}"))?;
-        propagation.push(maps.wait_all(s.pod_ip(j), identity, t0, Duration::from_secs(30))?);
+        match maps.wait_all(s.pod_ip(j), identity, t0, PROPAGATION_LIMIT) {
+            Ok(ms) => propagation.push(ms),
+            Err(e) => {
+                eprintln!("scale: propagation sample {k}: {e}");
+                missed += 1;
+            }
+        }
         store.delete(&key).map_err(|e| format!("deleting {key}: {e}"))?;
         std::thread::sleep(jitter(k));
     }
 
+    if propagation.is_empty() {
+        return Err(format!("no propagation sample arrived within {} s", PROPAGATION_LIMIT.as_secs()));
+    }
     println!("# scale: churn, {CHURN_PER_SEC} pods/s for {} s", p.window.as_secs());
     let c = probe.read(&stats)?;
     let churn_events = churn(&sims, &store_of, p.window)?;
@@ -588,7 +603,7 @@ pub fn measure(tag: &str, design: Design, p: &Params) -> Result<Figures, String>
     );
     drop(threads);
     drop(maps);
-    Ok(Figures { propagation, rest, churn, churn_events })
+    Ok(Figures { propagation, missed, rest, churn, churn_events })
 }
 
 /// Deletes and re-publishes endpoints at CHURN_PER_SEC for `window`; the
