@@ -413,6 +413,22 @@ fn scale(a: &Args, s: &mut Samples) -> Result<(), String> {
                 w.relists as f64 / w.secs
             );
         }
+        // What the load really was: an overloaded etcd slows the re-listing
+        // and the churn's writes below what was asked for.
+        let churned = f.churn_events as f64 / 2.0 / f.churn.secs;
+        s.add(
+            &g,
+            &format!("churn achieved (asked: {} pods/s)", scale::CHURN_PER_SEC),
+            "pods/s",
+            true,
+            subject,
+            base,
+            churned,
+        );
+        if design == scale::Design::Poll {
+            let metric = format!("simulated nodes' re-listings per second, at rest (asked: {})", p.nodes);
+            s.add(&g, &metric, "1/s", true, subject, base, f.rest.relists as f64 / f.rest.secs);
+        }
         let per_k = f.churn.agent_cpu / f.churn_events.max(1) as f64 * 1000.0;
         let metric = format!("agent CPU seconds per 1,000 endpoint events, 3 agents, {churn}");
         s.add(&g, &metric, "s", false, subject, base, per_k);
