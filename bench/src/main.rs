@@ -6,6 +6,7 @@ mod control;
 mod datapath;
 mod propagation;
 mod report;
+mod scale;
 mod tools;
 mod topo;
 
@@ -23,6 +24,13 @@ struct Args {
     replot: Option<PathBuf>,
     /// Only the control plane (no data-plane topologies).
     control_only: bool,
+    /// Simulated nodes of the scale measurement.
+    scale_nodes: usize,
+    /// Only the scale measurement.
+    only_scale: bool,
+    /// Propagation samples and window length of the scale measurement.
+    scale_samples: usize,
+    scale_window: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -35,6 +43,10 @@ fn args() -> Result<Args, String> {
         readme: None,
         replot: None,
         control_only: false,
+        scale_nodes: 200,
+        only_scale: false,
+        scale_samples: 50,
+        scale_window: 20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -48,11 +60,19 @@ fn args() -> Result<Args, String> {
             "--readme" => a.readme = Some(val()?.into()),
             "--replot" => a.replot = Some(val()?.into()),
             "--control-only" => a.control_only = true,
+            "--scale-nodes" => a.scale_nodes = val()?.parse().map_err(|e| format!("--scale-nodes: {e}"))?,
+            "--scale-window" => {
+                a.scale_window = val()?.parse().map_err(|e| format!("--scale-window: {e}"))?
+            }
+            "--only-scale" => a.only_scale = true,
             "--quick" => {
                 a.rounds = 1;
                 a.secs = 1;
                 a.pods = 20;
                 a.endpoints = 50;
+                a.scale_nodes = 20;
+                a.scale_samples = 20;
+                a.scale_window = 10;
             }
             other => return Err(format!("unknown argument {other}; see bench/src/main.rs")),
         }
@@ -109,6 +129,16 @@ fn run() -> Result<(), String> {
     let started = Instant::now();
     let mut s = Samples::default();
     weft_datapath::ensure_bpffs().map_err(|e| e.to_string())?;
+    if a.only_scale {
+        scale(&a, &mut s)?;
+        let header = format!(
+            "Measured {} on {}; the scale section only; whole run {} s.",
+            date(),
+            machine(),
+            started.elapsed().as_secs()
+        );
+        return write_report(&a, &s.0, &header);
+    }
     // Per-program run time and count, for as long as this fd is open
     // (BPF_ENABLE_STATS: no sysctl is touched).
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| format!("BPF stats: {e}"))?;
@@ -337,8 +367,73 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
         t.elapsed().as_secs_f64() * 1e3,
     );
     control::del_all(&weft, &pods)?;
-    propagation(a, s)?;
-    new_node_reach(a, s)
+    // The scale section runs even if one before it failed.
+    let earlier = propagation(a, s).and_then(|()| new_node_reach(a, s));
+    let scaled = scale(a, s);
+    earlier.and(scaled)
+}
+
+/// N simulated nodes on one etcd with the lab's 3 real agents: watches
+/// (weft) against every node re-listing the store each second.
+fn scale(a: &Args, s: &mut Samples) -> Result<(), String> {
+    let p = scale::Params {
+        nodes: a.scale_nodes,
+        samples: a.scale_samples,
+        window: std::time::Duration::from_secs(a.scale_window),
+    };
+    let g = format!("control plane — scale ({} simulated nodes)", p.nodes);
+    let churn = format!("churn {} pods/s", scale::CHURN_PER_SEC);
+    for (subject, tag, design, base) in [
+        ("weft (watch)", "bscw", scale::Design::Watch, false),
+        ("re-listing every second (before the watch)", "bscp", scale::Design::Poll, true),
+    ] {
+        println!("# scale: {subject}, {} simulated nodes", p.nodes);
+        let f = scale::measure(tag, design, &p)?;
+        let n = f.propagation.len();
+        if f.missed > 0 {
+            println!("# scale: {subject}: {} propagation samples missed the limit", f.missed);
+        }
+        let what = "endpoint put by a simulated node to entry in all 3 agents' ipcache";
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            let v = report::percentile(&f.propagation, q);
+            s.add(&g, &format!("{what}, {name} over {n}"), "ms", false, subject, base, v);
+        }
+        let window = p.window.as_secs();
+        for (phase, w) in [("at rest", &f.rest), (churn.as_str(), &f.churn)] {
+            let cpu = format!("etcd CPU seconds per minute, {phase} ({window} s window scaled to /min)");
+            s.add(&g, &cpu, "s/min", false, subject, base, w.per_min(w.etcd_cpu));
+            let sent =
+                format!("etcd bytes sent to clients per minute, {phase} ({window} s window scaled to /min)");
+            s.add(&g, &sent, "MB/min", false, subject, base, w.per_min(w.etcd_sent_bytes) / 1e6);
+            let agents = format!("agent CPU seconds per minute, 3 agents, {phase}");
+            s.add(&g, &agents, "s/min", false, subject, base, w.per_min(w.agent_cpu));
+            println!(
+                "# scale: {phase}: bench process (the simulated nodes) {:.2} CPU s/min, {:.1} re-listings/s",
+                w.per_min(w.bench_cpu),
+                w.relists as f64 / w.secs
+            );
+        }
+        // What the load really was: an overloaded etcd slows the re-listing
+        // and the churn's writes below what was asked for.
+        let churned = f.churn_events as f64 / 2.0 / f.churn.secs;
+        s.add(
+            &g,
+            &format!("churn achieved (asked: {} pods/s)", scale::CHURN_PER_SEC),
+            "pods/s",
+            true,
+            subject,
+            base,
+            churned,
+        );
+        if design == scale::Design::Poll {
+            let metric = format!("simulated nodes' re-listings per second, at rest (asked: {})", p.nodes);
+            s.add(&g, &metric, "1/s", true, subject, base, f.rest.relists as f64 / f.rest.secs);
+        }
+        let per_k = f.churn.agent_cpu / f.churn_events.max(1) as f64 * 1000.0;
+        let metric = format!("agent CPU seconds per 1,000 endpoint events, 3 agents, {churn}");
+        s.add(&g, &metric, "s", false, subject, base, per_k);
+    }
+    Ok(())
 }
 
 /// ADD on node1 -> entry in node2's and node3's ipcache, and a relabel ->
