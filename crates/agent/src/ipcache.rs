@@ -163,6 +163,9 @@ pub struct Cache {
     nodes: BTreeMap<String, NodeRecord>,
     /// Other nodes' pods: node -> address -> identity.
     remote: BTreeMap<String, BTreeMap<Ipv4Addr, u32>>,
+    /// Which nodes publish an address (one, but for a moment two when an
+    /// address moves): an event's entry is found without a scan of nodes.
+    holders: BTreeMap<Ipv4Addr, BTreeSet<String>>,
     /// This node's pods: address -> identity.
     local: BTreeMap<Ipv4Addr, u32>,
     /// What the map holds (written by this thread only).
@@ -205,9 +208,9 @@ impl Cache {
         if let Some(id) = self.local.get(&ip) {
             return Some(pod_entry(*id, 0));
         }
-        self.remote.iter().find_map(|(node, m)| {
+        self.holders.get(&ip)?.iter().find_map(|node| {
             let n = self.nodes.get(node)?;
-            m.get(&ip).map(|id| pod_entry(*id, ip_to_be(n.ip)))
+            self.remote.get(node)?.get(&ip).map(|id| pod_entry(*id, ip_to_be(n.ip)))
         })
     }
 
@@ -292,11 +295,12 @@ impl Cache {
         match u {
             Update::Reset { items, .. } => {
                 self.remote.clear();
+                self.holders.clear();
                 for (key, value) in items {
                     if let (Some((node, ip)), Some(id)) = (parse_endpoint_key(&key), identity_of(&value))
                         && node != me
                     {
-                        self.remote.entry(node).or_default().insert(ip, id);
+                        self.remote_insert(node, ip, id);
                     }
                 }
                 self.have_endpoints = true;
@@ -312,22 +316,37 @@ impl Cache {
                 if node == me {
                     return vec![];
                 }
-                self.remote.entry(node).or_default().insert(ip, id);
+                self.remote_insert(node, ip, id);
                 if self.ready() { self.one(ip) } else { vec![] }
             }
             Update::Delete { key, .. } => {
                 let Some((node, ip)) = parse_endpoint_key(&key) else { return vec![] };
-                if let Some(m) = self.remote.get_mut(&node) {
-                    m.remove(&ip);
-                    if m.is_empty() {
-                        self.remote.remove(&node);
-                    }
-                }
+                self.remote_remove(&node, ip);
                 if self.ready() { self.one(ip) } else { vec![] }
             }
             Update::Down(_) => {
                 view.store_failed();
                 vec![]
+            }
+        }
+    }
+
+    fn remote_insert(&mut self, node: String, ip: Ipv4Addr, id: u32) {
+        self.holders.entry(ip).or_default().insert(node.clone());
+        self.remote.entry(node).or_default().insert(ip, id);
+    }
+
+    fn remote_remove(&mut self, node: &str, ip: Ipv4Addr) {
+        if let Some(m) = self.remote.get_mut(node) {
+            m.remove(&ip);
+            if m.is_empty() {
+                self.remote.remove(node);
+            }
+        }
+        if let Some(h) = self.holders.get_mut(&ip) {
+            h.remove(node);
+            if h.is_empty() {
+                self.holders.remove(&ip);
             }
         }
     }
@@ -641,6 +660,42 @@ mod tests {
                 &[("a".into(), Ipv4Addr::new(10, 244, 0, 2), 256)]
             )
         );
+    }
+
+    #[test]
+    fn an_address_that_moves_between_nodes_follows_the_node_still_publishing_it() {
+        let (a, b, c) = (
+            node("a", [198, 18, 0, 11], "10.244.0.0/24"),
+            node("b", [198, 18, 0, 12], "10.244.1.0/24"),
+            node("c", [198, 18, 0, 13], "10.244.2.0/24"),
+        );
+        let grace = Duration::from_secs(10);
+        let (mut cache, mut view, mut map) = (Cache::default(), View::default(), Desired::new());
+        let items: BTreeMap<String, Vec<u8>> = [&a, &b, &c]
+            .iter()
+            .map(|n| (format!("nodes/{}", n.name), serde_json::to_vec(n).unwrap()))
+            .collect();
+        let w = cache.apply(Msg::Nodes(Update::Reset { items, rev: 1 }), &a, &mut view, grace).0;
+        run(&mut cache, &mut map, w);
+        let w = cache
+            .apply(Msg::Endpoints(Update::Reset { items: Default::default(), rev: 1 }), &a, &mut view, grace)
+            .0;
+        run(&mut cache, &mut map, w);
+        let ip = Ipv4Addr::new(10, 244, 9, 9);
+        let put =
+            |n: &str, id| Update::Put { key: format!("endpoints/{n}/{ip}"), value: ep_value(id), rev: 2 };
+        let w = cache.apply(Msg::Endpoints(put("b", 400)), &a, &mut view, grace).0;
+        run(&mut cache, &mut map, w);
+        let w = cache.apply(Msg::Endpoints(put("c", 401)), &a, &mut view, grace).0;
+        run(&mut cache, &mut map, w);
+        let del = Update::Delete { key: format!("endpoints/b/{ip}"), rev: 3 };
+        let w = cache.apply(Msg::Endpoints(del), &a, &mut view, grace).0;
+        run(&mut cache, &mut map, w);
+        assert_eq!(map[&(ip, 32)], pod_entry(401, ip_to_be(c.ip)), "c still publishes it");
+        let del = Update::Delete { key: format!("endpoints/c/{ip}"), rev: 4 };
+        let w = cache.apply(Msg::Endpoints(del), &a, &mut view, grace).0;
+        run(&mut cache, &mut map, w);
+        assert!(!map.contains_key(&(ip, 32)));
     }
 
     #[test]

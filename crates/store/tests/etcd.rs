@@ -215,3 +215,32 @@ fn nodes_racing_for_pod_cidrs_never_collide() {
     let held = etcd.run(|s| weft_store::pool::held_by(s.as_ref(), "r0-node3")).unwrap();
     assert_eq!(Some(again), held);
 }
+
+#[test]
+fn a_listing_larger_than_one_grpc_message_comes_whole_at_one_revision() {
+    let etcd = Etcd::start("big");
+    etcd.run(|s| {
+        // 2,600 records of 2 KB: 5 MB, more than gRPC's 4 MiB per answer.
+        let value = vec![b'x'; 2048];
+        for chunk in (0..2600).collect::<Vec<_>>().chunks(100) {
+            let ops: Vec<Op> =
+                chunk.iter().map(|i| Op::Put(format!("endpoints/n/{i:05}"), value.clone())).collect();
+            assert!(s.txn(&[], &ops)?);
+        }
+        s.put("endpointz", b"outside the prefix")?;
+        let (items, rev) = s.list_at("endpoints/")?;
+        assert_eq!(items.len(), 2600);
+        assert!(items.windows(2).all(|w| w[0].0 < w[1].0), "sorted, no duplicates");
+        assert_eq!(items[2599].0, "endpoints/n/02599");
+        // The listing's revision is the one to watch from: nothing before.
+        let mut w = s.watch("endpoints/", rev + 1)?;
+        s.put("endpoints/n/late", b"1")?;
+        let events = w.next(Duration::from_secs(5)).map_err(|e| weft_store::StoreError::Unavailable {
+            backend: "watch".into(),
+            cause: e.to_string(),
+        })?;
+        assert_eq!(events.len(), 1, "{events:?}");
+        Ok(())
+    })
+    .unwrap();
+}

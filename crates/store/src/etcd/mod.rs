@@ -205,20 +205,48 @@ impl EtcdStore {
         })
     }
 
+    /// Every key under `prefix` at one revision, read in pages of
+    /// `PAGE` keys (one answer must stay under gRPC's 4 MiB message limit;
+    /// 10,000 endpoint records are more than that), each page at the first
+    /// page's revision so the listing is one consistent snapshot.
     fn range(&self, prefix: &str) -> Result<(Listing, Revision), StoreError> {
+        const PAGE: i64 = 1000;
         let full = self.full(prefix);
-        let (kvs, rev) = self.call(move |mut c| {
-            let full = full.clone();
-            async move {
-                let r = c.get(full, Some(GetOptions::new().with_prefix())).await?;
-                let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-                Ok((
-                    r.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect::<Vec<_>>(),
-                    rev,
-                ))
+        let mut end = full.clone().into_bytes();
+        // The range end of a prefix: the prefix with its last byte + 1
+        // (keys are '/'-separated text, never ending in 0xff).
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let (mut out, mut rev, mut from) = (Vec::new(), 0, full.clone().into_bytes());
+        loop {
+            let (start, range_end) = (from.clone(), end.clone());
+            let (kvs, page_rev, more) = self.call(move |mut c| {
+                let (start, range_end) = (start.clone(), range_end.clone());
+                async move {
+                    let mut opts = GetOptions::new().with_range(range_end).with_limit(PAGE);
+                    if rev != 0 {
+                        opts = opts.with_revision(rev);
+                    }
+                    let r = c.get(start, Some(opts)).await?;
+                    let page_rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                    let kvs: Vec<_> =
+                        r.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect();
+                    Ok((kvs, page_rev, r.more()))
+                }
+            })?;
+            if rev == 0 {
+                rev = page_rev;
             }
-        })?;
-        let mut out: Vec<_> = kvs.into_iter().map(|(k, v)| (self.strip(&k), v)).collect();
+            if let Some((k, _)) = kvs.last() {
+                from = k.clone();
+                from.push(0);
+            }
+            out.extend(kvs.into_iter().map(|(k, v)| (self.strip(&k), v)));
+            if !more {
+                break;
+            }
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok((out, rev))
     }
