@@ -279,6 +279,22 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
         node_ns: format!("/run/netns/{}", node.netns),
         config: weft_lab::cni::plugin_config(&node.socket, "1.0.0"),
     });
+    // weft again with pod devices attached by legacy tc (clsact + cls_bpf):
+    // a tcx attach waits for an RCU grace period under RTNL, legacy does not.
+    let lab_legacy = "bctll";
+    let _ = weft_lab::down(lab_legacy);
+    let mut lopts = weft_lab::Options::new(lab_legacy, 1, 0)?;
+    lopts.pod_cidr = Some("10.251.0.0/20".into());
+    lopts.agent_env = vec![("WEFT_TC_MODE".into(), "legacy".into())];
+    let ll = weft_lab::up(&lopts)?;
+    let _lguard = LabGuard(lab_legacy);
+    let lnode = ll.node("node1").unwrap();
+    let weft_legacy = Arc::new(control::Plugin {
+        name: "weft, legacy tc attach",
+        binary: lopts.cni_bin.clone(),
+        node_ns: format!("/run/netns/{}", lnode.netns),
+        config: weft_lab::cni::plugin_config(&lnode.socket, "1.0.0"),
+    });
     // The reference plugins, in a node namespace of their own.
     let bridge_node = "weft-bench-cpn";
     let _ = weft_net::netns::delete(bridge_node);
@@ -289,10 +305,10 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
     let bridge = Arc::new(control::bridge_plugin(bridge_node, &state));
 
     for round in 0..a.rounds.min(3) {
-        for p in [&weft, &bridge] {
-            let pods = control::Pods::new(&format!("{}{round}", &p.name[..1]), a.pods)?;
+        for (i, p) in [&weft, &weft_legacy, &bridge].into_iter().enumerate() {
+            let pods = control::Pods::new(&format!("{i}r{round}"), a.pods)?;
             let (adds, dels) = control::latencies(p, &pods)?;
-            let base = p.name != "weft";
+            let base = p.name.starts_with("bridge");
             for (metric, v) in [("CNI ADD latency", &adds), ("CNI DEL latency", &dels)] {
                 s.add(
                     g,
