@@ -9,8 +9,9 @@
 //! change behind the agent's back), `cluster` (registration), `ipcache`
 //! (the other nodes' pods, followed from the store), `routes` (native
 //! mode's routes), `relabel` (labels change), `monitor` (events to
-//! `weft monitor`), `server` (the socket). Devices, addresses and routes
-//! are made through netlink (`weft_net::netlink`); the agent execs no `ip`.
+//! `weft monitor`), `server` (the socket) and `requests` (what each request
+//! does). Devices, addresses and routes are made through netlink
+//! (`weft_net::netlink`); the agent execs no `ip`.
 
 pub mod attach_lock;
 pub mod cluster;
@@ -27,6 +28,7 @@ pub mod names;
 pub mod node;
 pub mod reconcile;
 pub mod relabel;
+pub mod requests;
 pub mod routes;
 pub mod server;
 pub mod state;

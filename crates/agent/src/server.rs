@@ -24,8 +24,7 @@
 //!   exponential back-off and are logged at most once per [`LOG_EVERY`],
 //!   with the number of errors not logged; so are refusals and the limits.
 
-use crate::{endpoint, state::Agent};
-use serde::Serialize;
+use crate::state::Agent;
 use std::{
     ffi::CString,
     fs::Permissions,
@@ -45,11 +44,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use weft_api::{
-    AgentStatus, ApiError, BpfEndpointView, EndpointView, GcResult, IdentityView, IpcacheView, MapStatus,
-    NodeView, Request, Response, code,
-};
-use weft_net::mac_string;
+use weft_api::{ApiError, Request, Response, code};
 
 /// Error code of a refused peer (not root, not in the API group).
 pub const FORBIDDEN: u32 = 107;
@@ -806,7 +801,7 @@ fn handle(agent: &Arc<Agent>, job: Job, monitors: &Arc<AtomicUsize>) {
     drop((line, held));
     match req {
         Ok(Request::Monitor(m)) => start_monitor(agent, conn, m.debug, monitors),
-        Ok(req) => reply(stream, dispatch(agent, req)),
+        Ok(req) => reply(stream, crate::requests::dispatch(agent, req)),
         Err(e) => reply(stream, Response::Error(e)),
     }
 }
@@ -856,197 +851,11 @@ fn start_monitor(agent: &Arc<Agent>, conn: Conn, debug: bool, monitors: &Arc<Ato
     }
 }
 
-fn ok<T: Serialize>(v: T) -> Response {
-    Response::Ok(serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
-}
-
-fn dispatch(agent: &Agent, req: Request) -> Response {
-    let r = match req {
-        Request::Add(r) => endpoint::add(agent, r).map(ok),
-        Request::Del(r) => endpoint::del(agent, r).map(|_| ok(())),
-        Request::Check(r) => endpoint::check(agent, r).map(|_| ok(())),
-        Request::Gc(r) => Ok(ok(GcResult { released: endpoint::gc(agent, &r.network, &r.valid) })),
-        Request::Status => cni_status(agent).map(|_| ok(())),
-        Request::EndpointList => Ok(ok(endpoints(agent))),
-        Request::BpfEndpointList => bpf_endpoints(agent).map(ok),
-        Request::IdentityList => identities(agent).map(ok),
-        Request::NodeList => nodes(agent).map(ok),
-        Request::BpfIpcacheList => ipcache(agent).map(ok),
-        Request::AgentStatus => Ok(ok(status(agent))),
-        Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| label_pod(agent, &p)).map(ok),
-        Request::Monitor(_) => unreachable!("handled before dispatch"),
-    };
-    r.unwrap_or_else(Response::Error)
-}
-
-/// Stores the pod's new labels, then moves its endpoints on this node to
-/// the new identity at once (other nodes follow the store).
-fn label_pod(agent: &Agent, p: &weft_api::PodLabels) -> Result<weft_api::PodLabelsResult, ApiError> {
-    let labels =
-        crate::relabel::edit_stored(agent.store.as_ref(), &p.namespace, &p.name, &p.labels, &p.remove)
-            .map_err(|e| ApiError::new(code::INTERNAL, "storing pod labels failed", e.to_string()))?;
-    let relabelled = crate::relabel::apply(agent, &p.namespace, &p.name, &labels)?;
-    Ok(weft_api::PodLabelsResult { labels, relabelled })
-}
-
-/// Kubernetes names and labels only: they become store keys and identities.
-fn pod_labels_valid(p: &weft_api::PodLabels) -> Result<(), ApiError> {
-    use weft_api::validate as v;
-    let bad = |e: v::Invalid| ApiError::new(code::BAD_REQUEST, "invalid pod labels", e.to_string());
-    v::pod_namespace(&p.namespace).map_err(bad)?;
-    v::pod_name(&p.name).map_err(bad)?;
-    p.labels.iter().try_for_each(|(k, val)| v::label(k, val)).map_err(bad)?;
-    p.remove.iter().try_for_each(|k| v::label(k, "")).map_err(bad)
-}
-
 /// A worker's answer, written in blocking mode within WRITE_TIMEOUT.
 fn reply(stream: &UnixStream, resp: Response) {
     if let Ok(mut s) = serde_json::to_vec(&resp) {
         s.push(b'\n');
         let _ = send_all(stream, &s);
-    }
-}
-
-/// CNI STATUS: the node can serve ADD when it has free addresses.
-fn cni_status(agent: &Agent) -> Result<(), ApiError> {
-    let inner = agent.pods();
-    if inner.ipam.in_use() >= inner.ipam.capacity() {
-        return Err(ApiError::new(
-            code::NOT_READY,
-            "no free pod addresses",
-            format!("all {} addresses of {} are in use", inner.ipam.capacity(), agent.pod_cidr),
-        ));
-    }
-    Ok(())
-}
-
-fn endpoints(agent: &Agent) -> Vec<EndpointView> {
-    let records: Vec<_> = agent.pods().endpoints.values().cloned().collect();
-    records
-        .iter()
-        .map(|r| EndpointView {
-            id: r.id,
-            identity: r.identity,
-            labels: r.labels.clone(),
-            ipv4: r.ip,
-            mac: mac_string(&r.pod_mac),
-            ifname: r.host_ifname.clone(),
-            container_id: r.container_id.clone(),
-            netns: r.netns.clone(),
-            // The journal's phase; a ready pod whose device vanished is not.
-            state: match r.phase {
-                crate::journal::Phase::Ready if weft_net::ifindex(&r.host_ifname).is_none() => {
-                    "not-ready".into()
-                }
-                p => p.name().into(),
-            },
-        })
-        .collect()
-}
-
-fn bpf_endpoints(agent: &Agent) -> Result<Vec<BpfEndpointView>, ApiError> {
-    let list = agent
-        .dp()
-        .list_endpoints()
-        .map_err(|e| ApiError::new(code::DATAPATH, "reading weft_endpoints failed", e.to_string()))?;
-    Ok(list
-        .into_iter()
-        .map(|(ip, v)| BpfEndpointView {
-            ip,
-            id: v.ep_id,
-            identity: v.sec_identity,
-            ifindex: v.ifindex,
-            mac: mac_string(&v.mac),
-            node_mac: mac_string(&v.node_mac),
-            host: v.flags & weft_datapath::maps::ENDPOINT_F_HOST != 0,
-        })
-        .collect())
-}
-
-fn nodes(agent: &Agent) -> Result<Vec<NodeView>, ApiError> {
-    let list = if agent.cluster {
-        crate::cluster::live_nodes(agent.store.as_ref())
-            .map_err(|e| ApiError::new(code::INTERNAL, "reading nodes from the store failed", e))?
-    } else {
-        vec![agent.node_record()]
-    };
-    Ok(list
-        .into_iter()
-        .map(|n| NodeView {
-            local: n.name == agent.cfg.node_name,
-            name: n.name,
-            ip: n.ip,
-            pod_cidr: n.pod_cidr.to_string(),
-        })
-        .collect())
-}
-
-fn ipcache(agent: &Agent) -> Result<Vec<IpcacheView>, ApiError> {
-    let list = agent
-        .dp()
-        .list_ipcache()
-        .map_err(|e| ApiError::new(code::DATAPATH, "reading weft_ipcache failed", e.to_string()))?;
-    Ok(list
-        .into_iter()
-        .map(|(ip, p, v)| IpcacheView {
-            prefix: format!("{ip}/{p}"),
-            identity: v.sec_identity,
-            tunnel_endpoint: weft_datapath::maps::be_to_ip(v.tunnel_endpoint),
-            node: v.flags & weft_datapath::maps::IPCACHE_F_NODE != 0,
-        })
-        .collect())
-}
-
-fn identities(agent: &Agent) -> Result<Vec<IdentityView>, ApiError> {
-    let list = agent
-        .identities
-        .list()
-        .map_err(|e| ApiError::new(code::INTERNAL, "reading identities failed", e.to_string()))?;
-    let inner = agent.pods();
-    Ok(list
-        .into_iter()
-        .map(|(id, labels)| IdentityView {
-            id,
-            labels,
-            reserved: id < weft_store::identity::FIRST_ALLOCATED,
-            endpoints: inner.endpoints.values().filter(|e| e.identity == id).count(),
-        })
-        .collect())
-}
-
-fn status(agent: &Agent) -> AgentStatus {
-    let monitors = agent.monitor.count();
-    let owed_removals = crate::reconcile::owed(agent);
-    let (endpoints, ipam_allocated, ipam_capacity) = {
-        let pods = agent.pods();
-        (pods.endpoints.len(), pods.ipam.in_use(), pods.ipam.capacity())
-    };
-    let mut dp = agent.dp();
-    let attached = dp.is_attached(crate::node::HOST_DEV, weft_datapath::Hook::Egress);
-    let eps = dp.list_endpoints().map(|l| l.len()).unwrap_or(0);
-    let lxc = dp.lxc().map(|m| m.keys().count()).unwrap_or(0);
-    let ipc = dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
-    AgentStatus {
-        node: agent.cfg.node_name.clone(),
-        node_ip: agent.node_ip,
-        mode: if agent.cluster { agent.mode.name().into() } else { "single node".into() },
-        pod_mtu: agent.pod_mtu,
-        pod_cidr: agent.pod_cidr.to_string(),
-        gateway: agent.gateway,
-        datapath_attached: attached,
-        adopted_pins: dp.adopted(),
-        pin_dir: dp.dir().display().to_string(),
-        maps: vec![
-            MapStatus { name: "weft_endpoints".into(), entries: eps, max_entries: 65536 },
-            MapStatus { name: "weft_lxc".into(), entries: lxc, max_entries: 65536 },
-            MapStatus { name: "weft_ipcache".into(), entries: ipc, max_entries: 65536 },
-        ],
-        endpoints,
-        ipam_allocated,
-        ipam_capacity,
-        store: agent.store.describe(),
-        monitors,
-        owed_removals,
     }
 }
 
