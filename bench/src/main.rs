@@ -267,34 +267,11 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
     let g = "control plane";
     // weft: one node, local store, a pod CIDR large enough for the test.
     let lab = "bctl";
-    let _ = weft_lab::down(lab);
-    let mut opts = weft_lab::Options::new(lab, 1, 0)?;
-    opts.pod_cidr = Some("10.250.0.0/20".into());
-    let l = weft_lab::up(&opts)?;
-    let _guard = LabGuard(lab);
-    let node = l.node("node1").unwrap();
-    let weft = Arc::new(control::Plugin {
-        name: "weft",
-        binary: opts.cni_bin.clone(),
-        node_ns: format!("/run/netns/{}", node.netns),
-        config: weft_lab::cni::plugin_config(&node.socket, "1.0.0"),
-    });
+    let (_guard, weft) = weft_node(lab, "weft", "10.250.0.0/20", &[])?;
     // weft again with pod devices attached by legacy tc (clsact + cls_bpf):
     // a tcx attach waits for an RCU grace period under RTNL, legacy does not.
-    let lab_legacy = "bctll";
-    let _ = weft_lab::down(lab_legacy);
-    let mut lopts = weft_lab::Options::new(lab_legacy, 1, 0)?;
-    lopts.pod_cidr = Some("10.251.0.0/20".into());
-    lopts.agent_env = vec![("WEFT_TC_MODE".into(), "legacy".into())];
-    let ll = weft_lab::up(&lopts)?;
-    let _lguard = LabGuard(lab_legacy);
-    let lnode = ll.node("node1").unwrap();
-    let weft_legacy = Arc::new(control::Plugin {
-        name: "weft, legacy tc attach",
-        binary: lopts.cni_bin.clone(),
-        node_ns: format!("/run/netns/{}", lnode.netns),
-        config: weft_lab::cni::plugin_config(&lnode.socket, "1.0.0"),
-    });
+    let (_lguard, weft_legacy) =
+        weft_node("bctll", "weft, legacy tc attach", "10.251.0.0/20", &[("WEFT_TC_MODE", "legacy")])?;
     // The reference plugins, in a node namespace of their own.
     let bridge_node = "weft-bench-cpn";
     let _ = weft_net::netns::delete(bridge_node);
@@ -450,6 +427,30 @@ fn scale(a: &Args, s: &mut Samples) -> Result<(), String> {
         s.add(&g, &metric, "s", false, subject, base, per_k);
     }
     Ok(())
+}
+
+/// A one-node weft lab (local store, pod CIDR `cidr`, `env` for its agent)
+/// and the CNI plugin configured for it; the lab goes when the guard drops.
+fn weft_node(
+    lab: &'static str,
+    name: &'static str,
+    cidr: &str,
+    env: &[(&str, &str)],
+) -> Result<(LabGuard, Arc<control::Plugin>), String> {
+    let _ = weft_lab::down(lab);
+    let mut opts = weft_lab::Options::new(lab, 1, 0)?;
+    opts.pod_cidr = Some(cidr.into());
+    opts.agent_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let l = weft_lab::up(&opts)?;
+    let guard = LabGuard(lab);
+    let node = l.node("node1").ok_or("the lab has no node1")?;
+    let plugin = control::Plugin {
+        name,
+        binary: opts.cni_bin.clone(),
+        node_ns: format!("/run/netns/{}", node.netns),
+        config: weft_lab::cni::plugin_config(&node.socket, "1.0.0"),
+    };
+    Ok((guard, Arc::new(plugin)))
 }
 
 /// ADD on node1 -> entry in node2's and node3's ipcache, and a relabel ->

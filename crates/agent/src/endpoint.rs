@@ -104,7 +104,7 @@ fn check_netns(req: &AddRequest) -> Result<(), ApiError> {
         .map_err(|e| ApiError::new(code::INVALID_ENV, "CNI_NETNS cannot hold a pod", e))
 }
 
-fn store_err(what: &'static str) -> impl FnOnce(weft_store::StoreError) -> ApiError {
+pub(crate) fn store_err(what: &'static str) -> impl FnOnce(weft_store::StoreError) -> ApiError {
     move |e| {
         let code = if matches!(e, weft_store::StoreError::Unavailable { .. }) {
             code::TRY_AGAIN

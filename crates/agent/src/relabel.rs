@@ -98,22 +98,12 @@ fn relabel_one(
     mut rec: crate::state::EndpointRecord,
     labels: Vec<String>,
 ) -> Result<(), ApiError> {
-    let store_err = |what: &'static str| {
-        move |e: weft_store::StoreError| {
-            let c = if matches!(e, weft_store::StoreError::Unavailable { .. }) {
-                code::TRY_AGAIN
-            } else {
-                code::INTERNAL
-            };
-            ApiError::new(c, what, e.to_string())
-        }
-    };
     let holder = agent.identity_holder(rec.ip);
     let old = rec.identity;
     let new = agent
         .identities
         .acquire(&labels, &holder)
-        .map_err(store_err("allocating the pod's new identity failed"))?;
+        .map_err(endpoint::store_err("allocating the pod's new identity failed"))?;
     rec.labels = labels;
     rec.identity = new;
     endpoint::journal(agent, &rec)?;

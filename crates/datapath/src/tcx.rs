@@ -88,12 +88,8 @@ impl LxcAttacher {
         if pin_path.exists() {
             return Ok(false);
         }
-        let name = CString::new(ifname).map_err(|_| crate::Error(format!("bad device name {ifname:?}")))?;
-        // SAFETY: if_nametoindex reads a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(crate::Error(format!("attaching from-container to {ifname}: no such device")));
-        }
+        let ifindex = crate::tc::ifindex(ifname)
+            .ok_or_else(|| crate::Error(format!("attaching from-container to {ifname}: no such device")))?;
         let link = link_create(std::os::fd::AsFd::as_fd(&self.prog), ifindex, true)
             .map_err(|e| crate::Error(format!("attaching from-container to {ifname} ingress (tcx): {e}")))?;
         pin(std::os::fd::AsFd::as_fd(&link), &pin_path)
