@@ -269,6 +269,8 @@ impl TestLab {
             .collect();
         assert_eq!(lxc, devs, "{node}: one lxc device per endpoint, none without one");
 
+        // from-container on every pod device and only those, attached the
+        // way the agent says it attaches pod devices (and not the other way).
         let pins: BTreeSet<String> =
             std::fs::read_dir(weft_datapath::loader::pin_dir(&n.bpffs).join("links"))
                 .map(|rd| {
@@ -280,7 +282,26 @@ impl TestLab {
                         .collect()
                 })
                 .unwrap_or_default();
-        assert_eq!(pins, devs, "{node}: from-container attached to every pod device, and only those");
+        let all_lxc: Vec<String> = lxc.iter().cloned().collect();
+        let filters: BTreeSet<String> =
+            weft_net::netns::run_in(Path::new(&self.netns_path(node)), move || {
+                Ok(all_lxc
+                    .into_iter()
+                    .filter(|d| {
+                        weft_datapath::loader::legacy_filters(d, weft_datapath::Hook::Ingress)
+                            .iter()
+                            .any(|f| f.name == weft_datapath::loader::PROG_FROM_CONTAINER)
+                    })
+                    .collect())
+            })
+            .unwrap();
+        let (by, other, other_name) = match self.status(node).attach_pods.as_str() {
+            "tcx" => (&pins, &filters, "tc filter"),
+            "legacy" => (&filters, &pins, "tcx link"),
+            m => panic!("{node}: unknown pod attach mode {m:?}"),
+        };
+        assert_eq!(*by, devs, "{node}: from-container attached to every pod device, and only those");
+        assert!(other.is_empty(), "{node}: pod devices with a stray {other_name}: {other:?}");
 
         let bpf: Vec<weft_api::BpfEndpointView> =
             self.client(node).call_as(&Request::BpfEndpointList).unwrap();

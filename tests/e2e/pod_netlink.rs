@@ -190,6 +190,7 @@ fn measure_sequential_add_del() {
         }
     }
     lab.assert_consistent("node1");
+    print_phases(&lab);
     for (what, v) in [("ADD", &mut adds), ("DEL", &mut dels), ("DEL of an unknown pod (floor)", &mut floor)] {
         v.sort();
         let mean = v.iter().sum::<Duration>() / v.len() as u32;
@@ -201,5 +202,34 @@ fn measure_sequential_add_del() {
             ms(mean),
             ms(v[v.len() * 9 / 10])
         );
+    }
+}
+
+/// The median of each step the agent's log lines report ("… in 5.2 ms
+/// (wait 0.01, labels 0.4, …)"), per operation.
+fn print_phases(lab: &TestLab) {
+    let log = std::fs::read_to_string(lab.lab.node("node1").unwrap().state_dir.join("agent.log")).unwrap();
+    for op in ["added", "deleted"] {
+        let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
+        for line in log.lines().filter(|l| l.contains(&format!(" {op}: "))) {
+            let Some(parts) = line.rsplit_once(" ms (").map(|(_, p)| p.trim_end_matches(')')) else {
+                continue;
+            };
+            for (i, part) in parts.split(", ").enumerate() {
+                let Some((name, v)) = part.rsplit_once(' ') else { continue };
+                if steps.len() <= i {
+                    steps.push((name.to_string(), Vec::new()));
+                }
+                steps[i].1.push(v.parse().unwrap_or(0.0));
+            }
+        }
+        let medians: Vec<String> = steps
+            .iter_mut()
+            .map(|(name, v)| {
+                v.sort_by(f64::total_cmp);
+                format!("{name} {:.2}", v[v.len() / 2])
+            })
+            .collect();
+        println!("{op}, median per step (ms): {}", medians.join(", "));
     }
 }

@@ -14,6 +14,7 @@ use crate::{
     faults, names,
     node::device_sysctls,
     state::{Agent, AttachmentKey, EndpointRecord},
+    timing::Phases,
 };
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 use weft_api::{AddRequest, AddResult, ApiError, Attachment, CheckRequest, DelRequest, code};
@@ -117,8 +118,10 @@ pub(crate) fn store_err(what: &'static str) -> impl FnOnce(weft_store::StoreErro
 
 pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
     validate(&req)?;
+    let mut t = Phases::start();
     let key = (req.container_id.clone(), req.ifname.clone());
     let _one_at_a_time = agent.attachments.lock(&key);
+    t.mark("wait");
     let existing = agent.pods().endpoints.get(&key).cloned();
     if let Some(rec) = existing {
         match rec.phase {
@@ -145,12 +148,14 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
     }
     check_netns(&req)?;
     let labels = pod_labels(agent, &req)?;
+    t.mark("labels");
     let mut rec = reserve(agent, &req, labels)?;
+    t.mark("ipam");
     faults::point("add:after-ipam");
-    match create(agent, &mut rec) {
+    match create(agent, &mut rec, &mut t) {
         Ok(()) => {
             log::info!(
-                "endpoint {} added: {} {} on {} identity {}",
+                "endpoint {} added: {} {} on {} identity {} in {t}",
                 rec.id,
                 rec.container_id,
                 rec.ip,
@@ -218,24 +223,28 @@ fn reserve(agent: &Agent, req: &AddRequest, labels: Vec<String>) -> Result<Endpo
 }
 
 /// Everything after the reservation, in the order a crash can be undone.
-fn create(agent: &Agent, rec: &mut EndpointRecord) -> Result<(), ApiError> {
+fn create(agent: &Agent, rec: &mut EndpointRecord, t: &mut Phases) -> Result<(), ApiError> {
     // Taken last (after the conflict and IPAM checks), released by teardown.
     rec.identity = agent
         .identities
         .acquire(&rec.labels, &agent.identity_holder(rec.ip))
         .map_err(store_err("allocating the pod's identity failed"))?;
+    t.mark("identity");
     faults::point("add:after-identity");
     journal(agent, rec)?;
+    t.mark("journal");
     faults::point("add:after-journal");
-    build_devices(agent, rec)?;
+    build_devices(agent, rec, t)?;
     let mut published = rec.clone();
     published.phase = Phase::Ready;
     weft_store::put_json(agent.store.as_ref(), &agent.endpoint_key(rec.ip), &published)
         .map_err(store_err("publishing the endpoint in the store failed"))?;
+    t.mark("publish");
     faults::point("add:after-publish");
     rec.phase = Phase::Ready;
     journal(agent, rec)?;
     crate::ipcache::local_changed(agent);
+    t.mark("ready");
     faults::point("add:after-ready");
     Ok(())
 }
@@ -268,7 +277,7 @@ fn dev_err(what: impl std::fmt::Display) -> ApiError {
 /// Creates the veth pair with its pod end directly in the pod's namespace
 /// and configures both ends. The host end comes up only once from-container
 /// is attached: a device of ours never carries a packet without its program.
-fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
+fn build_devices(agent: &Agent, rec: &EndpointRecord, t: &mut Phases) -> Result<(), ApiError> {
     let mut nl = Netlink::open().map_err(dev_err)?;
     // One left by an ADD that died half-way belongs to this attachment.
     nl.link_delete(&rec.host_ifname).map_err(dev_err)?;
@@ -281,15 +290,19 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord) -> Result<(), ApiError> {
         mtu: Some(rec.mtu),
     })
     .map_err(dev_err)?;
+    t.mark("veth");
     faults::point("add:after-veth");
     device_sysctls(&rec.host_ifname).map_err(dev_err)?;
     let ifindex = nl.require_index(&rec.host_ifname).map_err(dev_err)?;
+    t.mark("sysctl");
     // The datapath must be in place before the pod's first ARP.
     attach_new_device(agent, rec, ifindex)?;
+    t.mark("attach");
     faults::point("add:after-datapath");
     nl.link_up(&rec.host_ifname).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
         .map_err(|e| ApiError::new(code::DATAPATH, "configuring the pod's interface failed", e))?;
+    t.mark("pod");
     faults::point("add:after-pod-config");
     Ok(())
 }
@@ -434,20 +447,29 @@ impl std::fmt::Display for Unfinished {
 /// always right. The journal says "deleting" before anything is removed,
 /// and the address is released last, after the store forgot the pod: a
 /// new pod never gets an address the cluster still gives the old one.
-pub fn teardown(agent: &Agent, mut rec: EndpointRecord) -> Result<(), Unfinished> {
+pub fn teardown(agent: &Agent, rec: EndpointRecord) -> Result<(), Unfinished> {
+    teardown_timed(agent, rec, &mut Phases::start())
+}
+
+fn teardown_timed(agent: &Agent, mut rec: EndpointRecord, t: &mut Phases) -> Result<(), Unfinished> {
     if rec.phase != Phase::Deleting {
         rec.phase = Phase::Deleting;
         journal(agent, &rec).map_err(|e| Unfinished::Local(e.to_string()))?;
         crate::ipcache::local_changed(agent);
     }
+    t.mark("journal");
     faults::point("del:after-journal");
     unprogram(&mut agent.dp(), &rec);
+    t.mark("datapath");
     faults::point("del:after-datapath");
     delete_device(&rec.host_ifname).map_err(Unfinished::Local)?;
+    t.mark("device");
     faults::point("del:after-device");
     unpublish(agent, &rec).map_err(|e| Unfinished::Store(e.to_string()))?;
+    t.mark("store");
     faults::point("del:after-store");
     forget(agent, &rec).map_err(Unfinished::Local)?;
+    t.mark("forget");
     faults::point("del:after-forget");
     Ok(())
 }
@@ -492,8 +514,10 @@ pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
     };
     weft_api::validate::container_id(&req.container_id).map_err(bad)?;
     weft_api::validate::ifname(&req.ifname).map_err(bad)?;
+    let mut t = Phases::start();
     let key = (req.container_id.clone(), req.ifname.clone());
     let _one_at_a_time = agent.attachments.lock(&key);
+    t.mark("wait");
     let rec = agent.pods().endpoints.get(&key).cloned();
     let Some(rec) = rec else {
         // Nothing known; a device of this name can only be ours to remove.
@@ -501,9 +525,9 @@ pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
             .map_err(|e| ApiError::new(code::DATAPATH, "deleting the pod's device failed", e));
     };
     let (id, ip) = (rec.id, rec.ip);
-    match teardown(agent, rec) {
+    match teardown_timed(agent, rec, &mut t) {
         Ok(()) => {
-            log::info!("endpoint {id} deleted: {} {ip}", req.container_id);
+            log::info!("endpoint {id} deleted: {} {ip} in {t}", req.container_id);
             Ok(())
         }
         Err(Unfinished::Store(e)) => {

@@ -32,6 +32,7 @@ pub mod requests;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod timing;
 
 pub use config::AgentConfig;
 pub use state::Agent;

@@ -170,6 +170,7 @@ fn status(agent: &Agent) -> AgentStatus {
     };
     let mut dp = agent.dp();
     let attached = dp.is_attached(crate::node::HOST_DEV, weft_datapath::Hook::Egress);
+    let plan = dp.attach_mode();
     let eps = dp.list_endpoints().map(|l| l.len()).unwrap_or(0);
     let lxc = dp.lxc().map(|m| m.keys().count()).unwrap_or(0);
     let ipc = dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
@@ -181,6 +182,8 @@ fn status(agent: &Agent) -> AgentStatus {
         pod_cidr: agent.pod_cidr.to_string(),
         gateway: agent.gateway,
         datapath_attached: attached,
+        attach_node: plan.node.name().into(),
+        attach_pods: plan.pods.name().into(),
         adopted_pins: dp.adopted(),
         pin_dir: dp.dir().display().to_string(),
         maps: vec![

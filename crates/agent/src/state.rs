@@ -115,7 +115,7 @@ impl Agent {
         let ipam = Ipam::open(&cfg.ipam_file(), pod_cidr).map_err(|e| format!("IPAM: {e}"))?;
         let gateway = ipam.gateway();
         let (attach, why) = cfg.tc_mode.resolve();
-        log::info!("datapath attach: {} ({why})", attach.describe());
+        log::info!("datapath attach: {attach} ({why})");
         let mut dp = Datapath::load_with(&cfg.bpffs, cfg.tc_mode).map_err(|e| format!("datapath: {e}"))?;
         if dp.adopted() {
             log::info!("found pinned datapath state in {}: adopting it", dp.dir().display());

@@ -211,6 +211,12 @@ pub struct AgentStatus {
     pub pod_cidr: String,
     pub gateway: Ipv4Addr,
     pub datapath_attached: bool,
+    /// How programs hang on node devices and on pod devices: "tcx" or
+    /// "legacy" (tc clsact + cls_bpf).
+    #[serde(default)]
+    pub attach_node: String,
+    #[serde(default)]
+    pub attach_pods: String,
     pub adopted_pins: bool,
     pub pin_dir: String,
     pub maps: Vec<MapStatus>,

@@ -21,8 +21,10 @@ pub fn status(c: &Client, f: Format) -> R {
     println!("Routing:       {} (pod MTU {})", s.mode, s.pod_mtu);
     println!("Store:         {}", s.store);
     println!(
-        "Datapath:      {} (tcx, pins in {}{})",
+        "Datapath:      {} (node devices {}, pod devices {}; pins in {}{})",
         if s.datapath_attached { "attached" } else { "NOT attached" },
+        s.attach_node,
+        s.attach_pods,
         s.pin_dir,
         if s.adopted_pins { ", adopted from a previous agent" } else { "" }
     );

@@ -12,4 +12,4 @@ pub mod tc;
 pub mod tcx;
 
 pub use loader::{Datapath, Error, Hook, ensure_bpffs};
-pub use tc::{Attach, TcMode};
+pub use tc::{Attach, AttachPlan, TcMode};

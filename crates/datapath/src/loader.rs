@@ -3,7 +3,7 @@
 //! `<base>/v<ABI>/` so it outlives the agent process.
 
 use crate::maps::*;
-use crate::tc::{self as tcnl, Attach, BpfFilter, LEGACY_HANDLE, LEGACY_PRIORITY, TcMode};
+use crate::tc::{self as tcnl, Attach, AttachPlan, BpfFilter, LEGACY_HANDLE, LEGACY_PRIORITY, TcMode};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
@@ -113,7 +113,7 @@ pub struct Datapath {
     overlay: Ebpf,
     netdev: Ebpf,
     adopted: bool,
-    attach: Attach,
+    attach: AttachPlan,
 }
 
 impl Datapath {
@@ -152,8 +152,9 @@ impl Datapath {
         Ok(Self { dir, lxc, host, overlay, netdev, adopted, attach })
     }
 
-    /// How programs are attached (tcx links or legacy tc filters).
-    pub fn attach_mode(&self) -> Attach {
+    /// How programs are attached (tcx links or legacy tc filters), per
+    /// kind of device.
+    pub fn attach_mode(&self) -> AttachPlan {
         self.attach
     }
 
@@ -167,9 +168,10 @@ impl Datapath {
     }
 
     /// What attaching from-container to a new pod device needs, to do it
-    /// without holding the datapath (tcx only; None in legacy mode).
+    /// without holding the datapath (tcx only; None when pod devices use
+    /// legacy tc).
     pub fn lxc_attacher(&self) -> Result<Option<crate::tcx::LxcAttacher>, Error> {
-        if !matches!(self.attach, Attach::Tcx) {
+        if !matches!(self.attach.pods, Attach::Tcx) {
             return Ok(None);
         }
         let prog: &SchedClassifier = self
@@ -188,13 +190,11 @@ impl Datapath {
     }
 
     /// Whether weft's program is attached to the device's hook (it stays
-    /// attached when no agent runs): a pinned tcx link, or in legacy mode a
-    /// cls_bpf filter carrying one of weft's programs.
+    /// attached when no agent runs): a pinned tcx link or a cls_bpf filter
+    /// carrying one of weft's programs. (Attaching in one mechanism removes
+    /// the other's, so either means the hook has weft's program.)
     pub fn is_attached(&self, ifname: &str, hook: Hook) -> bool {
-        match self.attach {
-            Attach::Tcx => self.link_pin(ifname, hook).exists(),
-            Attach::Legacy => !legacy_filters(ifname, hook).is_empty(),
-        }
+        self.link_pin(ifname, hook).exists() || !legacy_filters(ifname, hook).is_empty()
     }
 
     /// Attaches from-container to the ingress of a pod's host-side device.
@@ -228,7 +228,8 @@ impl Datapath {
     }
 
     fn attach(&mut self, ifname: &str, prog_name: &str, hook: Hook) -> Result<(), Error> {
-        match self.attach {
+        let mode = if prog_name == PROG_FROM_CONTAINER { self.attach.pods } else { self.attach.node };
+        match mode {
             Attach::Tcx => self.attach_tcx(ifname, prog_name, hook),
             Attach::Legacy => self.attach_legacy(ifname, prog_name, hook),
         }
@@ -336,8 +337,8 @@ impl Datapath {
     }
 
     /// Names of devices with weft's program attached (for reconciliation):
-    /// those with a pinned link, and in legacy mode those with a filter of
-    /// weft's on either hook.
+    /// those with a pinned link, and (when any device uses legacy tc) those
+    /// with a filter of weft's on either hook.
     pub fn attached_devices(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Ok(rd) = fs::read_dir(self.dir.join("links")) {
@@ -348,7 +349,7 @@ impl Datapath {
                 }
             }
         }
-        if self.attach == Attach::Legacy {
+        if self.attach.node == Attach::Legacy || self.attach.pods == Attach::Legacy {
             for (_, dev) in tcnl::devices() {
                 if [Hook::Ingress, Hook::Egress].into_iter().any(|h| !legacy_filters(&dev, h).is_empty()) {
                     out.push(dev);

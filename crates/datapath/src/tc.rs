@@ -14,10 +14,13 @@ use std::{
 /// What the operator asked for (`weft agent --tc-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TcMode {
-    /// tcx where the kernel has it, legacy otherwise.
+    /// Node devices with tcx where the kernel has it, pod devices with
+    /// legacy tc (see [`TcMode::resolve`]).
     #[default]
     Auto,
+    /// tcx on every device.
     Tcx,
+    /// Legacy tc on every device.
     Legacy,
 }
 
@@ -43,7 +46,7 @@ impl fmt::Display for TcMode {
     }
 }
 
-/// The attach mechanism in use, once `auto` is resolved.
+/// An attach mechanism.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attach {
     /// bpf_link of type tcx, pinned under `<pin dir>/links/`.
@@ -53,6 +56,13 @@ pub enum Attach {
 }
 
 impl Attach {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attach::Tcx => "tcx",
+            Attach::Legacy => "legacy",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Attach::Tcx => "tcx links (pinned in bpffs)",
@@ -61,14 +71,49 @@ impl Attach {
     }
 }
 
+/// The mechanism for each kind of device, once `auto` is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachPlan {
+    /// weft_host, weft_vxlan / weft_ipip, the underlay device: attached
+    /// once at start.
+    pub node: Attach,
+    /// Pod (lxc) devices: attached on every ADD.
+    pub pods: Attach,
+}
+
+impl AttachPlan {
+    pub fn uniform(a: Attach) -> AttachPlan {
+        AttachPlan { node: a, pods: a }
+    }
+}
+
+impl fmt::Display for AttachPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.node == self.pods {
+            return f.write_str(self.node.describe());
+        }
+        write!(f, "node devices: {}; pod devices: {}", self.node.describe(), self.pods.describe())
+    }
+}
+
 impl TcMode {
-    /// The mechanism to use on this kernel, and why (for the agent's log).
-    pub fn resolve(self) -> (Attach, &'static str) {
+    /// The mechanisms to use on this kernel, and why (for the agent's log).
+    ///
+    /// `auto` puts pod devices on legacy tc even where tcx exists: a tcx
+    /// attach waits for an RCU grace period while holding RTNL (about 12 ms
+    /// here), so every pod's ADD pays it and concurrent ADDs queue behind
+    /// each other (at most ~80 pods/s per node); a cls_bpf filter costs
+    /// a fraction of a millisecond. Node devices are attached once, so
+    /// they get tcx where the kernel has it.
+    pub fn resolve(self) -> (AttachPlan, &'static str) {
         match self {
-            TcMode::Tcx => (Attach::Tcx, "forced by --tc-mode tcx"),
-            TcMode::Legacy => (Attach::Legacy, "forced by --tc-mode legacy"),
-            TcMode::Auto if kernel_has_tcx() => (Attach::Tcx, "the kernel has tcx"),
-            TcMode::Auto => (Attach::Legacy, "the kernel has no tcx (Linux < 6.6)"),
+            TcMode::Tcx => (AttachPlan::uniform(Attach::Tcx), "forced by --tc-mode tcx"),
+            TcMode::Legacy => (AttachPlan::uniform(Attach::Legacy), "forced by --tc-mode legacy"),
+            TcMode::Auto if kernel_has_tcx() => (
+                AttachPlan { node: Attach::Tcx, pods: Attach::Legacy },
+                "the kernel has tcx; pod devices use legacy tc, which attaches without waiting for an RCU grace period under RTNL",
+            ),
+            TcMode::Auto => (AttachPlan::uniform(Attach::Legacy), "the kernel has no tcx (Linux < 6.6)"),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 use weft_datapath::{
-    Attach, Datapath, Hook, TcMode,
+    Attach, AttachPlan, Datapath, Hook, TcMode,
     loader::{PROG_FROM_CONTAINER, legacy_filters, pin_dir},
     tc::{LEGACY_HANDLE, LEGACY_PRIORITY},
 };
@@ -96,7 +96,7 @@ fn legacy_attach_is_a_direct_action_filter_and_no_pin() {
     f.run({
         let mut dp = f.load(TcMode::Legacy);
         move || {
-            assert_eq!(dp.attach_mode(), Attach::Legacy);
+            assert_eq!(dp.attach_mode(), AttachPlan::uniform(Attach::Legacy));
             assert!(!dp.is_attached(LXC, Hook::Ingress));
             dp.attach_lxc(LXC).unwrap();
             dp.attach_host(HOST).unwrap();
@@ -213,7 +213,7 @@ fn switching_between_tcx_and_legacy_leaves_one_datapath_per_hook() {
     f.run({
         let mut dp = f.load(TcMode::Tcx);
         move || {
-            assert_eq!(dp.attach_mode(), Attach::Tcx);
+            assert_eq!(dp.attach_mode(), AttachPlan::uniform(Attach::Tcx));
             dp.attach_lxc(LXC).unwrap();
             assert!(dp.is_attached(LXC, Hook::Ingress));
         }
@@ -239,10 +239,29 @@ fn switching_between_tcx_and_legacy_leaves_one_datapath_per_hook() {
 }
 
 #[test]
-fn auto_picks_tcx_on_this_kernel() {
+fn auto_picks_tcx_for_node_devices_and_legacy_for_pods_on_this_kernel() {
     // The test machine runs 6.18; the probe must not misread it.
     assert!(weft_datapath::tc::kernel_has_tcx());
-    assert_eq!(TcMode::Auto.resolve().0, Attach::Tcx);
+    assert_eq!(TcMode::Auto.resolve().0, AttachPlan { node: Attach::Tcx, pods: Attach::Legacy });
+}
+
+#[test]
+fn auto_attaches_the_pod_device_with_a_filter_and_the_host_device_with_a_link() {
+    let f = Fixture::new("mix");
+    f.run({
+        let mut dp = f.load(TcMode::Auto);
+        move || {
+            assert!(dp.lxc_attacher().unwrap().is_none(), "pod devices attach with legacy tc");
+            dp.attach_lxc(LXC).unwrap();
+            dp.attach_host(HOST).unwrap();
+            assert!(dp.is_attached(LXC, Hook::Ingress));
+            assert!(dp.is_attached(HOST, Hook::Egress));
+            assert_eq!(dp.attached_devices(), vec![LXC.to_string(), HOST.to_string()]);
+        }
+    });
+    assert_eq!(f.pins(), vec![format!("{HOST}_egress")], "only the node device has a link");
+    assert_eq!(ours(&f, LXC, Hook::Ingress), one_filter(PROG_FROM_CONTAINER));
+    assert!(ours(&f, HOST, Hook::Egress).is_empty(), "the node device has no filter");
 }
 
 #[test]

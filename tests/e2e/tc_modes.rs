@@ -1,12 +1,18 @@
-//! The datapath attached the legacy way (clsact qdisc + cls_bpf
-//! direct-action filter), as on kernels without tcx (Debian 12's 6.1,
-//! Ubuntu 22.04's 5.15): the agents are forced to it with WEFT_TC_MODE and
-//! the foundation checks must hold, across nodes too; an agent restart
-//! leaves exactly one filter per device.
+//! The two ways weft's programs hang on devices, each forced on every
+//! device with WEFT_TC_MODE (the default, `auto`, mixes them: tcx on node
+//! devices, legacy on pod devices — `TestLab::assert_consistent` checks
+//! pods attach the way the agent reports in every other test):
+//! - legacy (clsact qdisc + cls_bpf direct-action filter), as on kernels
+//!   without tcx (Debian 12's 6.1, Ubuntu 22.04's 5.15);
+//! - tcx links on pod devices too.
+//!
+//! The foundation checks must hold across nodes, and an agent restart
+//! leaves exactly one attachment per device.
 
 use weft_e2e::{TestLab, checks};
 
 const LEGACY: (&str, &str) = ("WEFT_TC_MODE", "legacy");
+const TCX: (&str, &str) = ("WEFT_TC_MODE", "tcx");
 
 /// Lines of `tc filter show dev DEV HOOK` in a node that are filters (the
 /// per-priority header line has no handle).
@@ -87,4 +93,63 @@ fn two_nodes_on_legacy_tc_pass_the_foundation_checks_and_survive_a_restart() {
     checks::ping(&lab, "pod1-2", &lab.pod_ip("pod1-1"), 2);
     checks::ping(&lab, "pod1-2", &lab.pod_ip("pod2-2"), 2);
     checks::ping(&lab, "node1", &lab.pod_ip("pod1-1"), 1);
+}
+
+/// Every attach point holds a pinned tcx link and no tc filter of weft's.
+fn assert_links_and_no_filters(lab: &TestLab, node: &str) {
+    let bpffs = &lab.lab.node(node).unwrap().bpffs;
+    let links = weft_datapath::loader::pin_dir(bpffs).join("links");
+    for (dev, hook, _) in attach_points(lab, node) {
+        assert!(links.join(format!("{dev}_{hook}")).exists(), "{node} {dev} {hook}: no pinned link");
+        let f = filters(lab, node, &dev, hook);
+        assert!(f.is_empty(), "{node} {dev} {hook}: tcx mode adds no tc filter: {f:#?}");
+    }
+}
+
+#[test]
+fn pods_on_tcx_pass_the_foundation_checks_and_survive_a_restart() {
+    let mut lab = TestLab::up_with("tcx", 2, 2, |o| {
+        o.agent_env = vec![(TCX.0.into(), TCX.1.into())];
+    });
+    for node in ["node1", "node2"] {
+        let log = agent_log(&lab, node);
+        assert!(
+            log.contains("datapath attach: tcx links (pinned in bpffs) (forced by --tc-mode tcx)"),
+            "{node} says which attach it uses:\n{log}"
+        );
+        let st = lab.status(node);
+        assert_eq!((st.attach_node.as_str(), st.attach_pods.as_str()), ("tcx", "tcx"));
+        assert_links_and_no_filters(&lab, node);
+        lab.assert_consistent(node);
+    }
+    checks::ping(&lab, "pod1-1", &lab.pod_ip("pod1-2"), 2);
+    checks::ping(&lab, "pod1-1", &lab.pod_ip("pod2-1"), 2);
+    checks::spoofed_source_dropped(&lab, "node1", "pod1-1", "pod1-2");
+
+    lab.restart_agent_env("node1", &[TCX]);
+    let log = agent_log(&lab, "node1");
+    assert!(log.contains("2 endpoints adopted from pinned state, 0 repaired"), "{log}");
+    assert_links_and_no_filters(&lab, "node1");
+    lab.assert_consistent("node1");
+    checks::ping(&lab, "pod1-2", &lab.pod_ip("pod2-2"), 2);
+}
+
+/// The default: tcx on the node's devices, a filter on each pod device,
+/// and the agent says so.
+#[test]
+fn auto_uses_tcx_for_node_devices_and_legacy_tc_for_pods() {
+    let lab = TestLab::up("auto", 1, 1);
+    let log = agent_log(&lab, "node1");
+    assert!(
+        log.contains("datapath attach: node devices: tcx links (pinned in bpffs); pod devices: legacy tc (clsact qdisc, cls_bpf direct-action filter) (the kernel has tcx; pod devices use legacy tc"),
+        "{log}"
+    );
+    let st = lab.status("node1");
+    assert_eq!((st.attach_node.as_str(), st.attach_pods.as_str()), ("tcx", "legacy"));
+    let links = weft_datapath::loader::pin_dir(&lab.lab.node("node1").unwrap().bpffs).join("links");
+    assert!(links.join("weft_host_egress").exists(), "weft_host has its tcx link");
+    let lxc = &lab.endpoints("node1")[0].ifname;
+    assert_eq!(filters(&lab, "node1", lxc, "ingress").len(), 1);
+    assert!(!links.join(format!("{lxc}_ingress")).exists(), "the pod device has no tcx link");
+    lab.assert_consistent("node1");
 }
