@@ -232,9 +232,19 @@ impl TestLab {
     /// Every address the node holds has exactly one record, device (with
     /// its program), map entry, journal entry, publication and identity
     /// reference — and there is nothing else. Panics with what differs.
+    /// Waits (up to 5 s) until the devices and addresses DELs left to the
+    /// agent's background are removed: a DEL answers before that.
+    pub fn settled(&self, node: &str) {
+        self.eventually(Duration::from_secs(5), "DELs' background removals to finish", || {
+            self.status(node).removals_in_progress == 0
+        });
+    }
+
+    /// Waits for `settled` first.
     pub fn assert_consistent(&self, node: &str) {
         use std::collections::{BTreeMap, BTreeSet};
         let n = self.lab.node(node).unwrap();
+        self.settled(node);
         let eps = self.endpoints(node);
         let not_ready: Vec<_> = eps.iter().filter(|e| e.state != "ready").collect();
         assert!(not_ready.is_empty(), "{node}: endpoints not ready: {not_ready:?}");

@@ -48,6 +48,7 @@ fn fifty_concurrent_adds_get_distinct_addresses_and_dels_free_them() {
         let out = h.join().unwrap();
         assert!(out.success, "DEL failed: {} {}", out.stdout, out.stderr);
     }
+    lab.settled("node1");
     assert_eq!(allocated(&lab), before, "all 50 addresses are free again");
     assert!(lab.endpoints("node1").is_empty());
     assert!(!host_links(&lab).contains("lxc"), "no lxc device left");
@@ -85,6 +86,7 @@ fn del_is_idempotent_and_add_twice_returns_the_same_attachment() {
         let out = lab.cni("node1", "DEL", "c1", &ns.path(), "1.1.0");
         assert!(out.success, "DEL (repeated): {} {}", out.stdout, out.stderr);
     }
+    lab.settled("node1");
     assert_eq!(allocated(&lab), 0);
 
     // DEL after the netns is gone.
@@ -94,6 +96,7 @@ fn del_is_idempotent_and_add_twice_returns_the_same_attachment() {
     drop(ns2);
     let out = lab.cni("node1", "DEL", "c2", &path, "1.0.0");
     assert!(out.success, "DEL with vanished netns: {} {}", out.stdout, out.stderr);
+    lab.settled("node1");
     assert_eq!(allocated(&lab), 0);
 }
 
@@ -132,6 +135,7 @@ fn gc_releases_attachments_the_runtime_no_longer_knows() {
     conf["cni.dev/valid-attachments"] = serde_json::json!([{ "containerID": "keep", "ifname": "eth0" }]);
     let out = lab.cni_with("node1", "GC", "", "", &conf);
     assert!(out.success, "GC: {} {}", out.stdout, out.stderr);
+    lab.settled("node1");
     let eps = lab.endpoints("node1");
     assert_eq!(eps.len(), 1);
     assert_eq!(eps[0].container_id, "keep");

@@ -78,6 +78,7 @@ fn podman_container_gets_a_weft_address_and_reaches_pod_and_node() {
     assert!(out.status.success(), "podman run failed:\n{text}");
     assert!(text.contains("inet 10.244.1."), "address from the node's pod CIDR:\n{text}");
     assert_eq!(text.matches("2 packets received").count(), 2, "pod and node reachable:\n{text}");
+    lab.settled("node1");
     assert_eq!(lab.status("node1").ipam_allocated, before, "--rm released the address");
     assert_eq!(lab.endpoints("node1").len(), 1);
 }

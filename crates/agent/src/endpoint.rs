@@ -4,15 +4,15 @@
 //! journal the intent (phase adding) → veth pair, datapath maps and program,
 //! the pod's address and routes → publish to the cluster store → journal
 //! ready. Every failure, and every crash before "ready" (on restart), runs
-//! `teardown`, which takes an attachment down from whatever phase it reached:
-//! local parts first, then the store; what the store refuses stays owed in
-//! the journal (phase deleting) and keeps its address until the repair loop
-//! finishes it. One operation per attachment runs at a time.
+//! `removal::teardown`, which takes an attachment down from whatever phase
+//! it reached (DEL is in `removal` too). One operation per attachment runs
+//! at a time.
 
 use crate::journal::Phase;
 use crate::{
     faults, names,
     node::device_sysctls,
+    removal,
     state::{Agent, AttachmentKey, EndpointRecord},
     timing::Phases,
 };
@@ -137,7 +137,7 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
                 ));
             }
             // A DEL that still owes the store: finish it before starting over.
-            _ => teardown(agent, rec).map_err(|e| {
+            _ => removal::teardown(agent, rec).map_err(|e| {
                 ApiError::new(
                     code::TRY_AGAIN,
                     "an earlier attachment of this container is still being removed",
@@ -146,7 +146,17 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
             })?,
         }
     }
-    check_netns(&req)?;
+    if let Err(e) = check_netns(&req) {
+        // The namespace may still hold a pod the runtime deleted a moment
+        // ago (a runtime may DEL and ADD again in one netns) whose device
+        // the repair thread has not removed yet: finish those now.
+        if agent.removals.in_progress() == 0 {
+            return Err(e);
+        }
+        removal::finish_handed_over(agent)
+            .map_err(|f| ApiError::new(code::TRY_AGAIN, "removing a deleted pod failed", f))?;
+        check_netns(&req)?;
+    }
     let labels = pod_labels(agent, &req)?;
     t.mark("labels");
     let mut rec = reserve(agent, &req, labels)?;
@@ -166,7 +176,7 @@ pub fn add(agent: &Agent, req: AddRequest) -> Result<AddResult, ApiError> {
         }
         Err(e) => {
             log::warn!("ADD {} failed, undoing it: {e}", rec.container_id);
-            if let Err(owed) = teardown(agent, rec) {
+            if let Err(owed) = removal::teardown(agent, rec) {
                 log::warn!("undoing the failed ADD is not finished ({owed}); the repair loop retries it");
             }
             Err(e)
@@ -331,11 +341,6 @@ fn configure_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// Deletes a pod's host device (and so its pair); a missing one is fine.
-fn delete_device(name: &str) -> Result<(), String> {
-    Netlink::open().and_then(|mut nl| nl.link_delete(name)).map_err(|e| e.to_string())
-}
-
 /// What CHECK finds wrong inside the pod's namespace, as the reference
 /// plugins look: the device, exactly the pod's /32, the MTU, both routes.
 fn check_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
@@ -400,146 +405,6 @@ fn attach_new_device(agent: &Agent, rec: &EndpointRecord, ifindex: u32) -> Resul
     Ok(())
 }
 
-/// Removes the attachment's program and map entries (only entries that are
-/// still its own).
-pub(crate) fn unprogram(dp: &mut Datapath, rec: &EndpointRecord) {
-    dp.detach(&rec.host_ifname);
-    let ours = |v: &LxcInfo| v.ep_id == rec.id && v.ip4 == ip_to_be(rec.ip);
-    if let Ok(mut lxc) = dp.lxc() {
-        let keys: Vec<u32> = match weft_net::ifindex(&rec.host_ifname) {
-            Some(i) => vec![i],
-            None => lxc.keys().filter_map(|k| k.ok()).collect(),
-        };
-        for k in keys {
-            if lxc.get(&k, 0).is_ok_and(|v| ours(&v)) {
-                let _ = lxc.remove(&k);
-            }
-        }
-    }
-    let key = weft_datapath::maps::EndpointKey::new(rec.ip);
-    if let Ok(Some(info)) = dp.endpoints().map(|m| m.get(&key, 0).ok())
-        && info.ep_id == rec.id
-        && info.flags & weft_datapath::maps::ENDPOINT_F_HOST == 0
-    {
-        dp.del_endpoint(rec.ip);
-    }
-}
-
-/// Why a teardown stopped. Local failures are the caller's error; what
-/// only the store refused is owed and finished later.
-#[derive(Debug)]
-pub enum Unfinished {
-    Local(String),
-    Store(String),
-}
-
-impl std::fmt::Display for Unfinished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unfinished::Local(m) => write!(f, "{m}"),
-            Unfinished::Store(m) => write!(f, "the cluster store refused: {m}"),
-        }
-    }
-}
-
-/// Takes an attachment down from whatever phase it reached; every step is
-/// idempotent, so running it again after a crash or a store failure is
-/// always right. The journal says "deleting" before anything is removed,
-/// and the address is released last, after the store forgot the pod: a
-/// new pod never gets an address the cluster still gives the old one.
-pub fn teardown(agent: &Agent, rec: EndpointRecord) -> Result<(), Unfinished> {
-    teardown_timed(agent, rec, &mut Phases::start())
-}
-
-fn teardown_timed(agent: &Agent, mut rec: EndpointRecord, t: &mut Phases) -> Result<(), Unfinished> {
-    if rec.phase != Phase::Deleting {
-        rec.phase = Phase::Deleting;
-        journal(agent, &rec).map_err(|e| Unfinished::Local(e.to_string()))?;
-        crate::ipcache::local_changed(agent);
-    }
-    t.mark("journal");
-    faults::point("del:after-journal");
-    unprogram(&mut agent.dp(), &rec);
-    t.mark("datapath");
-    faults::point("del:after-datapath");
-    delete_device(&rec.host_ifname).map_err(Unfinished::Local)?;
-    t.mark("device");
-    faults::point("del:after-device");
-    unpublish(agent, &rec).map_err(|e| Unfinished::Store(e.to_string()))?;
-    t.mark("store");
-    faults::point("del:after-store");
-    forget(agent, &rec).map_err(Unfinished::Local)?;
-    t.mark("forget");
-    faults::point("del:after-forget");
-    Ok(())
-}
-
-/// The store's side: the publication and the identity reference.
-fn unpublish(agent: &Agent, rec: &EndpointRecord) -> Result<(), weft_store::StoreError> {
-    agent.store.delete(&agent.endpoint_key(rec.ip))?;
-    let holder = agent.identity_holder(rec.ip);
-    match rec.identity {
-        0 => Ok(()),
-        IDENTITY_UNKNOWN => {
-            let prefix = format!("{}/", agent.cfg.node_name);
-            for (id, h) in agent.identities.refs_of(&prefix)? {
-                if h == holder {
-                    agent.identities.release(id, &holder)?;
-                }
-            }
-            Ok(())
-        }
-        id => agent.identities.release(id, &holder),
-    }
-}
-
-/// Last: the journal entry, the address and the id. Under the lock, so no
-/// ADD can take the address between the journal and IPAM.
-fn forget(agent: &Agent, rec: &EndpointRecord) -> Result<(), String> {
-    let mut inner = agent.pods();
-    agent.journal.remove(rec.ip)?;
-    if inner.endpoints.get(&rec.key()).is_some_and(|r| r.ip == rec.ip) {
-        inner.endpoints.remove(&rec.key());
-    }
-    inner.ids.free(rec.id);
-    inner.ipam.release(&rec.container_id, &rec.ifname).map(|_| ()).map_err(|e| e.to_string())
-}
-
-/// DEL is idempotent: an unknown attachment or a vanished netns is success.
-/// When only the store is missing, the pod is gone from this node, the DEL
-/// succeeds, and the rest is owed (its address stays reserved until then).
-pub fn del(agent: &Agent, req: DelRequest) -> Result<(), ApiError> {
-    let bad = |e: weft_api::validate::Invalid| {
-        ApiError::new(code::INVALID_ENV, "invalid DEL request", e.to_string())
-    };
-    weft_api::validate::container_id(&req.container_id).map_err(bad)?;
-    weft_api::validate::ifname(&req.ifname).map_err(bad)?;
-    let mut t = Phases::start();
-    let key = (req.container_id.clone(), req.ifname.clone());
-    let _one_at_a_time = agent.attachments.lock(&key);
-    t.mark("wait");
-    let rec = agent.pods().endpoints.get(&key).cloned();
-    let Some(rec) = rec else {
-        // Nothing known; a device of this name can only be ours to remove.
-        return delete_device(&names::host_ifname(&req.container_id, &req.ifname))
-            .map_err(|e| ApiError::new(code::DATAPATH, "deleting the pod's device failed", e));
-    };
-    let (id, ip) = (rec.id, rec.ip);
-    match teardown_timed(agent, rec, &mut t) {
-        Ok(()) => {
-            log::info!("endpoint {id} deleted: {} {ip} in {t}", req.container_id);
-            Ok(())
-        }
-        Err(Unfinished::Store(e)) => {
-            log::warn!(
-                "endpoint {id} ({ip}) is removed from this node, but the cluster store refused its removal ({e}); {ip} stays reserved and the removal is retried until the store answers"
-            );
-            Ok(())
-        }
-        Err(Unfinished::Local(e)) => Err(ApiError::new(code::DATAPATH, "deleting the pod failed", e)),
-    }
-}
-
 pub fn check(agent: &Agent, req: CheckRequest) -> Result<(), ApiError> {
     let rec = agent
         .pods()
@@ -596,7 +461,7 @@ pub fn gc(agent: &Agent, network: &str, valid: &[Attachment]) -> Vec<Attachment>
     for rec in stale {
         let req =
             DelRequest { container_id: rec.container_id.clone(), ifname: rec.ifname.clone(), netns: None };
-        if del(agent, req).is_ok() {
+        if removal::del(agent, req).is_ok() {
             released.push(Attachment { container_id: rec.container_id, ifname: rec.ifname });
         }
     }

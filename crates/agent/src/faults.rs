@@ -18,10 +18,14 @@ pub const STEPS: &[&str] = &[
     "add:after-ready",
     "del:after-journal",
     "del:after-datapath",
-    "del:after-device",
     "del:after-store",
+    "del:after-device",
     "del:after-forget",
 ];
+
+/// The steps of a DEL that run after it has answered (in the repair thread,
+/// see `removal`): a crash there comes after a successful DEL.
+pub const AFTER_DEL_ANSWERED: &[&str] = &["del:after-device", "del:after-forget"];
 
 fn armed() -> Option<&'static str> {
     static AT: OnceLock<Option<String>> = OnceLock::new();

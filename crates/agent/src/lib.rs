@@ -28,6 +28,7 @@ pub mod names;
 pub mod node;
 pub mod reconcile;
 pub mod relabel;
+pub mod removal;
 pub mod requests;
 pub mod routes;
 pub mod server;

@@ -10,7 +10,7 @@
 //! - A socket overflow (ENOBUFS) loses events: it is logged and everything
 //!   is looked at again.
 
-use crate::{endpoint, journal::Phase, names, state::Agent};
+use crate::{journal::Phase, names, state::Agent};
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 use weft_net::netlink::{Event, Events, Netlink, RTNLGRP_IPV4_IFADDR, RTNLGRP_LINK};
 
@@ -82,7 +82,7 @@ fn pod_device_gone(agent: &Agent, dev: &str) {
         rec.id,
         rec.ip
     );
-    endpoint::unprogram(&mut agent.dp(), &rec);
+    crate::removal::unprogram(&mut agent.dp(), &rec);
 }
 
 /// Whether the node's address is still on the underlay device.

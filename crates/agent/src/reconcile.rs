@@ -10,9 +10,10 @@
 //! store are retried until it answers.
 
 use crate::{
-    endpoint::{self, IDENTITY_UNKNOWN, Unfinished},
+    endpoint::{self, IDENTITY_UNKNOWN},
     journal::Phase,
     names,
+    removal::{self, Unfinished},
     state::{Agent, AttachmentKey, EndpointRecord},
 };
 use std::{
@@ -46,7 +47,7 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
                     Phase::Ready => "its network namespace is gone",
                 };
                 log::info!("endpoint {} ({} {}): {why}; removing it", rec.id, rec.container_id, rec.ip);
-                match endpoint::teardown(agent, rec) {
+                match removal::teardown(agent, rec) {
                     Ok(()) => report.removed += 1,
                     Err(Unfinished::Store(e)) => {
                         log::warn!("the store part of that removal is owed: {e}");
@@ -317,15 +318,17 @@ fn drop_superseded_refs(agent: &Agent) -> Result<(), String> {
     Ok(())
 }
 
-/// Retries, once a second, DELs that owe the store and store work that
-/// failed at start; a failure is logged when it changes or once a minute.
+/// Finishes, as soon as a DEL hands one over, the removal of a pod's device
+/// and address (see `removal`); retries, once a second, DELs that owe the
+/// store and store work that failed at start. A failure is logged when it
+/// changes or once a minute.
 pub fn start_repair(agent: Arc<Agent>) {
     std::thread::Builder::new()
         .name("weft-repair".into())
         .spawn(move || {
             let mut last: Option<(String, Instant)> = None;
             loop {
-                std::thread::sleep(Duration::from_secs(1));
+                agent.removals.wait(Duration::from_secs(1));
                 if let Err(e) = repair_once(&agent) {
                     let quiet =
                         last.as_ref().is_some_and(|(m, t)| *m == e && t.elapsed() < Duration::from_secs(60));
@@ -342,28 +345,10 @@ pub fn start_repair(agent: Arc<Agent>) {
 }
 
 pub fn repair_once(agent: &Agent) -> Result<(), String> {
-    let owed: Vec<EndpointRecord> =
-        agent.pods().endpoints.values().filter(|r| r.phase == Phase::Deleting).cloned().collect();
-    for rec in owed {
-        let _one_at_a_time = agent.attachments.lock(&rec.key());
-        // Re-read: a DEL or ADD may have finished it meanwhile.
-        let Some(rec) =
-            agent.pods().endpoints.get(&rec.key()).filter(|r| r.phase == Phase::Deleting).cloned()
-        else {
-            continue;
-        };
-        let (id, ip) = (rec.id, rec.ip);
-        endpoint::teardown(agent, rec).map_err(|e| format!("removing endpoint {id} ({ip}): {e}"))?;
-        log::info!("endpoint {id} ({ip}): the owed removal is done; {ip} is free again");
-    }
+    let removed = removal::finish_owed(agent);
     if agent.store_sync_pending.load(Ordering::SeqCst) {
         sync_store(agent)?;
         agent.store_sync_pending.store(false, Ordering::SeqCst);
     }
-    Ok(())
-}
-
-/// Attachments that still owe the store their removal.
-pub fn owed(agent: &Agent) -> usize {
-    agent.pods().endpoints.values().filter(|r| r.phase == Phase::Deleting).count()
+    removed
 }

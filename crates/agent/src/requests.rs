@@ -18,7 +18,7 @@ fn ok<T: Serialize>(v: T) -> Response {
 pub fn dispatch(agent: &Agent, req: Request) -> Response {
     let r = match req {
         Request::Add(r) => endpoint::add(agent, r).map(ok),
-        Request::Del(r) => endpoint::del(agent, r).map(|_| ok(())),
+        Request::Del(r) => crate::removal::del(agent, r).map(|_| ok(())),
         Request::Check(r) => endpoint::check(agent, r).map(|_| ok(())),
         Request::Gc(r) => Ok(ok(GcResult { released: endpoint::gc(agent, &r.network, &r.valid) })),
         Request::Status => cni_status(agent).map(|_| ok(())),
@@ -163,7 +163,7 @@ fn identities(agent: &Agent) -> Result<Vec<IdentityView>, ApiError> {
 
 fn status(agent: &Agent) -> AgentStatus {
     let monitors = agent.monitor.count();
-    let owed_removals = crate::reconcile::owed(agent);
+    let owed_removals = crate::removal::owed(agent);
     let (endpoints, ipam_allocated, ipam_capacity) = {
         let pods = agent.pods();
         (pods.endpoints.len(), pods.ipam.in_use(), pods.ipam.capacity())
@@ -197,5 +197,6 @@ fn status(agent: &Agent) -> AgentStatus {
         store: agent.store.describe(),
         monitors,
         owed_removals,
+        removals_in_progress: agent.removals.in_progress(),
     }
 }

@@ -76,6 +76,9 @@ pub struct Agent {
     pub store: Arc<dyn Store>,
     pub journal: Journal,
     pub attachments: AttachmentLocks,
+    /// DELs that answered and left the device and address to the repair
+    /// thread.
+    pub removals: crate::removal::Removals,
     /// Store work a failure left for the repair loop (publications,
     /// identity references of this node).
     pub store_sync_pending: std::sync::atomic::AtomicBool,
@@ -134,6 +137,7 @@ impl Agent {
             view: Mutex::new(Default::default()),
             journal,
             attachments: AttachmentLocks::default(),
+            removals: Default::default(),
             store_sync_pending: Default::default(),
             monitor: Monitor::default(),
             ipcache_tx: Default::default(),

@@ -229,6 +229,10 @@ pub struct AgentStatus {
     /// (their addresses stay reserved until it is done).
     #[serde(default)]
     pub owed_removals: usize,
+    /// Pods whose DEL has answered and whose device and address are being
+    /// removed in the background (milliseconds each).
+    #[serde(default)]
+    pub removals_in_progress: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

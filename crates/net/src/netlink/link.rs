@@ -115,6 +115,31 @@ impl Netlink {
         }
     }
 
+    /// Puts a device in a device group (`ip link set NAME group N`), so a
+    /// whole group can go in one request. Ok(false) when the device does
+    /// not exist.
+    pub fn link_set_group(&mut self, name: &str, group: u32) -> Result<bool> {
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::Group(group));
+        match self.ack(RouteNetlinkMessage::SetLink(m), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is(libc::ENODEV) => Ok(false),
+            Err(e) => Err(self.error(&format!("putting {name} in device group {group}"), e)),
+        }
+    }
+
+    /// Deletes every device of a group in one request (`ip link del group
+    /// N`): the kernel unregisters them together and waits for RCU once,
+    /// not once per device. An empty group is success.
+    pub fn group_delete(&mut self, group: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::Group(group));
+        match self.ack(RouteNetlinkMessage::DelLink(m), 0) {
+            Err(e) if e.is(libc::ENODEV) => Ok(()),
+            r => r.map_err(|e| self.error(&format!("deleting device group {group}"), e)),
+        }
+    }
+
     /// The device called `name`, None when there is none.
     pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
         match self.get(RouteNetlinkMessage::GetLink(by_name(name))) {

@@ -49,6 +49,25 @@ fn veth_across_namespaces_is_created_and_deleted() {
 }
 
 #[test]
+fn a_device_group_goes_in_one_request_and_only_it() {
+    let (host, pod) = (TestNs::new("nl-gh"), TestNs::new("nl-gp"));
+    pod_veth(&host, &pod, "lxcweftg1").unwrap();
+    let names = within(&host, |nl| {
+        nl.veth_create(&Veth { name: "weftg2", peer: "weftg3", ..Default::default() })?;
+        nl.veth_create(&Veth { name: "weftkeep", peer: "weftkeep2", ..Default::default() })?;
+        assert!(nl.link_set_group("lxcweftg1", 4242)?);
+        assert!(nl.link_set_group("weftg2", 4242)?);
+        assert!(!nl.link_set_group("weft-none", 4242)?, "a missing device is not an error");
+        nl.group_delete(4242)?;
+        nl.group_delete(4242)?; // an empty group is success
+        Ok(nl.links()?.into_iter().map(|l| l.name).collect::<Vec<_>>())
+    });
+    assert!(!names.iter().any(|n| n.starts_with("lxcweftg") || n.starts_with("weftg")), "{names:?}");
+    assert!(names.iter().any(|n| n == "weftkeep"), "a device outside the group stays: {names:?}");
+    assert!(!within(&pod, |nl| nl.link_exists("eth0")), "the pod end went with its peer");
+}
+
+#[test]
 fn a_taken_name_is_a_readable_error() {
     let (host, pod) = (TestNs::new("nl-dh"), TestNs::new("nl-dp"));
     pod_veth(&host, &pod, "lxcweft2").unwrap();
