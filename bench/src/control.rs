@@ -17,6 +17,10 @@ pub struct Plugin {
     /// Namespace the runtime (and so the plugin) runs in.
     pub node_ns: String,
     pub config: Value,
+    /// weft's agent socket: DELs answer before the devices are gone, so
+    /// the next phase waits until the agent has finished them (see
+    /// [`settle`]).
+    pub agent: Option<PathBuf>,
 }
 
 fn exec(p: &Plugin, command: &str, container: &str, netns: &str) -> Result<Duration, String> {
@@ -76,13 +80,58 @@ pub fn latencies(p: &Plugin, pods: &Pods) -> Result<(Vec<f64>, Vec<f64>), String
     for ns in &pods.0 {
         dels.push(exec(p, "DEL", ns, &format!("/run/netns/{ns}"))?.as_secs_f64() * 1e3);
     }
+    settle(p)?;
     Ok((adds, dels))
 }
 
-/// ADDs `pods` with 8 concurrent workers: pods per second. `keep` leaves
-/// them in place (to measure the agent with many endpoints).
-pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<f64, String> {
+/// Waits until weft's agent has removed the devices and addresses of the
+/// pods DEL answered for, so that work is not charged to (or hidden in)
+/// the next measurement. The reference plugins finish within DEL.
+pub fn settle(p: &Plugin) -> Result<(), String> {
+    let Some(socket) = &p.agent else { return Ok(()) };
+    let client = weft_api::Client::new(socket);
+    let start = Instant::now();
+    loop {
+        let st: weft_api::AgentStatus =
+            client.call_as(&weft_api::Request::AgentStatus).map_err(|e| e.to_string())?;
+        if st.removals_in_progress == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "{}: {} removals still in progress after 30 s",
+                p.name, st.removals_in_progress
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Busy and total CPU time of the machine so far, in clock ticks.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// What a run of concurrent ADDs cost: pods per second, and the machine's
+/// CPU per pod (every process and the kernel) in ms.
+pub struct Rate {
+    pub pods_per_sec: f64,
+    pub cpu_ms_per_pod: f64,
+    /// Share of all cores busy during the run.
+    pub busy: f64,
+}
+
+/// ADDs `pods` with 8 concurrent workers. `keep` leaves them in place (to
+/// measure the agent with many endpoints).
+pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<Rate, String> {
     let queue = Arc::new(std::sync::Mutex::new(pods.0.clone()));
+    let (busy0, total0) = cpu_ticks();
     let start = Instant::now();
     let workers: Vec<_> = (0..8)
         .map(|_| {
@@ -98,9 +147,17 @@ pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<f64, String> {
     for w in workers {
         w.join().map_err(|_| "worker panicked")??;
     }
-    let rate = pods.0.len() as f64 / start.elapsed().as_secs_f64();
+    let secs = start.elapsed().as_secs_f64();
+    let (busy1, total1) = cpu_ticks();
+    let tick_ms = 1000.0 / 100.0; // USER_HZ
+    let rate = Rate {
+        pods_per_sec: pods.0.len() as f64 / secs,
+        cpu_ms_per_pod: (busy1 - busy0) as f64 * tick_ms / pods.0.len() as f64,
+        busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64,
+    };
     if !keep {
         del_all(&p, pods)?;
+        settle(&p)?;
     }
     Ok(rate)
 }
@@ -126,6 +183,7 @@ pub fn bridge_plugin(node_ns: &str, state: &Path) -> Plugin {
         name: "bridge + host-local (reference plugins)",
         binary: PathBuf::from("/usr/lib/cni/bridge"),
         node_ns: format!("/run/netns/{node_ns}"),
+        agent: None,
         config: json!({
             "cniVersion": "1.0.0",
             "name": "bench",

@@ -28,6 +28,8 @@ struct Args {
     scale_nodes: usize,
     /// Only the scale measurement.
     only_scale: bool,
+    /// Only CNI ADD/DEL latency and pods per second.
+    only_cni: bool,
     /// Propagation samples and window length of the scale measurement.
     scale_samples: usize,
     scale_window: u64,
@@ -45,6 +47,7 @@ fn args() -> Result<Args, String> {
         control_only: false,
         scale_nodes: 200,
         only_scale: false,
+        only_cni: false,
         scale_samples: 50,
         scale_window: 20,
     };
@@ -65,6 +68,7 @@ fn args() -> Result<Args, String> {
                 a.scale_window = val()?.parse().map_err(|e| format!("--scale-window: {e}"))?
             }
             "--only-scale" => a.only_scale = true,
+            "--only-cni" => a.only_cni = true,
             "--quick" => {
                 a.rounds = 1;
                 a.secs = 1;
@@ -129,12 +133,14 @@ fn run() -> Result<(), String> {
     let started = Instant::now();
     let mut s = Samples::default();
     weft_datapath::ensure_bpffs().map_err(|e| e.to_string())?;
-    if a.only_scale {
-        scale(&a, &mut s)?;
+    if a.only_scale || a.only_cni {
+        let what = if a.only_scale { scale(&a, &mut s) } else { cni_ops(&a, &mut s).map(|_| ()) };
+        what?;
         let header = format!(
-            "Measured {} on {}; the scale section only; whole run {} s.",
+            "Measured {} on {}; the {} section only; whole run {} s.",
             date(),
             machine(),
+            if a.only_scale { "scale" } else { "CNI" },
             started.elapsed().as_secs()
         );
         return write_report(&a, &s.0, &header);
@@ -262,16 +268,19 @@ fn bpf_under_load(s: &mut Samples, topo: &str, before: &tools::BpfCounters, afte
     }
 }
 
-fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
-    println!("# control plane");
+/// CNI ADD/DEL latency and pods/s: weft as it runs by default, weft with
+/// pod devices on tcx, and the reference plugins. Returns the default
+/// weft's lab (kept up while the guard lives) for the agent figures.
+fn cni_ops(a: &Args, s: &mut Samples) -> Result<(LabGuard, Arc<control::Plugin>), String> {
+    println!("# control plane: CNI");
     let g = "control plane";
-    // weft: one node, local store, a pod CIDR large enough for the test.
-    let lab = "bctl";
-    let (_guard, weft) = weft_node(lab, "weft", "10.250.0.0/20", &[])?;
-    // weft again with pod devices attached by legacy tc (clsact + cls_bpf):
-    // a tcx attach waits for an RCU grace period under RTNL, legacy does not.
-    let (_lguard, weft_legacy) =
-        weft_node("bctll", "weft, legacy tc attach", "10.251.0.0/20", &[("WEFT_TC_MODE", "legacy")])?;
+    // weft: one node, a pod CIDR large enough for the test. Pod devices
+    // get legacy tc filters (the default on every kernel).
+    let (guard, weft) = weft_node(CONTROL_LAB, "weft", "10.250.0.0/20", &[])?;
+    // weft again with pod devices on tcx links: a tcx attach waits for an
+    // RCU grace period under RTNL, a legacy filter does not.
+    let (_tguard, weft_tcx) =
+        weft_node("bctlt", "weft, pod devices on tcx", "10.251.0.0/20", &[("WEFT_TC_MODE", "tcx")])?;
     // The reference plugins, in a node namespace of their own.
     let bridge_node = "weft-bench-cpn";
     let _ = weft_net::netns::delete(bridge_node);
@@ -282,7 +291,7 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
     let bridge = Arc::new(control::bridge_plugin(bridge_node, &state));
 
     for round in 0..a.rounds.min(3) {
-        for (i, p) in [&weft, &weft_legacy, &bridge].into_iter().enumerate() {
+        for (i, p) in [&weft, &weft_tcx, &bridge].into_iter().enumerate() {
             let pods = control::Pods::new(&format!("{i}r{round}"), a.pods)?;
             let (adds, dels) = control::latencies(p, &pods)?;
             let base = p.name.starts_with("bridge");
@@ -306,10 +315,30 @@ fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
                     report::percentile(v, 0.99),
                 );
             }
-            let rate = control::rate(p.clone(), &pods, false)?;
-            s.add(g, "pods per second, 8 concurrent ADDs", "pods/s", true, p.name, base, rate);
+            let r = control::rate(p.clone(), &pods, false)?;
+            println!("{}: {:.0} pods/s, {:.0}% of the cores busy", p.name, r.pods_per_sec, r.busy * 100.0);
+            s.add(g, "pods per second, 8 concurrent ADDs", "pods/s", true, p.name, base, r.pods_per_sec);
+            s.add(
+                g,
+                "machine CPU per pod, 8 concurrent ADDs (every process and the kernel)",
+                "ms",
+                false,
+                p.name,
+                base,
+                r.cpu_ms_per_pod,
+            );
         }
     }
+    Ok((guard, weft))
+}
+
+const CONTROL_LAB: &str = "bctl";
+
+fn control_plane(a: &Args, s: &mut Samples) -> Result<(), String> {
+    let g = "control plane";
+    let lab = CONTROL_LAB;
+    let (_guard, weft) = cni_ops(a, s)?;
+    println!("# control plane: the agent");
     // The agent: memory idle and with many endpoints, start-to-ready.
     let mut l = weft_lab::layout::Lab::load(lab)?;
     for _ in 0..3 {
@@ -449,6 +478,7 @@ fn weft_node(
         binary: opts.cni_bin.clone(),
         node_ns: format!("/run/netns/{}", node.netns),
         config: weft_lab::cni::plugin_config(&node.socket, "1.0.0"),
+        agent: Some(node.socket.clone()),
     };
     Ok((guard, Arc::new(plugin)))
 }

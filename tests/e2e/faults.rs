@@ -174,6 +174,35 @@ fn an_lxc_device_without_a_record_is_removed_on_restart() {
     lab.assert_consistent("node1");
 }
 
+/// An upgrade from an agent that kept IPAM in its own file: an address it
+/// holds without a journal entry (its ADD died between the two) is undone
+/// on start, the file is retired, and the journal alone says who holds
+/// what from then on (the pods it lists keep their addresses).
+#[test]
+fn an_earlier_agents_ipam_file_is_adopted_and_retired() {
+    let mut lab = TestLab::up("ipamup", 1, 1);
+    let pod = lab.pod_ip("pod1-1");
+    let st = lab.status("node1");
+    let cidr: weft_ipam::Cidr = st.pod_cidr.parse().unwrap();
+    let orphan = cidr.host(200).unwrap().to_string();
+    let file = lab.lab.node("node1").unwrap().state_dir.join("ipam.json");
+    let legacy = serde_json::json!({
+        "cidr": st.pod_cidr,
+        "allocations": {
+            orphan.clone(): {"container_id": "legacy-cut-short", "ifname": "eth0", "netns": "/run/netns/gone"}
+        }
+    });
+    std::fs::write(&file, legacy.to_string()).unwrap();
+    lab.restart_agent_env("node1", &[]);
+    assert!(!file.exists(), "the IPAM file is retired after the restart");
+    lab.assert_consistent("node1");
+    let eps = lab.endpoints("node1");
+    assert_eq!(eps.len(), 1, "{eps:?}");
+    assert_eq!(eps[0].ipv4.to_string(), pod, "the journaled pod keeps its address");
+    let log = std::fs::read_to_string(lab.lab.node("node1").unwrap().state_dir.join("agent.log")).unwrap();
+    assert!(log.contains(&format!("legacy-cut-short {orphan}): its ADD was cut short")), "{log}");
+}
+
 /// Defect 7: CNI_NETNS naming the node's own namespace, the underlay's
 /// (another host), or a file that is not a network namespace is refused,
 /// and the node gets no pod address or route.

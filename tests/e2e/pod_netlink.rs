@@ -205,6 +205,54 @@ fn measure_sequential_add_del() {
     }
 }
 
+/// 200 ADDs from 8 concurrent runtimes, then 200 DELs: pods per second.
+/// Not a pass/fail test (`--ignored --nocapture`); WEFT_MEASURE_AGENT and
+/// WEFT_TC_MODE as for `measure_sequential_add_del`.
+#[test]
+#[ignore]
+fn measure_concurrent_adds() {
+    let lab = std::sync::Arc::new(TestLab::up_with("meac", 1, 0, |o| {
+        if let Ok(bin) = std::env::var("WEFT_MEASURE_AGENT") {
+            o.weft_bin = bin.into();
+        }
+        for kv in std::env::var("WEFT_MEASURE_ENV").unwrap_or_default().split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap();
+            o.agent_env.push((k.into(), v.into()));
+        }
+        if let Ok(mode) = std::env::var("WEFT_TC_MODE") {
+            o.agent_env.push(("WEFT_TC_MODE".into(), mode));
+        }
+    }));
+    let nss: Vec<TempNetns> =
+        (0..200).map(|i| TempNetns::new(&format!("weft-{}-c{i}", lab.name()))).collect();
+    if std::env::var("WEFT_MEASURE_PAUSE").is_ok() {
+        println!("GO");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    for cmd in ["ADD", "DEL"] {
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(
+            nss.iter().map(|n| (n.name.clone(), n.path())).collect::<Vec<_>>(),
+        ));
+        let t = Instant::now();
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let (q, lab) = (queue.clone(), lab.clone());
+                std::thread::spawn(move || {
+                    while let Some((cid, path)) = q.lock().unwrap().pop() {
+                        let out = lab.cni("node1", cmd, &cid, &path, "1.0.0");
+                        assert!(out.success, "{cmd}: {} {}", out.stdout, out.stderr);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        println!("{cmd}: {:.0} pods/s", nss.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    lab.assert_consistent("node1");
+}
+
 /// The median of each step the agent's log lines report ("… in 5.2 ms
 /// (wait 0.01, labels 0.4, …)"), per operation.
 fn print_phases(lab: &TestLab) {

@@ -132,7 +132,7 @@ pub struct AgentConfig {
     pub block_prefix: u8,
     /// Where the local API listens.
     pub socket: PathBuf,
-    /// IPAM state and the local store live here.
+    /// The endpoint journal, the IPAM lock and the local store live here.
     pub state_dir: PathBuf,
     /// bpffs directory for this node's pins (maps and links go under v<ABI>/).
     pub bpffs: PathBuf,
@@ -156,6 +156,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Where IPAM's lock lives (and where agents before the journal kept
+    /// its state, adopted once).
     pub fn ipam_file(&self) -> PathBuf {
         self.state_dir.join("ipam.json")
     }

@@ -58,6 +58,9 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
             }
         }
     }
+    // Every address is journaled or undone now: the journal alone is the
+    // record from here on.
+    agent.pods().ipam.retire_legacy_file().map_err(|e| e.to_string())?;
     sweep(agent);
     if let Err(e) = sync_store(agent) {
         log::warn!(
@@ -75,9 +78,10 @@ pub fn run(agent: &Agent) -> Result<Report, String> {
     Ok(report)
 }
 
-/// The journal's records, entered in the agent's table, plus a record in
-/// phase deleting for every address IPAM holds without one (an ADD that died
-/// between taking the address and writing its intent).
+/// The journal's records, entered in the agent's table and IPAM, plus a
+/// record in phase adding for every address an earlier agent's IPAM file
+/// holds without one (an ADD of such an agent that died between taking
+/// the address and writing its intent).
 fn load(agent: &Agent) -> Result<Vec<EndpointRecord>, String> {
     let mut records = agent.journal.load()?;
     if records.is_empty() {

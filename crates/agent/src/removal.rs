@@ -159,11 +159,12 @@ fn unpublish(agent: &Agent, rec: &EndpointRecord) -> Result<(), weft_store::Stor
     }
 }
 
-/// Last: the journal entry, the address and the id. Under the lock, so no
-/// ADD can take the address between the journal and IPAM.
+/// Last: the journal entry, then the address and the id. The address
+/// stays taken until its journal entry (a file named after it) is gone, so
+/// an ADD that gets it next writes a journal entry of its own.
 fn forget(agent: &Agent, rec: &EndpointRecord) -> Result<(), String> {
-    let mut inner = agent.pods();
     agent.journal.remove(rec.ip)?;
+    let mut inner = agent.pods();
     if inner.endpoints.get(&rec.key()).is_some_and(|r| r.ip == rec.ip) {
         inner.endpoints.remove(&rec.key());
     }

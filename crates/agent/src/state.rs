@@ -50,7 +50,7 @@ pub type AttachmentKey = (String, String);
 
 /// Who holds which address: IPAM, endpoint ids and the endpoint table
 /// change together (an address is never held without an entry), under one
-/// short lock that is never held across a syscall other than IPAM's write.
+/// short lock that is never held across a syscall.
 pub struct Pods {
     pub ipam: Ipam,
     /// Every attachment in any phase (ADDs in flight and DELs that still

@@ -93,7 +93,7 @@ struct AgentArgs {
     /// own lxc MAC) or link-local (169.254.1.1, ee:ee:ee:ee:ee:ee).
     #[arg(long, default_value = "weft")]
     gateway: weft_agent::config::GatewayStyle,
-    /// Directory for IPAM state and the local store.
+    /// Directory for the endpoint journal, the IPAM lock and the local store.
     #[arg(long, default_value = "/var/lib/weft")]
     state_dir: PathBuf,
     /// bpffs directory for this node's pinned maps and links.

@@ -1,8 +1,14 @@
-//! The node's pod-address allocator. The agent, the node's single writer,
-//! holds one `Ipam` behind its lock; every change is written to disk (temp
-//! file, fsync, rename) before it is acknowledged, so a crash at any moment
-//! loses no allocation and hands out none twice. An exclusive lock on the
-//! state file keeps a second agent away from it.
+//! The node's pod-address allocator, in memory. The agent's endpoint
+//! journal is the durable record of who holds an address: an ADD takes an
+//! address here, then journals its intent before it builds anything on it,
+//! and on start the agent reserves every journaled address again. So an
+//! allocation costs no disk write, and a crash before the journal entry
+//! loses only an address nothing used. An exclusive lock file keeps a
+//! second agent of the same state directory away.
+//!
+//! Agents before the journal carried IPAM kept their own state file
+//! (`ipam.json`): it is read once at start so the agent can undo ADDs that
+//! such an agent left between the two files, and retired afterwards.
 
 mod cidr;
 pub mod lock;
@@ -11,10 +17,8 @@ pub use cidr::Cidr;
 
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::BTreeMap,
-    fmt,
-    fs::{self, File},
-    io::Write,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt, fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -71,16 +75,25 @@ impl fmt::Display for IpamError {
 
 impl std::error::Error for IpamError {}
 
+/// The layout of the retired state file.
 #[derive(Serialize, Deserialize)]
-struct State {
+struct LegacyState {
     cidr: Cidr,
     allocations: BTreeMap<Ipv4Addr, Owner>,
 }
 
+type AttachmentKey = (String, String);
+
 pub struct Ipam {
-    path: PathBuf,
-    state: State,
-    _lock: File,
+    legacy_file: PathBuf,
+    cidr: Cidr,
+    allocations: BTreeMap<Ipv4Addr, Owner>,
+    /// (container id, ifname) → address: an attachment's address without
+    /// a scan of every allocation.
+    by_owner: HashMap<AttachmentKey, Ipv4Addr>,
+    /// Offsets of the free pod addresses: the lowest is handed out next.
+    free: BTreeSet<u32>,
+    _lock: fs::File,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IpamError + '_ {
@@ -88,6 +101,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IpamError + '_ {
 }
 
 impl Ipam {
+    /// The allocator of `cidr` for the state file `state_file` (its lock
+    /// sits beside it; an earlier agent's allocations in it are adopted).
     pub fn open(state_file: &Path, cidr: Cidr) -> Result<Self, IpamError> {
         if let Some(dir) = state_file.parent() {
             fs::create_dir_all(dir).map_err(io(dir))?;
@@ -96,9 +111,17 @@ impl Ipam {
         let lock = lock::exclusive(&lock_path)
             .map_err(io(&lock_path))?
             .ok_or_else(|| IpamError::Locked { path: state_file.to_path_buf() })?;
-        let state = match fs::read(state_file) {
+        let mut ipam = Self {
+            legacy_file: state_file.to_path_buf(),
+            cidr,
+            allocations: BTreeMap::new(),
+            by_owner: HashMap::new(),
+            free: (2..cidr.size().saturating_sub(1)).map(|n| n as u32).collect(),
+            _lock: lock,
+        };
+        match fs::read(state_file) {
             Ok(b) => {
-                let s: State = serde_json::from_slice(&b).map_err(|e| IpamError::Corrupt {
+                let s: LegacyState = serde_json::from_slice(&b).map_err(|e| IpamError::Corrupt {
                     path: state_file.to_path_buf(),
                     error: e.to_string(),
                 })?;
@@ -109,32 +132,36 @@ impl Ipam {
                         wanted: cidr,
                     });
                 }
-                s
+                for (ip, owner) in s.allocations {
+                    ipam.reserve(ip, &owner)?;
+                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                State { cidr, allocations: BTreeMap::new() }
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(IpamError::Io { path: state_file.to_path_buf(), source: e }),
-        };
-        Ok(Self { path: state_file.to_path_buf(), state, _lock: lock })
+        }
+        Ok(ipam)
+    }
+
+    /// Removes an earlier agent's state file, once everything it held is
+    /// either journaled or undone.
+    pub fn retire_legacy_file(&self) -> Result<(), IpamError> {
+        match fs::remove_file(&self.legacy_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.legacy_file)(e)),
+            _ => Ok(()),
+        }
     }
 
     pub fn cidr(&self) -> Cidr {
-        self.state.cidr
+        self.cidr
     }
 
     /// The first host address: the pods' gateway, never handed out.
     pub fn gateway(&self) -> Ipv4Addr {
-        self.state.cidr.host(1).expect("prefix <= 30 has a first host")
-    }
-
-    fn allocatable(&self, ip: Ipv4Addr) -> bool {
-        let c = self.state.cidr;
-        c.contains(ip) && ip != c.network() && ip != c.broadcast() && ip != self.gateway()
+        self.cidr.host(1).expect("prefix <= 30 has a first host")
     }
 
     pub fn capacity(&self) -> usize {
-        Self::capacity_of(self.state.cidr)
+        Self::capacity_of(self.cidr)
     }
 
     /// Pod addresses of a CIDR: all but the network, broadcast and gateway.
@@ -143,15 +170,12 @@ impl Ipam {
     }
 
     pub fn in_use(&self) -> usize {
-        self.state.allocations.len()
+        self.allocations.len()
     }
 
     pub fn lookup(&self, container_id: &str, ifname: &str) -> Option<(Ipv4Addr, Owner)> {
-        self.state
-            .allocations
-            .iter()
-            .find(|(_, o)| o.container_id == container_id && o.ifname == ifname)
-            .map(|(ip, o)| (*ip, o.clone()))
+        let ip = *self.by_owner.get(&(container_id.to_string(), ifname.to_string()))?;
+        Some((ip, self.allocations[&ip].clone()))
     }
 
     /// The address of this attachment: the one it holds, or the lowest free.
@@ -159,61 +183,52 @@ impl Ipam {
         if let Some((ip, _)) = self.lookup(&owner.container_id, &owner.ifname) {
             return Ok(ip);
         }
-        let c = self.state.cidr;
-        let ip = (2..c.size() - 1)
-            .filter_map(|n| c.host(n))
-            .find(|ip| self.allocatable(*ip) && !self.state.allocations.contains_key(ip))
-            .ok_or(IpamError::Exhausted { cidr: c, in_use: self.in_use() })?;
-        self.state.allocations.insert(ip, owner.clone());
-        if let Err(e) = self.persist() {
-            self.state.allocations.remove(&ip);
-            return Err(e);
-        }
+        let n =
+            self.free.pop_first().ok_or(IpamError::Exhausted { cidr: self.cidr, in_use: self.in_use() })?;
+        let ip = self.cidr.host(n as u64).expect("free offsets lie inside the CIDR");
+        self.insert(ip, owner);
         Ok(ip)
+    }
+
+    fn insert(&mut self, ip: Ipv4Addr, owner: &Owner) {
+        self.by_owner.insert((owner.container_id.clone(), owner.ifname.clone()), ip);
+        self.allocations.insert(ip, owner.clone());
     }
 
     /// Marks `ip` as held by `owner` (re-adopting state found elsewhere).
     pub fn reserve(&mut self, ip: Ipv4Addr, owner: &Owner) -> Result<(), IpamError> {
-        if !self.allocatable(ip) {
-            return Err(IpamError::OutOfRange { ip, cidr: self.state.cidr });
+        let offset = self.cidr.offset(ip).map(|n| n as u32);
+        if !offset.is_some_and(|n| n >= 2 && (n as u64) < self.cidr.size() - 1) {
+            return Err(IpamError::OutOfRange { ip, cidr: self.cidr });
         }
-        match self.state.allocations.get(&ip) {
+        match self.allocations.get(&ip) {
             Some(o) if o.container_id == owner.container_id && o.ifname == owner.ifname => Ok(()),
             Some(o) => Err(IpamError::Conflict { ip, holder: format!("{} {}", o.container_id, o.ifname) }),
             None => {
-                self.state.allocations.insert(ip, owner.clone());
-                self.persist()
+                if let Some((held, _)) = self.lookup(&owner.container_id, &owner.ifname) {
+                    return Err(IpamError::Conflict {
+                        ip,
+                        holder: format!("{} {} (which holds {held})", owner.container_id, owner.ifname),
+                    });
+                }
+                self.free.remove(&offset.expect("checked above"));
+                self.insert(ip, owner);
+                Ok(())
             }
         }
     }
 
     pub fn release(&mut self, container_id: &str, ifname: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        let Some((ip, owner)) = self.lookup(container_id, ifname) else { return Ok(None) };
-        self.state.allocations.remove(&ip);
-        if let Err(e) = self.persist() {
-            self.state.allocations.insert(ip, owner);
-            return Err(e);
-        }
+        let Some(ip) = self.by_owner.remove(&(container_id.to_string(), ifname.to_string())) else {
+            return Ok(None);
+        };
+        self.allocations.remove(&ip);
+        self.free.insert(self.cidr.offset(ip).expect("allocated inside the CIDR") as u32);
         Ok(Some(ip))
     }
 
     pub fn allocations(&self) -> Vec<(Ipv4Addr, Owner)> {
-        self.state.allocations.iter().map(|(ip, o)| (*ip, o.clone())).collect()
-    }
-
-    /// Temp file, fsync, rename, fsync of the directory: after this returns
-    /// the state survives a crash or power loss.
-    fn persist(&self) -> Result<(), IpamError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let data = serde_json::to_vec_pretty(&self.state).expect("state serializes");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&data).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        }
-        Ok(())
+        self.allocations.iter().map(|(ip, o)| (*ip, o.clone())).collect()
     }
 }
 
@@ -261,18 +276,27 @@ mod tests {
     }
 
     #[test]
-    fn survives_reopen_and_refuses_other_cidr_and_corruption() {
-        let p = tmp("persist");
+    fn an_earlier_agents_state_file_is_adopted_then_retired() {
+        let p = tmp("legacy");
         let cidr: Cidr = "10.244.2.0/24".parse().unwrap();
-        {
-            let mut ipam = Ipam::open(&p, cidr).unwrap();
-            ipam.allocate(&owner("a")).unwrap();
-            ipam.allocate(&owner("b")).unwrap();
-        }
-        let ipam = Ipam::open(&p, cidr).unwrap();
+        let legacy = LegacyState {
+            cidr,
+            allocations: [
+                (Ipv4Addr::new(10, 244, 2, 3), owner("b")),
+                (Ipv4Addr::new(10, 244, 2, 2), owner("a")),
+            ]
+            .into(),
+        };
+        fs::write(&p, serde_json::to_vec(&legacy).unwrap()).unwrap();
+        let mut ipam = Ipam::open(&p, cidr).unwrap();
         assert_eq!(ipam.in_use(), 2);
         assert_eq!(ipam.lookup("b", "eth0").unwrap().0, Ipv4Addr::new(10, 244, 2, 3));
+        assert_eq!(ipam.allocate(&owner("c")).unwrap(), Ipv4Addr::new(10, 244, 2, 4), "held ones skipped");
+        ipam.retire_legacy_file().unwrap();
+        assert!(!p.exists());
         drop(ipam);
+        assert_eq!(Ipam::open(&p, cidr).unwrap().in_use(), 0, "memory only: the journal re-reserves");
+        fs::write(&p, serde_json::to_vec(&legacy).unwrap()).unwrap();
         let e = Ipam::open(&p, "10.244.3.0/24".parse().unwrap()).err().unwrap();
         assert!(matches!(e, IpamError::CidrMismatch { .. }), "{e}");
         fs::write(&p, b"{not json").unwrap();
@@ -304,11 +328,21 @@ mod tests {
             ipam.reserve(Ipv4Addr::new(10, 244, 5, 1), &owner("b")),
             Err(IpamError::OutOfRange { .. })
         ));
+        assert!(
+            matches!(
+                ipam.reserve(Ipv4Addr::new(10, 244, 5, 10), &owner("a")),
+                Err(IpamError::Conflict { .. })
+            ),
+            "one address per attachment"
+        );
+        assert_eq!(ipam.allocate(&owner("b")).unwrap(), Ipv4Addr::new(10, 244, 5, 2));
+        assert_eq!(ipam.release("a", "eth0").unwrap(), Some(Ipv4Addr::new(10, 244, 5, 9)));
+        ipam.reserve(Ipv4Addr::new(10, 244, 5, 9), &owner("b2")).unwrap();
         fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 
     #[test]
-    fn fifty_concurrent_allocations_are_distinct_and_persisted() {
+    fn fifty_concurrent_allocations_are_distinct() {
         let p = tmp("conc");
         let cidr: Cidr = "10.244.6.0/24".parse().unwrap();
         let ipam = Arc::new(Mutex::new(Ipam::open(&p, cidr).unwrap()));
@@ -320,8 +354,7 @@ mod tests {
             .collect();
         let ips: std::collections::HashSet<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
         assert_eq!(ips.len(), 50);
-        drop(ipam);
-        assert_eq!(Ipam::open(&p, cidr).unwrap().in_use(), 50);
+        assert_eq!(ipam.lock().unwrap().in_use(), 50);
         fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 }
