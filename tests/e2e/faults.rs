@@ -203,6 +203,32 @@ fn an_earlier_agents_ipam_file_is_adopted_and_retired() {
     assert!(log.contains(&format!("legacy-cut-short {orphan}): its ADD was cut short")), "{log}");
 }
 
+/// Journal records are written without fsync: a machine crash ends every
+/// pod anyway. After a reboot (simulated: the journal's boot mark is of
+/// another boot) every record is stale — even one whose namespace path
+/// exists again — and one a power loss left torn is dropped, not fatal.
+/// The node comes back empty and consistent, the store forgets the pods.
+#[test]
+fn after_a_reboot_every_pod_of_the_earlier_boot_is_removed_and_torn_records_dropped() {
+    let mut lab = TestLab::up("reboot", 1, 1);
+    let dir = lab.lab.node("node1").unwrap().state_dir.join("endpoints");
+    std::fs::write(dir.join("boot_id"), "an-earlier-boot").unwrap();
+    std::fs::write(dir.join("10.244.1.250.json"), b"").unwrap();
+    lab.restart_agent_env("node1", &[]);
+    lab.assert_consistent("node1");
+    assert!(lab.endpoints("node1").is_empty(), "{:?}", lab.endpoints("node1"));
+    assert!(!dir.join("10.244.1.250.json").exists());
+    let log = std::fs::read_to_string(lab.lab.node("node1").unwrap().state_dir.join("agent.log")).unwrap();
+    assert!(log.contains("the machine restarted since it was added"), "{log}");
+    assert!(log.contains("10.244.1.250.json from before the machine restarted is unreadable"), "{log}");
+    // The journal notes this boot: an agent restart now keeps pods.
+    let ns = TempNetns::new(&format!("weft-{}-after", lab.name()));
+    assert!(lab.cni("node1", "ADD", "after-reboot", &ns.path(), "1.1.0").success);
+    lab.restart_agent_env("node1", &[]);
+    assert_eq!(lab.endpoints("node1").len(), 1);
+    lab.assert_consistent("node1");
+}
+
 /// Defect 7: CNI_NETNS naming the node's own namespace, the underlay's
 /// (another host), or a file that is not a network namespace is refused,
 /// and the node gets no pod address or route.

@@ -37,11 +37,17 @@ pub struct Report {
 pub fn run(agent: &Agent) -> Result<Report, String> {
     let mut report = Report::default();
     let records = load(agent)?;
+    // A reboot ended every pod of the earlier boot, whatever namespace of
+    // the same name a runtime may have made since.
+    let rebooted = agent.journal.earlier_boot();
     for rec in records {
         match rec.phase {
-            Phase::Ready if netns::exists(Path::new(&rec.netns)) => adopt(agent, &rec, &mut report),
+            Phase::Ready if !rebooted && netns::exists(Path::new(&rec.netns)) => {
+                adopt(agent, &rec, &mut report)
+            }
             phase => {
                 let why = match phase {
+                    _ if rebooted => "the machine restarted since it was added",
                     Phase::Adding => "its ADD was cut short",
                     Phase::Deleting => "its DEL was not finished",
                     Phase::Ready => "its network namespace is gone",
