@@ -72,6 +72,7 @@ impl Drop for Pods {
 
 /// Sequential ADDs then DELs: per-operation latencies in ms.
 pub fn latencies(p: &Plugin, pods: &Pods) -> Result<(Vec<f64>, Vec<f64>), String> {
+    quiesce();
     let mut adds = Vec::new();
     for ns in &pods.0 {
         adds.push(exec(p, "ADD", ns, &format!("/run/netns/{ns}"))?.as_secs_f64() * 1e3);
@@ -107,6 +108,21 @@ pub fn settle(p: &Plugin) -> Result<(), String> {
     }
 }
 
+/// Waits (at most 10 s) until the machine is nearly idle: the kernel
+/// tears namespaces and devices of the previous measurement down in the
+/// background, and that work must not be charged to the next subject.
+pub fn quiesce() {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let (b0, t0) = cpu_ticks();
+        std::thread::sleep(Duration::from_millis(200));
+        let (b1, t1) = cpu_ticks();
+        if (b1 - b0) as f64 <= 0.1 * (t1 - t0).max(1) as f64 {
+            return;
+        }
+    }
+}
+
 /// Busy and total CPU time of the machine so far, in clock ticks.
 fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -130,6 +146,7 @@ pub struct Rate {
 /// ADDs `pods` with 8 concurrent workers. `keep` leaves them in place (to
 /// measure the agent with many endpoints).
 pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<Rate, String> {
+    quiesce();
     let queue = Arc::new(std::sync::Mutex::new(pods.0.clone()));
     let (busy0, total0) = cpu_ticks();
     let start = Instant::now();

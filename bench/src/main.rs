@@ -291,7 +291,11 @@ fn cni_ops(a: &Args, s: &mut Samples) -> Result<(LabGuard, Arc<control::Plugin>)
     let bridge = Arc::new(control::bridge_plugin(bridge_node, &state));
 
     for round in 0..a.rounds.min(3) {
-        for (i, p) in [&weft, &weft_tcx, &bridge].into_iter().enumerate() {
+        // Each round starts with another subject, so none always follows
+        // the same one.
+        let mut order = [(0, &weft), (1, &weft_tcx), (2, &bridge)];
+        order.rotate_left(round % 3);
+        for (i, p) in order {
             let pods = control::Pods::new(&format!("{i}r{round}"), a.pods)?;
             let (adds, dels) = control::latencies(p, &pods)?;
             let base = p.name.starts_with("bridge");

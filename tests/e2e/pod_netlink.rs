@@ -68,6 +68,26 @@ fn check_looks_inside_the_pod() {
     let lab = TestLab::up("chkin", 1, 0);
     let pod = Pod::add(&lab, "k1");
     pod.check(&lab).expect("a healthy pod passes CHECK");
+    // The device settings ADD makes (IPv4 ones through netlink).
+    let host_dev = pod.result["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert!(host_dev.starts_with("lxc"), "{host_dev}");
+    let conf = |ns: &str, family: &'static str, dev: String, key: &'static str| {
+        weft_net::netns::run_in(std::path::Path::new(ns), move || {
+            weft_net::sysctl::get_conf(family, &dev, key)
+        })
+        .unwrap()
+    };
+    let node_ns = lab.netns_path("node1");
+    assert_eq!(conf(&node_ns, "ipv4", host_dev.clone(), "rp_filter"), "0");
+    assert_eq!(conf(&node_ns, "ipv4", host_dev.clone(), "forwarding"), "1");
+    // Neither end has an IPv6 address (none is generated).
+    for (ns, dev) in [(node_ns.as_str(), host_dev.as_str()), (pod.ns.path().as_str(), "eth0")] {
+        let ns_name = ns.rsplit('/').next().unwrap();
+        let out =
+            std::process::Command::new("ip").args(["-n", ns_name, "-6", "addr", "show", "dev", dev]).output();
+        let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+        assert!(!text.contains("inet6"), "{dev} in {ns}: {text}");
+    }
     let (ns, ip, gw) = (pod.ns.path(), pod.ip(), pod.gateway());
 
     // A route deleted inside the pod, then put back.

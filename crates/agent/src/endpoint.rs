@@ -10,9 +10,7 @@
 
 use crate::journal::Phase;
 use crate::{
-    faults, names,
-    node::device_sysctls,
-    removal,
+    faults, names, removal,
     state::{Agent, AttachmentKey, EndpointRecord},
     timing::Phases,
 };
@@ -25,7 +23,7 @@ use weft_datapath::{
 use weft_ipam::Owner;
 use weft_net::{
     mac_string,
-    netlink::{self, Netlink, Route, Veth},
+    netlink::{self, Ipv4Conf, Netlink, Route, UpWith, Veth},
     netns,
 };
 use weft_store::identity;
@@ -302,14 +300,17 @@ fn build_devices(agent: &Agent, rec: &EndpointRecord, t: &mut Phases) -> Result<
     .map_err(dev_err)?;
     t.mark("veth");
     faults::point("add:after-veth");
-    device_sysctls(&rec.host_ifname).map_err(dev_err)?;
     let ifindex = nl.require_index(&rec.host_ifname).map_err(dev_err)?;
-    t.mark("sysctl");
     // The datapath must be in place before the pod's first ARP.
     attach_new_device(agent, rec, ifindex)?;
     t.mark("attach");
     faults::point("add:after-datapath");
-    nl.link_up(&rec.host_ifname).map_err(dev_err)?;
+    // Up while the pod's end is still down (so no link-local address is
+    // made before the setting takes). Replies to the pod leave by the
+    // stack through this device: no reverse-path check (the pod's /32 is
+    // not routed here), forwarding on.
+    let up = UpWith { ipv4: &[(Ipv4Conf::RpFilter, 0), (Ipv4Conf::Forwarding, 1)], no_ipv6_link_local: true };
+    nl.link_up_with(&rec.host_ifname, &up).map_err(dev_err)?;
     configure_pod(agent.pod_gateway(), rec)
         .map_err(|e| ApiError::new(code::DATAPATH, "configuring the pod's interface failed", e))?;
     t.mark("pod");
@@ -327,10 +328,9 @@ fn pod_routes(gw: Ipv4Addr, ifname: &str) -> [Route; 2] {
 fn configure_pod(gw: Ipv4Addr, rec: &EndpointRecord) -> Result<(), String> {
     let (ifname, ip) = (rec.ifname.clone(), rec.ip);
     netlink::in_netns(Path::new(&rec.netns), move |nl| {
-        // Pods are IPv4-only; a kernel without IPv6 has nothing to disable.
-        if Path::new("/proc/sys/net/ipv6").exists() {
-            weft_net::sysctl::set_conf("ipv6", &ifname, "disable_ipv6", "1")?;
-        }
+        // Pods are IPv4-only (from-container drops any other protocol):
+        // no IPv6 address, so the pod sends no neighbour discovery.
+        nl.no_ipv6_link_local(&ifname)?;
         nl.address_add(&ifname, ip, 32)?;
         nl.link_up(&ifname)?;
         for r in pod_routes(gw, &ifname) {

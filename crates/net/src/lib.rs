@@ -55,6 +55,12 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The kernel has IPv6 (it can be built or booted without).
+pub fn has_ipv6() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::path::Path::new("/proc/sys/net/ipv6").exists())
+}
+
 /// Index of a device in the calling thread's namespace.
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;

@@ -3,10 +3,13 @@
 
 use super::{Failure, Netlink};
 use crate::{Error, Result, mac_string};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    link::{
+        AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, InfoVxlan,
+        LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    },
 };
 use std::{fs::File, os::fd::AsRawFd, path::Path};
 
@@ -59,6 +62,51 @@ fn end_attributes(name: &str, mac: Option<[u8; 6]>, mtu: Option<u32>) -> Vec<Lin
 
 fn link_info(kind: InfoKind, data: InfoData) -> LinkAttribute {
     LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind), LinkInfo::Data(data)])
+}
+
+/// A device's IPv4 setting (`net.ipv4.conf.DEV.*`) that netlink sets:
+/// the kernel's IPV4_DEVCONF_* numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Ipv4Conf {
+    Forwarding = 1,
+    RpFilter = 8,
+}
+
+/// How a device comes up (see [`Netlink::link_up_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpWith<'a> {
+    /// `net.ipv4.conf.DEV.*` settings.
+    pub ipv4: &'a [(Ipv4Conf, u32)],
+    /// No IPv6 address of its own (IFLA_INET6_ADDR_GEN_MODE none): no
+    /// link-local address, so the kernel sends no neighbour or router
+    /// discovery on it. Takes effect when the link's carrier comes later
+    /// than this request (its peer is down); otherwise use
+    /// [`Netlink::no_ipv6_link_local`] before.
+    pub no_ipv6_link_local: bool,
+}
+
+/// IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { setting: value, … } },
+/// AF_INET6 { IFLA_INET6_ADDR_GEN_MODE } }. The crate's own request form
+/// of the IPv4 part leaves out zeros, so that part is built here.
+fn af_spec(up: &UpWith) -> LinkAttribute {
+    const IFLA_INET_CONF: u16 = 1;
+    let mut spec = Vec::new();
+    if !up.ipv4.is_empty() {
+        let mut nested = Vec::new();
+        for (k, v) in up.ipv4 {
+            let nla = DefaultNla::new(*k as u16, v.to_ne_bytes().to_vec());
+            let mut buf = vec![0; nla.buffer_len()];
+            nla.emit(&mut buf);
+            nested.extend(buf);
+        }
+        let conf = DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, nested);
+        spec.push(AfSpecUnspec::Inet(vec![AfSpecInet::Other(conf)]));
+    }
+    if up.no_ipv6_link_local && crate::has_ipv6() {
+        spec.push(AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]));
+    }
+    LinkAttribute::AfSpecUnspec(spec)
 }
 
 /// A message that names a device (the kernel looks it up by IFLA_IFNAME).
@@ -187,6 +235,27 @@ impl Netlink {
     /// Sets a device up.
     pub fn link_up(&mut self, name: &str) -> Result<()> {
         self.set_flags(name, LinkFlags::Up, LinkFlags::Up, "setting {} up")
+    }
+
+    /// Sets a device up, with its settings in the same request: no write
+    /// to /proc/sys (an IPv4 or IPv6 sysctl of a device spins on the RTNL
+    /// lock while other requests hold it, where netlink waits for it).
+    pub fn link_up_with(&mut self, name: &str, up: &UpWith) -> Result<()> {
+        let mut m = by_name(name);
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes.push(af_spec(up));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0)
+            .map_err(|e| self.error(&format!("setting {name} up with {up:?}"), e))
+    }
+
+    /// Gives a device that is down no IPv6 link-local address (see
+    /// [`UpWith::no_ipv6_link_local`]).
+    pub fn no_ipv6_link_local(&mut self, name: &str) -> Result<()> {
+        let mut m = by_name(name);
+        m.attributes.push(af_spec(&UpWith { no_ipv6_link_local: true, ..Default::default() }));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0)
+            .map_err(|e| self.error(&format!("turning IPv6 address generation off on {name}"), e))
     }
 
     /// Sets a device up with ARP off (`ip link set NAME arp off up`).

@@ -21,7 +21,7 @@ mod tests;
 
 pub use addr::Address;
 pub use events::{Event, Events, RTNLGRP_IPV4_IFADDR, RTNLGRP_LINK};
-pub use link::{Link, Veth};
+pub use link::{Ipv4Conf, Link, UpWith, Veth};
 pub use route::{ROUTE_PROTO_BOOT, Route, RouteScope};
 
 use crate::{Error, Result};

@@ -93,6 +93,61 @@ fn a_taken_name_is_a_readable_error() {
     );
 }
 
+/// `ip -6 -j addr show dev DEV` inside `ns`: the device's IPv6 addresses.
+fn ipv6_addresses(ns: &TestNs, dev: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "-6", "-j", "addr", "show", "dev", dev])
+        .output();
+    let v: serde_json::Value = serde_json::from_slice(&out.unwrap().stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| a.iter().map(|l| l["addr_info"].as_array().map_or(0, |x| x.len())).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn settings_come_with_the_link_up_and_no_ipv6_address_is_made() {
+    let ns = TestNs::new("nl-v4");
+    let path = ns.path();
+    let read = move |key: &'static str| {
+        crate::netns::run_in(&path, move || crate::sysctl::get_conf("ipv4", "weft_c", key)).unwrap()
+    };
+    within(&ns, |nl| {
+        nl.veth_create(&Veth { name: "weft_c", peer: "weft_d", ..Default::default() })?;
+        crate::sysctl::set_conf("ipv4", "weft_c", "rp_filter", "2")?;
+        crate::sysctl::set_conf("ipv4", "weft_c", "forwarding", "0")
+    });
+    assert_eq!((read("rp_filter"), read("forwarding")), ("2".into(), "0".into()));
+    // As a pod's pair comes up: one end with its settings while the other
+    // is down, the other after turning address generation off.
+    within(&ns, |nl| {
+        nl.link_up_with(
+            "weft_c",
+            &UpWith { ipv4: &[(Ipv4Conf::RpFilter, 0), (Ipv4Conf::Forwarding, 1)], no_ipv6_link_local: true },
+        )?;
+        nl.no_ipv6_link_local("weft_d")?;
+        nl.link_up("weft_d")
+    });
+    assert_eq!((read("rp_filter"), read("forwarding")), ("0".into(), "1".into()));
+    assert!(within(&ns, |nl| nl.link("weft_c")).unwrap().up);
+    // Without it, a link-local address appears once the carrier is up
+    // (the control: this check can see one).
+    within(&ns, |nl| {
+        nl.veth_create(&Veth { name: "weft_e", peer: "weft_f", ..Default::default() })?;
+        nl.link_up("weft_e")?;
+        nl.link_up("weft_f")
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ipv6_addresses(&ns, "weft_e") == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if crate::has_ipv6() {
+        assert_eq!(ipv6_addresses(&ns, "weft_e"), 1, "the control has its link-local address");
+    }
+    assert_eq!(ipv6_addresses(&ns, "weft_c") + ipv6_addresses(&ns, "weft_d"), 0, "no IPv6 address");
+    let e = within(&ns, |nl| Ok(nl.link_up_with("weft_none", &UpWith::default()).unwrap_err()));
+    assert!(e.to_string().contains("setting weft_none up with"), "{e}");
+}
+
 #[test]
 fn link_settings() {
     let ns = TestNs::new("nl-ls");
