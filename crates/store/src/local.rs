@@ -24,9 +24,29 @@ const QUEUE_LIMIT: usize = 1024;
 pub struct LocalStore {
     dir: PathBuf,
     /// Serializes writers in this process so `create` is atomic, and orders
-    /// the revisions the same way.
+    /// the revisions the same way. Held only for renames and deletes: the
+    /// values are written and synced before it is taken (see [`Staged`]).
     write: Mutex<Journal>,
+    /// Names the temp files of writes in flight.
+    staged: std::sync::atomic::AtomicU64,
     _lock: File,
+}
+
+/// A value written and synced to a temp file in the store's top directory,
+/// outside the writers' lock (so concurrent writers sync side by side, and
+/// the disk batches them), waiting to be renamed into place under it. A
+/// crash leaves only a `.wN.tmp` file, which the next open sweeps.
+struct Staged {
+    tmp: PathBuf,
+    placed: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// The revision counter, recent history and watchers.
@@ -95,7 +115,12 @@ impl LocalStore {
             queue_limit: QUEUE_LIMIT,
             history_limit: HISTORY,
         };
-        Ok(Self { dir: dir.to_path_buf(), write: Mutex::new(journal), _lock: lock })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            write: Mutex::new(journal),
+            staged: Default::default(),
+            _lock: lock,
+        })
     }
 
     /// Changes how many events a watch may lag behind before it is closed
@@ -118,14 +143,22 @@ impl LocalStore {
         Ok(self.dir.join(key))
     }
 
-    fn write_file(&self, path: &Path, value: &[u8]) -> Result<(), StoreError> {
+    /// Writes and syncs `value` to a temp file (outside the writers' lock).
+    fn stage(&self, value: &[u8]) -> Result<Staged, StoreError> {
+        let n = self.staged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staged = Staged { tmp: self.dir.join(format!(".w{n}.tmp")), placed: false };
+        let mut f = File::create(&staged.tmp).map_err(io(&staged.tmp))?;
+        f.write_all(value).and_then(|()| f.sync_all()).map_err(io(&staged.tmp))?;
+        Ok(staged)
+    }
+
+    /// Puts a staged value in place (under the writers' lock).
+    fn place(&self, mut staged: Staged, path: &Path) -> Result<(), StoreError> {
         let dir = path.parent().expect("keys live below the store directory");
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(value).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))
+        fs::rename(&staged.tmp, path).map_err(io(path))?;
+        staged.placed = true;
+        Ok(())
     }
 
     /// Deletes a key's file and the directories it leaves empty, so the
@@ -205,13 +238,24 @@ impl Store for LocalStore {
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let p = self.path(key)?;
+        let staged = self.stage(value)?;
         let mut journal = self.journal();
-        self.write_file(&p, value)?;
+        self.place(staged, &p)?;
         journal.record(vec![Change::Put { key: key.to_string(), value: value.to_vec() }]);
         Ok(())
     }
 
     fn txn(&self, cmps: &[Cmp], ops: &[Op]) -> Result<bool, StoreError> {
+        // Values are staged first; a transaction whose conditions fail
+        // drops them.
+        let mut staged = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put(k, v) => Some(self.path(k).and_then(|_| self.stage(v))),
+                Op::Delete(_) => None,
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let mut journal = self.journal();
         for c in cmps {
             let holds = match c {
@@ -230,7 +274,7 @@ impl Store for LocalStore {
         let result = ops.iter().try_for_each(|op| {
             match op {
                 Op::Put(k, v) => {
-                    self.write_file(&self.path(k)?, v)?;
+                    self.place(staged.next().expect("one staged value per put"), &self.path(k)?)?;
                     changes.push(Change::Put { key: k.clone(), value: v.clone() });
                 }
                 Op::Delete(k) => {
@@ -383,6 +427,54 @@ mod tests {
         let d = std::env::temp_dir().join(format!("weft-store-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
+    }
+
+    /// Values are synced outside the writers' lock; the order of the
+    /// renames is still the order of the revisions, so the last event a
+    /// watcher sees for a key is what the key holds.
+    #[test]
+    fn concurrent_writes_keep_revision_order_and_leave_no_temp_files() {
+        let d = dir("conc");
+        let s = Arc::new(LocalStore::open(&d).unwrap());
+        let (listing, rev) = s.list_at("k/").unwrap();
+        assert!(listing.is_empty());
+        let mut w = s.watch("k/", rev + 1).unwrap();
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        s.put("k/same", format!("{t}-{i}").as_bytes()).unwrap();
+                        s.put(&format!("k/own{t}"), b"x").unwrap();
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        let mut last = None;
+        let mut events = 0;
+        while events < 400 {
+            for e in w.next(Duration::from_secs(5)).unwrap() {
+                events += 1;
+                if let Change::Put { key, value } = e.change
+                    && key == "k/same"
+                {
+                    last = Some(value);
+                }
+            }
+        }
+        assert_eq!(last, s.get("k/same").unwrap());
+        // A transaction whose condition fails writes nothing.
+        let ok = s.txn(&[Cmp::Absent("k/same".into())], &[Op::Put("k/new".into(), b"1".to_vec())]).unwrap();
+        assert!(!ok);
+        assert_eq!(s.get("k/new").unwrap(), None);
+        let temps: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(temps.is_empty(), "{temps:?}");
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
