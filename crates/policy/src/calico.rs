@@ -25,6 +25,7 @@
 //! parser recurses.
 
 use crate::Labels;
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
 /// The longest selector accepted, in bytes.
@@ -119,6 +120,44 @@ impl Selector {
             Selector::And(..) => 1,
             _ => 2,
         }
+    }
+}
+
+/// `all()`, which is also what an absent or empty selector means.
+impl Default for Selector {
+    fn default() -> Self {
+        Selector::All
+    }
+}
+
+/// As the canonical string ([`fmt::Display`]).
+impl Serialize for Selector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// From a string, with [`Selector::parse`]; a parse error becomes a serde
+/// error that quotes the selector and gives the offset and the reason.
+impl<'de> Deserialize<'de> for Selector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(SelectorVisitor)
+    }
+}
+
+struct SelectorVisitor;
+
+impl de::Visitor<'_> for SelectorVisitor {
+    type Value = Selector;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Calico selector string")
+    }
+
+    fn visit_str<E: de::Error>(self, src: &str) -> Result<Selector, E> {
+        Selector::parse(src).map_err(|e| {
+            E::custom(format_args!("invalid selector {} at offset {}: {}", shown(src), e.offset, e.reason))
+        })
     }
 }
 
@@ -819,6 +858,32 @@ mod tests {
         for tree in trees {
             assert_eq!(parse(&tree.to_string()), tree, "{tree}");
         }
+    }
+
+    #[test]
+    fn serde_uses_the_canonical_string() {
+        let s: Selector = serde_json::from_str(r#""app=='web'&&!has(canary)""#).expect("deserializes");
+        assert_eq!(s, and(eq("app", "web"), not(Selector::Has("canary".into()))));
+        assert_eq!(serde_json::to_string(&s).expect("serializes"), r#""app == \"web\" && !has(canary)""#);
+        let back: Selector =
+            serde_json::from_value(serde_json::to_value(&s).expect("serializes")).expect("parses");
+        assert_eq!(back, s);
+        // The empty string is all(), like an absent selector.
+        assert_eq!(serde_json::from_str::<Selector>(r#""""#).expect("deserializes"), Selector::All);
+        assert_eq!(Selector::default(), Selector::All);
+    }
+
+    #[test]
+    fn serde_errors_give_offset_and_reason() {
+        let e = serde_json::from_str::<Selector>(r#""app == abc""#).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "invalid selector 'app == abc' at offset 7: expected a quoted string after '==', found 'abc'"
+            ),
+            "{e}"
+        );
+        let e = serde_json::from_str::<Selector>("42").unwrap_err().to_string();
+        assert!(e.starts_with("invalid type: integer `42`, expected a Calico selector string"), "{e}");
     }
 
     #[test]

@@ -132,20 +132,37 @@ impl Requirement {
 }
 
 impl Invalid {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An error at `field` (a path such as `spec.ingress[0].ports[1]`;
+    /// empty for the whole object).
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Invalid { field: field.into(), reason: reason.into() }
     }
 
     /// The same error, its field path prefixed with the path of what holds
-    /// the selector (`spec.podSelector`, `matchExpressions[1]`).
+    /// the selector (`spec.podSelector`, `matchExpressions[1]`). An empty
+    /// path becomes the prefix itself, and an index (`[2].spec`) joins
+    /// without a dot (`items[2].spec`).
     pub fn within(self, prefix: &str) -> Self {
-        Invalid { field: format!("{prefix}.{}", self.field), reason: self.reason }
+        let field = if self.field.is_empty() {
+            prefix.to_string()
+        } else if self.field.starts_with('[') || prefix.is_empty() {
+            format!("{prefix}{}", self.field)
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        Invalid { field, reason: self.reason }
     }
 }
 
+/// `field: reason`, or just the reason when the error is about the whole
+/// input (empty path).
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)
+        if self.field.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
     }
 }
 
@@ -153,7 +170,7 @@ impl std::error::Error for Invalid {}
 
 /// Go's JSON decoder reads `null` as the empty value, and manifests do say
 /// `matchLabels: null`; serde's `default` alone only covers absent fields.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -200,7 +217,7 @@ fn label_name(s: &str) -> Result<(), String> {
 
 /// A DNS-1123 subdomain: dot-separated parts of lowercase letters, digits
 /// and '-', each starting and ending alphanumeric; at most 253 bytes.
-fn dns_subdomain(s: &str) -> Result<(), String> {
+pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("is empty".into());
     }
@@ -237,7 +254,7 @@ fn starts_and_ends_alphanumeric(s: &str, ok: impl Fn(char) -> bool, what: &str) 
 
 /// A value for an error message: quoted, escaped, and cut to
 /// [`SHOWN_CHARS`] characters so a huge value cannot flood a log.
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     match s.char_indices().nth(SHOWN_CHARS) {
         Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
         None => format!("{s:?}"),
@@ -416,6 +433,18 @@ mod tests {
     fn within_prefixes_the_path() {
         let e = invalid(exprs(vec![req("a", In, &[])])).within("spec.podSelector");
         assert_eq!(e.field, "spec.podSelector.matchExpressions[0].values");
+        // An error about the holder itself takes the holder's path.
+        assert_eq!(Invalid::new("", "r").within("spec.ingress[0].from[1]").field, "spec.ingress[0].from[1]");
+        // Indexes join without a dot, in both directions.
+        assert_eq!(Invalid::new("[2].spec", "r").within("items").field, "items[2].spec");
+        assert_eq!(Invalid::new("spec", "r").within("[2]").field, "[2].spec");
+        assert_eq!(Invalid::new("spec", "r").within("").field, "spec");
+    }
+
+    #[test]
+    fn display_of_a_whole_input_error_is_the_reason() {
+        assert_eq!(Invalid::new("", "not JSON").to_string(), "not JSON");
+        assert_eq!(Invalid::new("spec", "bad").to_string(), "spec: bad");
     }
 
     #[test]
