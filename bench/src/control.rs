@@ -3,6 +3,7 @@
 //! concurrent ADDs, agent memory idle and with many endpoints, and agent
 //! start-to-ready time.
 
+use crate::tools::cpu_times;
 use serde_json::{Value, json};
 use std::{
     path::{Path, PathBuf},
@@ -114,24 +115,13 @@ pub fn settle(p: &Plugin) -> Result<(), String> {
 pub fn quiesce() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
-        let (b0, t0) = cpu_ticks();
+        let (b0, t0) = cpu_times();
         std::thread::sleep(Duration::from_millis(200));
-        let (b1, t1) = cpu_ticks();
-        if (b1 - b0) as f64 <= 0.1 * (t1 - t0).max(1) as f64 {
+        let (b1, t1) = cpu_times();
+        if b1 - b0 <= 0.1 * (t1 - t0) {
             return;
         }
     }
-}
-
-/// Busy and total CPU time of the machine so far, in clock ticks.
-fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let total: u64 = v.iter().sum();
-    // idle and iowait
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
 }
 
 /// What a run of concurrent ADDs cost: pods per second, and the machine's
@@ -148,7 +138,7 @@ pub struct Rate {
 pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<Rate, String> {
     quiesce();
     let queue = Arc::new(std::sync::Mutex::new(pods.0.clone()));
-    let (busy0, total0) = cpu_ticks();
+    let (busy0, total0) = cpu_times();
     let start = Instant::now();
     let workers: Vec<_> = (0..8)
         .map(|_| {
@@ -165,12 +155,11 @@ pub fn rate(p: Arc<Plugin>, pods: &Pods, keep: bool) -> Result<Rate, String> {
         w.join().map_err(|_| "worker panicked")??;
     }
     let secs = start.elapsed().as_secs_f64();
-    let (busy1, total1) = cpu_ticks();
-    let tick_ms = 1000.0 / 100.0; // USER_HZ
+    let (busy1, total1) = cpu_times();
     let rate = Rate {
         pods_per_sec: pods.0.len() as f64 / secs,
-        cpu_ms_per_pod: (busy1 - busy0) as f64 * tick_ms / pods.0.len() as f64,
-        busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64,
+        cpu_ms_per_pod: (busy1 - busy0) * 1e3 / pods.0.len() as f64,
+        busy: (busy1 - busy0) / (total1 - total0).max(f64::EPSILON),
     };
     if !keep {
         del_all(&p, pods)?;

@@ -33,15 +33,23 @@ impl Drop for Server {
     }
 }
 
-/// Busy CPU time of the whole machine so far, in seconds (/proc/stat).
-pub fn cpu_busy_secs() -> f64 {
+/// Busy and total CPU time of the whole machine so far (all cores), in
+/// seconds (/proc/stat).
+pub fn cpu_times() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<f64> =
         stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal ...
+    let total: f64 = v.iter().sum();
     let busy: f64 = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
     // SAFETY: sysconf has no preconditions.
-    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (busy / hz, total / hz)
+}
+
+/// Busy CPU time of the whole machine so far, in seconds.
+pub fn cpu_busy_secs() -> f64 {
+    cpu_times().0
 }
 
 /// IDs of the weft programs loaded right now.

@@ -116,7 +116,7 @@ fn setup_vxlan(agent: &Agent, nl: &mut Netlink) -> Result<u32, String> {
 pub fn device_sysctls(dev: &str) -> Result<(), String> {
     sysctl::set_conf("ipv4", dev, "rp_filter", "0").map_err(|e| e.to_string())?;
     sysctl::set_conf("ipv4", dev, "forwarding", "1").map_err(|e| e.to_string())?;
-    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+    if weft_net::has_ipv6() {
         sysctl::set_conf("ipv6", dev, "disable_ipv6", "1").map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -17,7 +17,7 @@ use crate::{
     k8s::null_as_default,
     meta::ObjectMeta,
     names,
-    netpol::{Ipv4Cidr, PolicyType, expect_type},
+    netpol::{Ipv4Cidr, PolicyType, expect_type, port_out_of_range},
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
 use std::fmt;
@@ -366,7 +366,7 @@ impl CalicoPort {
     /// ports are named.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            CalicoPort::Number(0) => Err("port 0 is out of range; ports are 1 to 65535".into()),
+            CalicoPort::Number(0) => Err(port_out_of_range(0)),
             CalicoPort::Range { first: 0, last } => {
                 Err(format!("range 0:{last} starts at port 0; ports are 1 to 65535"))
             }
@@ -402,9 +402,7 @@ fn is_digits(s: &str) -> bool {
 }
 
 fn port_u16(digits: &str) -> Result<u16, String> {
-    digits
-        .parse()
-        .map_err(|_| format!("port {} is out of range; ports are 1 to 65535", crate::k8s::quoted(digits)))
+    digits.parse().map_err(|_| port_out_of_range(crate::k8s::quoted(digits)))
 }
 
 impl fmt::Display for CalicoProtocol {
@@ -488,13 +486,11 @@ impl Visitor<'_> for PortVisitor {
     }
 
     fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CalicoPort, E> {
-        u16::try_from(n)
-            .map(CalicoPort::Number)
-            .map_err(|_| E::custom(format!("port {n} is out of range; ports are 1 to 65535")))
+        u16::try_from(n).map(CalicoPort::Number).map_err(|_| E::custom(port_out_of_range(n)))
     }
 
     fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<CalicoPort, E> {
-        Err(E::custom(format!("port {n} is out of range; ports are 1 to 65535")))
+        Err(E::custom(port_out_of_range(n)))
     }
 
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CalicoPort, E> {

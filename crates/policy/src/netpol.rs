@@ -348,7 +348,12 @@ impl NetworkPolicyPort {
 }
 
 fn port_number(n: i32) -> Result<(), String> {
-    if PORTS.contains(&n) { Ok(()) } else { Err(format!("port {n} is out of range; ports are 1 to 65535")) }
+    if PORTS.contains(&n) { Ok(()) } else { Err(port_out_of_range(n)) }
+}
+
+/// What both policy languages say of a port outside 1–65535.
+pub(crate) fn port_out_of_range(n: impl fmt::Display) -> String {
+    format!("port {n} is out of range; ports are 1 to 65535")
 }
 
 fn port_range_end(first: i32, last: i32) -> Result<(), String> {
@@ -384,15 +389,11 @@ impl Visitor<'_> for PortRefVisitor {
     }
 
     fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<PortRef, E> {
-        i32::try_from(n)
-            .map(PortRef::Number)
-            .map_err(|_| E::custom(format!("port {n} is out of range; ports are 1 to 65535")))
+        i32::try_from(n).map(PortRef::Number).map_err(|_| E::custom(port_out_of_range(n)))
     }
 
     fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PortRef, E> {
-        i32::try_from(n)
-            .map(PortRef::Number)
-            .map_err(|_| E::custom(format!("port {n} is out of range; ports are 1 to 65535")))
+        i32::try_from(n).map(PortRef::Number).map_err(|_| E::custom(port_out_of_range(n)))
     }
 
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<PortRef, E> {
