@@ -3,10 +3,11 @@
  * datapath shares with user space (some, like struct weft_event, are only
  * used through pointers and would otherwise be missing from the programs'
  * BTF). crates/datapath/tests/layout.rs compares the Rust mirrors with it. */
-#define WEFT_FILE_ID 0
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
+#include "lib/pipeline.h"
+#include "lib/conntrack.h"
 
 struct endpoint_key layout_endpoint_key;
 struct endpoint_info layout_endpoint_info;
@@ -15,4 +16,7 @@ struct weft_config layout_weft_config;
 struct weft_event layout_weft_event;
 struct ipcache_key layout_ipcache_key;
 struct ipcache_info layout_ipcache_info;
+struct ct_key layout_ct_key;
+struct ct_entry layout_ct_entry;
+struct pipeline_state layout_pipeline_state;
 int layout_abi_version = WEFT_ABI_VERSION;

@@ -1,27 +1,43 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* from-container: tc ingress of every host-side pod device (lxc...).
+/* from-container: tc ingress of every host-side pod device (lxc...), and
+ * the two pipeline stages every pod's traffic goes through (lib/pipeline.h).
  *
- * Every frame a pod sends passes here first. In order:
+ * from_container, for every frame a pod sends:
  *   1. find the endpoint that owns this device (weft_lxc, by ifindex);
  *   2. anti-spoofing: the source MAC and IPv4 address must be the endpoint's;
  *   3. ARP: answer for any address but the pod's own, with this device's MAC;
- *   4. IPv4 to another local pod: deliver straight into its netns
- *      (bpf_redirect_peer); to one of the node's addresses: hand to the
- *      host stack; to an address the ipcache places on another node:
- *      encapsulate towards that node (lib/encap.h); anything else: to the
- *      stack. */
-#define WEFT_FILE_ID WEFT_FILE_LXC
-
+ *   4. IPv4: on to stage ipv4_from_lxc.
+ * ipv4_from_lxc: conntrack at the pod's egress (lib/conntrack.h), the
+ *   destination's identity (from the ipcache), then forward: to another
+ *   local pod (stage ipv4_to_endpoint), to the host stack for one of the
+ *   node's addresses, encapsulated to the node of a remote pod
+ *   (lib/encap.h), or to the stack.
+ * ipv4_to_endpoint, for anything bound for a local pod, whichever program it
+ *   entered by: conntrack at the pod's ingress, then delivery (lib/local.h). */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
 #include "lib/trace.h"
 #include "lib/drop.h"
 #include "lib/dbg.h"
+#include "lib/pipeline.h"
+#include "lib/conntrack.h"
 #include "lib/arp.h"
 #include "lib/local.h"
 #include "lib/encap.h"
 #include "lib/icmp.h"
+
+static __always_inline int stage_ipv4_from_lxc(struct __sk_buff *skb);
+static __always_inline int stage_ipv4_to_endpoint(struct __sk_buff *skb);
+
+#ifdef WEFT_INLINE_STAGES
+static __always_inline int invoke_stage(struct __sk_buff *skb, __u32 slot)
+{
+	if (slot == CALL_IPV4_FROM_LXC)
+		return stage_ipv4_from_lxc(skb);
+	return stage_ipv4_to_endpoint(skb);
+}
+#endif
 
 static __always_inline int handle_arp(struct __sk_buff *skb, __u16 ep,
 				      __u32 sec, __u32 own_ip4,
@@ -39,118 +55,227 @@ static __always_inline int handle_arp(struct __sk_buff *skb, __u16 ep,
 	if (target == own_ip4)
 		return CTX_ACT_OK; /* duplicate address probe for itself */
 	if (arp_make_reply(skb, lxc_mac) < 0)
-		return send_drop(skb, DROP_WRITE_ERROR, ep, sec, 0);
+		return DROP(DROP_WRITE_ERROR);
 	send_debug(skb, DBG_ARP_REPLY, ep, target, skb->ifindex, 0);
 	send_capture(skb, ep, skb->ifindex);
 	/* Back out of the device it came in on: the pod receives the reply. */
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* The pod's packet does not fit the path to the remote node: drop it and
- * tell the pod (ICMP fragmentation needed), as a router would. */
-static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep, __u32 sec,
-					  __u32 dst_id, const __u8 *lxc_mac)
-{
-	struct weft_config *cfg = config_get();
-	__u32 mtu, gw;
-
-	if (!cfg)
-		return CTX_ACT_DROP;
-	mtu = cfg->path_mtu;
-	gw = cfg->gw_ip4;
-	send_drop(skb, DROP_FRAG_NEEDED, ep, sec, dst_id);
-	send_debug(skb, DBG_FRAG_NEEDED, ep, mtu, 0, 0);
-	if (icmp_frag_needed(skb, gw, mtu, lxc_mac) < 0)
-		return CTX_ACT_DROP;
-	return bpf_redirect(skb->ifindex, 0);
-}
-
-static __always_inline int handle_ipv4(struct __sk_buff *skb, __u16 ep,
-				       __u32 sec, __u32 own_ip4, const __u8 *lxc_mac)
-{
-	struct trace_ctx t = { .source = ep, .src_id = sec };
-	struct ipcache_info *remote;
-	struct endpoint_info *dst;
-	struct iphdr *ip = ip4_hdr(skb);
-	__be32 daddr;
-
-	if (!ip)
-		return send_drop(skb, DROP_INVALID, ep, sec, 0);
-	if (ip->saddr != own_ip4)
-		return send_drop(skb, DROP_INVALID_SIP, ep, sec, 0);
-	send_trace(skb, TRACE_FROM_ENDPOINT, &t);
-
-	daddr = ip->daddr;
-	dst = lookup_endpoint(daddr);
-	if (dst && (dst->flags & ENDPOINT_F_HOST)) {
-		send_debug(skb, DBG_TO_HOST, ep, daddr, 0, 0);
-		t.dst_id = IDENTITY_HOST;
-		send_trace(skb, TRACE_TO_HOST, &t);
-		return CTX_ACT_OK;
-	}
-	if (dst) {
-		send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, ep, daddr,
-			   dst->sec_identity, 0);
-		return local_delivery(skb, ep, sec, dst, DELIVER_FROM_INGRESS);
-	}
-	remote = ipcache_lookup(daddr);
-	if (remote && remote->tunnel_endpoint) {
-		struct weft_config *cfg = config_get();
-
-		send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, ep, daddr,
-			   remote->sec_identity, 0);
-		ip = ip4_hdr(skb);
-		if (cfg && ip && too_big(skb, ip, cfg->path_mtu))
-			return refuse_too_big(skb, ep, sec, remote->sec_identity, lxc_mac);
-		return encap_to_node(skb, ep, sec, remote);
-	}
-	send_debug(skb, DBG_IP_ID_MAP_FAILED4, ep, daddr, 0, 0);
-	t.dst_id = IDENTITY_WORLD;
-	send_trace(skb, TRACE_TO_STACK, &t);
-	return CTX_ACT_OK;
-}
-
-static __always_inline int do_from_container(struct __sk_buff *skb)
+static __always_inline int from_container_checks(struct __sk_buff *skb,
+						 struct drop_ctx *d)
 {
 	__u32 ifindex = skb->ifindex;
 	struct endpoint_info *self;
 	struct lxc_info *lxc;
 	struct ethhdr *eth;
+	struct iphdr *ip;
 	__u8 lxc_mac[ETH_ALEN_];
-	__u32 own_ip4, sec;
-	__u16 ep;
+	__u32 own_ip4;
 
 	lxc = bpf_map_lookup_elem(&weft_lxc, &ifindex);
 	if (!lxc)
-		return send_drop(skb, DROP_NO_ENDPOINT, 0, 0, 0);
+		return DROP(DROP_NO_ENDPOINT);
+	d->source = lxc->ep_id;
 	own_ip4 = lxc->ip4;
 	self = lookup_endpoint(own_ip4);
 	if (!self)
-		return send_drop(skb, DROP_NO_ENDPOINT, lxc->ep_id, 0, 0);
-	ep = self->ep_id;
-	sec = self->sec_identity;
+		return DROP(DROP_NO_ENDPOINT);
+	d->source = self->ep_id;
+	d->src_id = self->sec_identity;
 	mac_copy(lxc_mac, self->node_mac);
 
 	eth = eth_hdr(skb);
 	if (!eth)
-		return send_drop(skb, DROP_INVALID, ep, sec, 0);
+		return DROP(DROP_INVALID);
 	if (!mac_equal(eth->h_source, self->mac))
-		return send_drop(skb, DROP_INVALID_SMAC, ep, sec, 0);
+		return DROP(DROP_INVALID_SMAC);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return handle_arp(skb, d->source, d->src_id, own_ip4, lxc_mac);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return DROP(DROP_UNSUPPORTED_L3);
+	ip = ip4_hdr(skb);
+	if (!ip)
+		return DROP(DROP_INVALID);
+	if (ip->saddr != own_ip4)
+		return DROP(DROP_INVALID_SIP);
+	if (!pipeline_start(d->source, d->src_id, HOOK_INGRESS))
+		return DROP(DROP_NO_STATE);
+	return tail_call_stage(skb, CALL_IPV4_FROM_LXC);
+}
 
-	switch (eth->h_proto) {
-	case bpf_htons(ETH_P_ARP):
-		return handle_arp(skb, ep, sec, own_ip4, lxc_mac);
-	case bpf_htons(ETH_P_IP):
-		return handle_ipv4(skb, ep, sec, own_ip4, lxc_mac);
-	default:
-		return send_drop(skb, DROP_UNSUPPORTED_L3, ep, sec, 0);
-	}
+static __always_inline int do_from_container(struct __sk_buff *skb)
+{
+	struct drop_ctx d = {};
+
+	return finish(skb, from_container_checks(skb, &d), &d);
 }
 
 SEC("classifier/from-container")
 int from_container(struct __sk_buff *skb)
 {
 	return do_from_container(skb);
+}
+
+/* Identity of any address: the ipcache knows local pods, pods on other
+ * nodes and the nodes' own addresses; anything else is the world. */
+static __always_inline __u32 peer_identity(__be32 addr)
+{
+	struct ipcache_info *info = ipcache_lookup(addr);
+
+	return info ? info->sec_identity : IDENTITY_WORLD;
+}
+
+/* The pod's packet does not fit the path to the remote node: answer with
+ * ICMP fragmentation needed, as a router would, and drop it. */
+static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
+					  const struct weft_config *cfg)
+{
+	struct endpoint_info *self;
+	struct iphdr *ip = ip4_hdr(skb);
+	__u8 lxc_mac[ETH_ALEN_];
+
+	if (!ip)
+		return DROP(DROP_INVALID);
+	self = lookup_endpoint(ip->saddr);
+	if (!self)
+		return DROP(DROP_NO_ENDPOINT);
+	mac_copy(lxc_mac, self->node_mac);
+	send_debug(skb, DBG_FRAG_NEEDED, ep, cfg->path_mtu, 0, 0);
+	if (icmp_frag_needed(skb, cfg->gw_ip4, cfg->path_mtu, lxc_mac) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
+					 struct drop_ctx *d)
+{
+	struct trace_ctx t = { .source = st->src_ep, .src_id = st->src_id };
+	struct encap_ctx c = { .src_ep = st->src_ep, .src_id = st->src_id };
+	struct ipcache_info *remote;
+	struct endpoint_info *dst;
+	struct weft_config *cfg;
+	struct ct_packet p;
+	struct iphdr *ip;
+	__be32 daddr;
+	int ret, state;
+
+	ip = ip4_hdr(skb);
+	if (!ip)
+		return DROP(DROP_INVALID);
+	daddr = ip->daddr;
+	ret = ct_extract(skb, ip, CT_EGRESS, &p);
+	if (ret < 0)
+		return ret;
+	state = ct_lookup(skb, st->src_ep, &p);
+	t.state = state;
+	c.state = state;
+	send_trace(skb, TRACE_FROM_ENDPOINT, &t);
+
+	d->dst_id = peer_identity(daddr);
+	st->dst_id = d->dst_id;
+	t.dst_id = d->dst_id;
+	if (state == CT_NEW) {
+		ret = ct_create(skb, st->src_ep, d->dst_id, &p);
+		if (ret < 0)
+			return ret;
+	}
+	st->ct_state = state;
+
+	dst = lookup_endpoint(daddr);
+	if (dst && (dst->flags & ENDPOINT_F_HOST)) {
+		send_debug(skb, DBG_TO_HOST, st->src_ep, daddr, 0, 0);
+		send_trace(skb, TRACE_TO_HOST, &t);
+		return CTX_ACT_OK;
+	}
+	if (dst) {
+		send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, st->src_ep, daddr, d->dst_id, 0);
+		d->dst_ep = dst->ep_id;
+		return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+	}
+	remote = ipcache_lookup(daddr);
+	if (remote && remote->tunnel_endpoint) {
+		send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, st->src_ep, daddr, d->dst_id, 0);
+		cfg = config_get();
+		ip = ip4_hdr(skb);
+		if (!ip)
+			return DROP(DROP_INVALID);
+		if (cfg && too_big(skb, ip, cfg->path_mtu)) {
+			/* The pod's packet is gone (a drop event says why);
+			 * what leaves is the ICMP error back to the pod. */
+			drop_finish(skb, DROP(DROP_FRAG_NEEDED), d);
+			return refuse_too_big(skb, st->src_ep, cfg);
+		}
+		return encap_to_node(skb, &c, remote);
+	}
+	send_debug(skb, DBG_IP_ID_MAP_FAILED4, st->src_ep, daddr, 0, 0);
+	send_trace(skb, TRACE_TO_STACK, &t);
+	return CTX_ACT_OK;
+}
+
+static __always_inline int stage_ipv4_from_lxc(struct __sk_buff *skb)
+{
+	struct pipeline_state *st = pipeline_state();
+	struct drop_ctx d = {};
+
+	if (!st)
+		return finish(skb, DROP(DROP_NO_STATE), &d);
+	d.source = st->src_ep;
+	d.src_id = st->src_id;
+	return finish(skb, ipv4_from_lxc(skb, st, &d), &d);
+}
+
+SEC("classifier/tail-ipv4-from-lxc")
+int tail_ipv4_from_lxc(struct __sk_buff *skb)
+{
+	return stage_ipv4_from_lxc(skb);
+}
+
+static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeline_state *st,
+					    struct drop_ctx *d)
+{
+	struct endpoint_info *dst;
+	struct ct_packet p;
+	struct iphdr *ip;
+	int ret, state;
+
+	ip = ip4_hdr(skb);
+	if (!ip)
+		return DROP(DROP_INVALID);
+	dst = lookup_endpoint(ip->daddr);
+	if (!dst || (dst->flags & ENDPOINT_F_HOST))
+		return DROP(DROP_UNROUTABLE);
+	d->dst_ep = dst->ep_id;
+	d->dst_id = dst->sec_identity;
+	st->dst_ep = dst->ep_id;
+	ret = ct_extract(skb, ip, CT_INGRESS, &p);
+	if (ret < 0)
+		return ret;
+	state = ct_lookup(skb, dst->ep_id, &p);
+	if (state == CT_NEW) {
+		ret = ct_create(skb, dst->ep_id, st->src_id, &p);
+		if (ret < 0)
+			return ret;
+	}
+	return local_delivery(skb, st, dst, state);
+}
+
+static __always_inline int stage_ipv4_to_endpoint(struct __sk_buff *skb)
+{
+	struct pipeline_state *st = pipeline_state();
+	struct drop_ctx d = {};
+
+	if (!st)
+		return finish(skb, DROP(DROP_NO_STATE), &d);
+	d.source = st->src_ep;
+	d.src_id = st->src_id;
+	return finish(skb, ipv4_to_endpoint(skb, st, &d), &d);
+}
+
+SEC("classifier/tail-ipv4-to-endpoint")
+int tail_ipv4_to_endpoint(struct __sk_buff *skb)
+{
+	return stage_ipv4_to_endpoint(skb);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -3,58 +3,60 @@
  * native modes).
  *
  * IP-in-IP: a protocol-4 packet from a known node is decapsulated here and
- * delivered to the local pod. Native: a packet for a local pod, routed here
- * by another node, is delivered straight into the pod. IP-in-IP and native
- * carry no identity, so the source's comes from the ipcache. Everything
- * else is the node's own traffic: untouched. */
-#define WEFT_FILE_ID WEFT_FILE_NETDEV
-
+ * goes on to the delivery stage (lxc.c ipv4_to_endpoint). Native: a packet
+ * for a local pod, routed here by another node, goes to the delivery stage
+ * as it is. IP-in-IP and native carry no identity, so the source's comes
+ * from the ipcache. Everything else is the node's own traffic: untouched. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
 #include "lib/trace.h"
 #include "lib/drop.h"
 #include "lib/dbg.h"
-#include "lib/local.h"
+#include "lib/pipeline.h"
 #include "lib/ipip.h"
 
-/* Identity of a source address: a pod's, a node's, or world. */
+/* Identity of a source address: a pod's, a node's, or world. A remote
+ * host is the remote-node identity here. */
 static __always_inline __u32 source_identity(__be32 saddr)
 {
 	struct ipcache_info *info = ipcache_lookup(saddr);
+	__u32 id = info ? info->sec_identity : IDENTITY_WORLD;
 
-	return info ? info->sec_identity : IDENTITY_WORLD;
+	return id == IDENTITY_HOST ? IDENTITY_REMOTE_NODE : id;
 }
 
-static __always_inline int deliver(struct __sk_buff *skb, __u32 src_id)
+/* On to the delivery stage, or to the host when not for a local pod. */
+static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct drop_ctx *d)
 {
-	struct trace_ctx t = { .src_id = src_id };
+	struct trace_ctx t = { .src_id = d->src_id };
 	struct endpoint_info *dst;
 	struct iphdr *ip = ip4_hdr(skb);
 
 	if (!ip)
-		return send_drop(skb, DROP_INVALID, 0, src_id, 0);
+		return DROP(DROP_INVALID);
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST)) {
 		t.dst_id = IDENTITY_HOST;
 		send_trace(skb, TRACE_TO_HOST, &t);
 		return CTX_ACT_OK;
 	}
-	return local_delivery(skb, 0, src_id, dst, DELIVER_FROM_INGRESS);
+	d->dst_ep = dst->ep_id;
+	d->dst_id = dst->sec_identity;
+	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
+		return DROP(DROP_NO_STATE);
+	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
 }
 
-static __always_inline int do_from_network(struct __sk_buff *skb)
+static __always_inline int from_network_ipv4(struct __sk_buff *skb, struct drop_ctx *d)
 {
 	struct trace_ctx t = {};
 	struct ipcache_info *sender;
 	struct endpoint_info *dst;
-	struct ethhdr *eth = eth_hdr(skb);
 	struct weft_config *cfg;
 	struct iphdr *ip;
 	__be32 outer;
 
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-		return CTX_ACT_OK;
 	ip = ip4_hdr(skb);
 	if (!ip)
 		return CTX_ACT_OK;
@@ -66,18 +68,17 @@ static __always_inline int do_from_network(struct __sk_buff *skb)
 		outer = ip->saddr;
 		sender = ipcache_lookup(outer);
 		if (!sender || !(sender->flags & IPCACHE_F_NODE))
-			return send_drop(skb, DROP_UNKNOWN_SENDER, 0, 0, 0);
+			return DROP(DROP_UNKNOWN_SENDER);
 		if (ipip_decap(skb) < 0)
-			return send_drop(skb, DROP_INVALID, 0, 0, 0);
+			return DROP(DROP_INVALID);
 		ip = ip4_hdr(skb);
 		if (!ip)
-			return send_drop(skb, DROP_INVALID, 0, 0, 0);
-		t.src_id = source_identity(ip->saddr);
-		if (t.src_id == IDENTITY_HOST)
-			t.src_id = IDENTITY_REMOTE_NODE;
+			return DROP(DROP_INVALID);
+		d->src_id = source_identity(ip->saddr);
+		t.src_id = d->src_id;
 		send_debug(skb, DBG_DECAP, 0, outer, t.src_id, 0);
 		send_trace(skb, TRACE_FROM_NETWORK, &t);
-		return deliver(skb, t.src_id);
+		return to_endpoint_or_host(skb, d);
 	}
 	if (cfg->mode != MODE_NATIVE)
 		return CTX_ACT_OK;
@@ -85,9 +86,20 @@ static __always_inline int do_from_network(struct __sk_buff *skb)
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST))
 		return CTX_ACT_OK;
-	t.src_id = source_identity(ip->saddr);
+	d->src_id = source_identity(ip->saddr);
+	t.src_id = d->src_id;
 	send_trace(skb, TRACE_FROM_NETWORK, &t);
-	return local_delivery(skb, 0, t.src_id, dst, DELIVER_FROM_INGRESS);
+	return to_endpoint_or_host(skb, d);
+}
+
+static __always_inline int do_from_network(struct __sk_buff *skb)
+{
+	struct drop_ctx d = {};
+	struct ethhdr *eth = eth_hdr(skb);
+
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return CTX_ACT_OK;
+	return finish(skb, from_network_ipv4(skb, &d), &d);
 }
 
 SEC("classifier/from-network")

@@ -5,17 +5,16 @@
  * the outer source must be a known node (its address is in the ipcache
  * with IPCACHE_F_NODE), and the VNI is the sender's security identity. A
  * remote host (identity 1 on its own node) is the remote-node identity (6)
- * here. Then the inner packet goes to the local pod, or to the host stack
- * when it is for one of this node's addresses. */
-#define WEFT_FILE_ID WEFT_FILE_OVERLAY
-
+ * here. Then the inner packet goes on to the delivery stage (lxc.c
+ * ipv4_to_endpoint), or to the host stack when it is for one of this
+ * node's addresses. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
 #include "lib/trace.h"
 #include "lib/drop.h"
 #include "lib/dbg.h"
-#include "lib/local.h"
+#include "lib/pipeline.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -31,7 +30,7 @@ static __always_inline int identity_valid(__u32 id)
 	       id == IDENTITY_HEALTH || id == IDENTITY_REMOTE_NODE;
 }
 
-static __always_inline int do_from_overlay(struct __sk_buff *skb)
+static __always_inline int from_overlay_checks(struct __sk_buff *skb, struct drop_ctx *d)
 {
 	struct trace_ctx t = {};
 	struct bpf_tunnel_key key = {};
@@ -43,26 +42,28 @@ static __always_inline int do_from_overlay(struct __sk_buff *skb)
 	__u32 src_id;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
-		return send_drop(skb, DROP_NO_TUNNEL_KEY, 0, 0, 0);
+		return DROP(DROP_NO_TUNNEL_KEY);
 	outer = bpf_htonl(key.remote_ipv4);
 	src_id = key.tunnel_id;
+	d->src_id = src_id;
 	sender = ipcache_lookup(outer);
 	if (!sender || !(sender->flags & IPCACHE_F_NODE))
-		return send_drop(skb, DROP_UNKNOWN_SENDER, 0, src_id, 0);
+		return DROP(DROP_UNKNOWN_SENDER);
 	if (!identity_valid(src_id))
-		return send_drop(skb, DROP_INVALID_IDENTITY, 0, src_id, 0);
+		return DROP(DROP_INVALID_IDENTITY);
 	if (src_id == IDENTITY_HOST)
 		src_id = IDENTITY_REMOTE_NODE;
+	d->src_id = src_id;
 	send_debug(skb, DBG_DECAP, 0, outer, src_id, 0);
 
 	eth = eth_hdr(skb);
 	if (!eth)
-		return send_drop(skb, DROP_INVALID, 0, src_id, 0);
+		return DROP(DROP_INVALID);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return send_drop(skb, DROP_UNSUPPORTED_L3, 0, src_id, 0);
+		return DROP(DROP_UNSUPPORTED_L3);
 	ip = ip4_hdr(skb);
 	if (!ip)
-		return send_drop(skb, DROP_INVALID, 0, src_id, 0);
+		return DROP(DROP_INVALID);
 	t.src_id = src_id;
 	send_trace(skb, TRACE_FROM_OVERLAY, &t);
 
@@ -71,14 +72,25 @@ static __always_inline int do_from_overlay(struct __sk_buff *skb)
 	bpf_skb_change_type(skb, PACKET_HOST);
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst)
-		return send_drop(skb, DROP_UNROUTABLE, 0, src_id, 0);
+		return DROP(DROP_UNROUTABLE);
 	if (dst->flags & ENDPOINT_F_HOST) {
 		t.dst_id = IDENTITY_HOST;
 		send_trace(skb, TRACE_TO_HOST, &t);
 		return CTX_ACT_OK;
 	}
 	send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, 0, ip->daddr, dst->sec_identity, 0);
-	return local_delivery(skb, 0, src_id, dst, DELIVER_FROM_INGRESS);
+	d->dst_ep = dst->ep_id;
+	d->dst_id = dst->sec_identity;
+	if (!pipeline_start(0, src_id, HOOK_INGRESS))
+		return DROP(DROP_NO_STATE);
+	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+}
+
+static __always_inline int do_from_overlay(struct __sk_buff *skb)
+{
+	struct drop_ctx d = {};
+
+	return finish(skb, from_overlay_checks(skb, &d), &d);
 }
 
 SEC("classifier/from-overlay")

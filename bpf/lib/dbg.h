@@ -17,6 +17,11 @@
 #define DBG_DECAP              8  /* arg1 = outer source, arg2 = seclabel (VNI) */
 #define DBG_ROUTE              9  /* arg1 = node addr, arg2 = seclabel (native) */
 #define DBG_FRAG_NEEDED       10  /* arg1 = MTU the packet must fit */
+#define DBG_CT_LOOKUP         11  /* arg1 = saddr, arg2 = daddr, arg3 = sport << 16 | dport */
+#define DBG_CT_LOOKUP2        12  /* arg1 = protocol, arg2 = scope */
+#define DBG_CT_VERDICT        13  /* arg1 = CT_* state */
+#define DBG_CT_CREATED        14  /* arg1 = identity of the peer */
+#define DBG_CT_FOUND          15  /* arg1 = seconds the entry has left */
 
 static __always_inline void send_debug(struct __sk_buff *skb, __u8 code,
 				       __u16 source, __u32 a1, __u32 a2,

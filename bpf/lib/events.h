@@ -26,7 +26,7 @@ struct weft_event {
 	__u32 dst_identity;
 	__u16 dst_ep;        /* destination endpoint id, if local */
 	__u8  reason;        /* trace: connection state (0 = untracked) */
-	__u8  file;          /* drop: source file id (WEFT_FILE_*) */
+	__u8  file;          /* drop: source file id (WEFT_SOURCE_ID) */
 	__u16 line;          /* drop: source line */
 	__u16 cap_len;       /* bytes of the packet copied into data */
 	__u32 orig_len;      /* length of the whole packet */

@@ -71,6 +71,12 @@ struct weft_config {
 	__u32 vxlan_ifindex; /* weft_vxlan, the collect_md VXLAN device */
 	__u32 underlay_ifindex; /* the node's own device (IP-in-IP, native) */
 	__u32 path_mtu;      /* largest IPv4 packet a remote pod can be sent */
+	__u32 ct_tcp_limit;  /* TCP flows conntrack admits (0: the map's size) */
+	__u32 ct_any_limit;  /* other flows conntrack admits (0: the map's size) */
+	__u32 ct_lifetime_tcp;   /* seconds; 0: the default of lib/conntrack.h */
+	__u32 ct_lifetime_syn;
+	__u32 ct_lifetime_close;
+	__u32 ct_lifetime_any;
 	__u32 pad;
 };
 

@@ -20,7 +20,7 @@
 #define TRACE_FROM_NETWORK  10
 #define TRACE_TO_NETWORK    11
 
-/* Connection state carried in trace events until conntrack exists. */
+/* The trace's "state": 0 untracked, else the CT_* of lib/conntrack.h. */
 #define TRACE_REASON_UNTRACKED 0
 
 struct trace_ctx {
@@ -29,6 +29,7 @@ struct trace_ctx {
 	__u32 src_id;
 	__u32 dst_id;
 	__u32 ifindex;    /* 0: the device the program runs on */
+	__u8  state;      /* CT_* (0: untracked) */
 };
 
 static __always_inline void send_trace(struct __sk_buff *skb, __u8 point,
@@ -46,7 +47,7 @@ static __always_inline void send_trace(struct __sk_buff *skb, __u8 point,
 	e->dst_identity = t->dst_id;
 	if (t->ifindex)
 		e->ifindex = t->ifindex;
-	e->reason = TRACE_REASON_UNTRACKED;
+	e->reason = t->state;
 	event_submit(e);
 }
 

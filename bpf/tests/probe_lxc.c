@@ -2,6 +2,8 @@
 /* Runs from-container, then reads back the tunnel key it set. A key set for
  * transmit reads back with source and destination swapped: the remote node
  * the program chose comes back as local_ipv4. */
+/* The stages run inline, so the probe sees the tunnel key they set. */
+#define WEFT_INLINE_STAGES
 #include "../lxc.c"
 #include "probe.h"
 

@@ -153,6 +153,23 @@ pub struct AgentConfig {
     /// auto (tcx where the kernel has it, Linux >= 6.6; legacy clsact +
     /// cls_bpf otherwise), or forced tcx / legacy.
     pub tc_mode: TcMode,
+    pub conntrack: CtConfig,
+}
+
+/// Conntrack sizes and lifetimes (`--ct-*`). Sizes apply when the maps
+/// are created (a restart adopts the pinned maps as they are).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CtConfig {
+    /// Entries of the TCP table; default: from the machine's memory.
+    pub tcp_max: Option<u32>,
+    /// Entries of the table for everything else; default: from memory.
+    pub any_max: Option<u32>,
+    /// Lifetimes in seconds; 0 keeps the datapath's default (Cilium's:
+    /// established TCP 21600, SYN 60, closing 10, non-TCP 60).
+    pub lifetime_tcp: u32,
+    pub lifetime_syn: u32,
+    pub lifetime_close: u32,
+    pub lifetime_any: u32,
 }
 
 impl AgentConfig {

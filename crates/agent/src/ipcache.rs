@@ -21,7 +21,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use weft_datapath::maps::{IPCACHE_F_NODE, IpcacheInfo, ip_to_be};
+use weft_datapath::maps::{ENDPOINT_F_HOST, IPCACHE_F_NODE, IpcacheInfo, ip_to_be};
 use weft_store::{
     Update,
     identity::{IDENTITY_HOST, IDENTITY_REMOTE_NODE},
@@ -168,7 +168,11 @@ pub struct Cache {
     holders: BTreeMap<Ipv4Addr, BTreeSet<String>>,
     /// This node's pods: address -> identity.
     local: BTreeMap<Ipv4Addr, u32>,
-    /// What the map holds (written by this thread only).
+    /// The node's own addresses (gateway included) as node setup wrote
+    /// them: host identity, kept in every full computation.
+    hosts: Desired,
+    /// What the map holds (written by this thread, and for local
+    /// endpoints by `Datapath::put_endpoint` with the same values).
     programmed: Desired,
     /// Both listings arrived: until then nothing is removed.
     have_nodes: bool,
@@ -192,7 +196,10 @@ impl Cache {
             .flat_map(|(n, m)| m.iter().map(move |(ip, id)| (n.clone(), *ip, *id)))
             .collect();
         eps.extend(self.local.iter().map(|(ip, id)| (me.to_string(), *ip, *id)));
-        let desired = desired_ipcache(me, &nodes, &eps);
+        let mut desired = desired_ipcache(me, &nodes, &eps);
+        for (k, v) in &self.hosts {
+            desired.entry(*k).or_insert(*v);
+        }
         let mut w: Writes = desired
             .iter()
             .filter(|(k, v)| self.programmed.get(k) != Some(v))
@@ -453,6 +460,16 @@ fn run(agent: &Agent, rx: Receiver<Msg>) {
     match agent.dp().list_ipcache() {
         Ok(list) => list.into_iter().for_each(|(ip, p, v)| cache.programmed((ip, p), Some(v))),
         Err(e) => log::warn!("reading weft_ipcache: {e}"),
+    }
+    match agent.dp().list_endpoints() {
+        Ok(list) => {
+            cache.hosts = list
+                .iter()
+                .filter(|(_, e)| e.flags & ENDPOINT_F_HOST != 0)
+                .map(|(ip, e)| ((*ip, 32), weft_datapath::loader::local_ipcache_entry(e)))
+                .collect()
+        }
+        Err(e) => log::warn!("reading weft_endpoints: {e}"),
     }
     let (mut last_tick, mut local_due) = (Instant::now(), true);
     loop {

@@ -16,6 +16,7 @@
 pub mod attach_lock;
 pub mod cluster;
 pub mod config;
+pub mod conntrack;
 pub mod endpoint;
 pub mod faults;
 pub mod ids;

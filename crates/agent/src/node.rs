@@ -53,7 +53,7 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         vxlan_ifindex,
         underlay_ifindex,
         path_mtu,
-        pad: 0,
+        ..crate::conntrack::datapath_config(agent)?
     };
     dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
     Ok(())

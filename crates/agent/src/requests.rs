@@ -27,6 +27,8 @@ pub fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::IdentityList => identities(agent).map(ok),
         Request::NodeList => nodes(agent).map(ok),
         Request::BpfIpcacheList => ipcache(agent).map(ok),
+        Request::BpfCtList => crate::conntrack::list(agent).map(ok),
+        Request::BpfCtFlush => crate::conntrack::flush(agent).map(ok),
         Request::AgentStatus => Ok(ok(status(agent))),
         Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| label_pod(agent, &p)).map(ok),
         Request::Monitor(_) => unreachable!("handled before dispatch"),
@@ -174,6 +176,10 @@ fn status(agent: &Agent) -> AgentStatus {
     let eps = dp.list_endpoints().map(|l| l.len()).unwrap_or(0);
     let lxc = dp.lxc().map(|m| m.keys().count()).unwrap_or(0);
     let ipc = dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
+    let drops: Vec<(u8, u64)> = dp.drop_counts().unwrap_or_default();
+    let ct = agent.ct.status();
+    let refused = drops.iter().find(|(r, _)| *r == weft_datapath::events::DROP_CT_CREATE_FAILED).map_or(0, |d| d.1);
+    let warnings: Vec<String> = ct.warning(refused).into_iter().collect();
     AgentStatus {
         node: agent.cfg.node_name.clone(),
         node_ip: agent.node_ip,
@@ -190,7 +196,14 @@ fn status(agent: &Agent) -> AgentStatus {
             MapStatus { name: "weft_endpoints".into(), entries: eps, max_entries: 65536 },
             MapStatus { name: "weft_lxc".into(), entries: lxc, max_entries: 65536 },
             MapStatus { name: "weft_ipcache".into(), entries: ipc, max_entries: 65536 },
+            MapStatus { name: "weft_ct_tcp".into(), entries: ct.tcp_live as usize, max_entries: ct.tcp_limit as u32 },
+            MapStatus { name: "weft_ct_any".into(), entries: ct.any_live as usize, max_entries: ct.any_limit as u32 },
         ],
+        drops: drops
+            .into_iter()
+            .map(|(r, n)| (format!("{} ({r})", weft_datapath::events::drop_reason_text(r)), n))
+            .collect(),
+        warnings,
         endpoints,
         ipam_allocated,
         ipam_capacity,

@@ -86,6 +86,8 @@ pub struct Agent {
     pub monitor: Monitor,
     /// The ipcache thread's queue (cluster only), for this node's changes.
     pub ipcache_tx: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::ipcache::Msg>>,
+    /// What the conntrack GC last found.
+    pub ct: crate::conntrack::CtState,
     /// Lock order: `pods` before `dp` where a caller needs both.
     pods: Mutex<Pods>,
     /// The loaded datapath: map updates and attaches (microseconds each).
@@ -119,7 +121,8 @@ impl Agent {
         let gateway = ipam.gateway();
         let (attach, why) = cfg.tc_mode.resolve();
         log::info!("datapath attach: {attach} ({why})");
-        let mut dp = Datapath::load_with(&cfg.bpffs, cfg.tc_mode).map_err(|e| format!("datapath: {e}"))?;
+        let mut dp = Datapath::load_opts(&cfg.bpffs, &crate::conntrack::load_options(&cfg))
+            .map_err(|e| format!("datapath: {e}"))?;
         if dp.adopted() {
             log::info!("found pinned datapath state in {}: adopting it", dp.dir().display());
         }
@@ -140,6 +143,7 @@ impl Agent {
             removals: Default::default(),
             store_sync_pending: Default::default(),
             monitor: Monitor::default(),
+            ct: Default::default(),
             ipcache_tx: Default::default(),
             pods: Mutex::new(Pods { ipam, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
             dp: Mutex::new(dp),
@@ -153,6 +157,7 @@ impl Agent {
             crate::ipcache::start(agent.clone())?;
         }
         crate::monitor::start_reader(agent.clone(), events);
+        crate::conntrack::start_gc(agent.clone())?;
         crate::linkwatch::start(agent.clone())?;
         log::info!(
             "agent ready: node {} ({}) pod CIDR {} gateway {} mode {} pod MTU {} store {}",

@@ -51,6 +51,10 @@ pub enum Request {
     IdentityList,
     NodeList,
     BpfIpcacheList,
+    /// Every conntrack entry (`weft bpf ct list`).
+    BpfCtList,
+    /// Removes every conntrack entry (`weft bpf ct flush`).
+    BpfCtFlush,
     AgentStatus,
     /// Changes the labels of a pod (they decide its identity); running
     /// endpoints of the pod take the new identity on every node.
@@ -233,6 +237,42 @@ pub struct AgentStatus {
     /// removed in the background (milliseconds each).
     #[serde(default)]
     pub removals_in_progress: usize,
+    /// Packets dropped since the maps were created, per reason text.
+    #[serde(default)]
+    pub drops: Vec<(String, u64)>,
+    /// Things an operator should act on (a full conntrack table, ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// One conntrack entry (`weft bpf ct list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CtView {
+    /// "egress" (seen leaving a local endpoint) or "ingress".
+    pub scope: String,
+    /// "TCP", "UDP", "ICMP", "SCTP" or the protocol number.
+    pub proto: String,
+    pub src: String,
+    pub dst: String,
+    /// "syn-sent" (TCP not answered yet), "established", "closing", or
+    /// "active" (not TCP).
+    pub state: String,
+    /// Seconds until the entry expires without further packets.
+    pub expires_in: i64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// The local endpoint, and the identity of the other side.
+    pub endpoint: u16,
+    pub peer_identity: u32,
+    pub flags: Vec<String>,
+}
+
+/// What `weft bpf ct flush` removed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CtFlushResult {
+    pub deleted: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

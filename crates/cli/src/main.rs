@@ -113,6 +113,25 @@ struct AgentArgs {
     /// direct-action filter, for older kernels).
     #[arg(long, env = "WEFT_TC_MODE", default_value = "auto")]
     tc_mode: weft_agent::config::TcMode,
+    /// Entries of the TCP conntrack table (default: 0.25 % of memory,
+    /// two thirds of it for TCP). Applies when the maps are created.
+    #[arg(long)]
+    ct_tcp_max: Option<u32>,
+    /// Entries of the conntrack table for everything but TCP.
+    #[arg(long)]
+    ct_any_max: Option<u32>,
+    /// Seconds an established TCP flow lives without packets.
+    #[arg(long, default_value_t = 21600)]
+    ct_lifetime_tcp: u32,
+    /// Seconds a TCP flow lives until it is answered.
+    #[arg(long, default_value_t = 60)]
+    ct_lifetime_syn: u32,
+    /// Seconds a TCP flow lives after FIN or RST.
+    #[arg(long, default_value_t = 10)]
+    ct_lifetime_close: u32,
+    /// Seconds a non-TCP flow lives without packets.
+    #[arg(long, default_value_t = 60)]
+    ct_lifetime_any: u32,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -157,6 +176,17 @@ enum BpfCmd {
     /// The ipcache: prefix -> identity, tunnel endpoint.
     #[command(subcommand)]
     Ipcache(BpfIpcacheCmd),
+    /// Conntrack: every tracked flow, its state, lifetime and counters.
+    #[command(subcommand)]
+    Ct(BpfCtCmd),
+}
+
+#[derive(Subcommand)]
+enum BpfCtCmd {
+    /// List flows: scope, protocol, tuple, state, seconds left, packets/bytes.
+    List(Output),
+    /// Remove every entry: flows start over as new (and meet policy again).
+    Flush(Output),
 }
 
 #[derive(Subcommand)]
@@ -187,6 +217,8 @@ fn main() -> ExitCode {
         Cmd::Node(NodeCmd::List(o)) => views::nodes(&client, o.format),
         Cmd::Bpf(BpfCmd::Ipcache(BpfIpcacheCmd::List(o))) => views::ipcache(&client, o.format),
         Cmd::Bpf(BpfCmd::Endpoint(BpfEndpointCmd::List(o))) => views::bpf_endpoints(&client, o.format),
+        Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::List(o))) => views::ct_list(&client, o.format),
+        Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::Flush(o))) => views::ct_flush(&client, o.format),
         Cmd::Pod(PodCmd::Label { pod, labels }) => views::label_pod(&client, &pod, &labels),
         Cmd::Monitor(m) => monitor::run(&client, m),
         Cmd::Lab(l) => return weft_lab::cli::run(l),
@@ -223,5 +255,13 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
         gateway_style: a.gateway,
         api_group: a.api_group,
         tc_mode: a.tc_mode,
+        conntrack: weft_agent::config::CtConfig {
+            tcp_max: a.ct_tcp_max,
+            any_max: a.ct_any_max,
+            lifetime_tcp: a.ct_lifetime_tcp,
+            lifetime_syn: a.ct_lifetime_syn,
+            lifetime_close: a.ct_lifetime_close,
+            lifetime_any: a.ct_lifetime_any,
+        },
     })
 }

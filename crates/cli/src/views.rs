@@ -2,7 +2,7 @@
 
 use crate::{Format, table};
 use weft_api::{
-    AgentStatus, BpfEndpointView, Client, EndpointView, IdentityView, IpcacheView, NodeView, Request,
+    AgentStatus, BpfEndpointView, Client, CtFlushResult, CtView, EndpointView, IdentityView, IpcacheView, NodeView, Request,
 };
 
 type R = Result<(), String>;
@@ -38,9 +38,18 @@ pub fn status(c: &Client, f: Format) -> R {
         );
     }
     println!("Monitors:      {}", s.monitors);
+    for w in &s.warnings {
+        println!("Warning:       {w}");
+    }
     println!("Maps:");
     for m in s.maps {
         println!("  {:<16} {}/{}", m.name, m.entries, m.max_entries);
+    }
+    if !s.drops.is_empty() {
+        println!("Drops:");
+        for (reason, n) in &s.drops {
+            println!("  {reason:<48} {n}");
+        }
     }
     Ok(())
 }
@@ -142,6 +151,43 @@ pub fn nodes(c: &Client, f: Format) -> R {
         })
         .collect();
     table::print(&["NAME", "IPv4 ADDRESS", "POD CIDR"], &rows);
+    Ok(())
+}
+
+pub fn ct_list(c: &Client, f: Format) -> R {
+    let entries: Vec<CtView> = c.call_as(&Request::BpfCtList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&entries);
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.endpoint.to_string(),
+                e.scope.clone(),
+                e.proto.clone(),
+                format!("{} -> {}", e.src, e.dst),
+                e.state.clone(),
+                e.expires_in.to_string(),
+                format!("{}/{}", e.tx_packets, e.tx_bytes),
+                format!("{}/{}", e.rx_packets, e.rx_bytes),
+                e.peer_identity.to_string(),
+            ]
+        })
+        .collect();
+    table::print(
+        &["ENDPOINT", "SCOPE", "PROTO", "FLOW", "STATE", "EXPIRES(s)", "TX pkts/bytes", "RX pkts/bytes", "PEER ID"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn ct_flush(c: &Client, f: Format) -> R {
+    let r: CtFlushResult = c.call_as(&Request::BpfCtFlush).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&r);
+    }
+    println!("Flushed {} conntrack entries", r.deleted);
     Ok(())
 }
 

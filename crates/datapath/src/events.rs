@@ -26,35 +26,67 @@ pub const OBS_POINTS: [&str; 12] = [
     "to-network",
 ];
 
-/// Text of a drop reason; the numbers are those of `bpf/lib/drop.h`.
+/// `DROP_CT_CREATE_FAILED`: a new flow refused by a full conntrack table.
+pub const DROP_CT_CREATE_FAILED: u8 = 155;
+
+/// Text of a drop reason; the numbers are those of `bpf/lib/drop.h`
+/// (Cilium's where it has the same reason, weft's own from 230).
 pub fn drop_reason_text(reason: u8) -> &'static str {
     match reason {
         130 => "Invalid source mac",
         132 => "Invalid source ip",
+        133 => "Policy denied",
         134 => "Invalid packet",
+        135 => "CT: Truncated or invalid header",
         136 => "Fragmentation needed",
         139 => "Unsupported L3 protocol",
+        140 => "Missed tail call",
         141 => "Error writing to packet",
         147 => "Error retrieving tunnel key",
+        155 => "CT: Map insertion failed",
         160 => "No tunnel/encapsulation endpoint (datapath BUG!)",
         166 => "Unsupported L2 protocol",
-        168 => "No endpoint for device",
         169 => "FIB lookup failed",
-        170 => "No local endpoint for decapsulated packet",
         171 => "Invalid identity",
         172 => "Unknown sender",
         196 => "TTL exceeded",
+        230 => "No endpoint for device",
+        231 => "No local endpoint for decapsulated packet",
+        232 => "Pipeline state missing",
         _ => "Unknown reason",
     }
 }
 
-/// Source file of a drop, by the ids of `bpf/lib/drop.h`.
+/// Source files that decide drops, by the ids of `WEFT_SOURCE_ID` in
+/// `bpf/lib/drop.h` (index = id).
+pub const SOURCE_FILES: [&str; 12] = [
+    "unknown",
+    "lxc.c",
+    "host.c",
+    "overlay.c",
+    "netdev.c",
+    "local.h",
+    "encap.h",
+    "conntrack.h",
+    "policy.h",
+    "pipeline.h",
+    "arp.h",
+    "icmp.h",
+];
+
+/// Source file of a drop.
 pub fn file_name(id: u8) -> &'static str {
-    match id {
-        1 => "lxc.c",
-        2 => "host.c",
-        3 => "overlay.c",
-        4 => "netdev.c",
+    SOURCE_FILES.get(id as usize).copied().unwrap_or("unknown")
+}
+
+/// Text of a trace's connection state (`CT_*`, 0: untracked).
+pub fn ct_state_text(state: u8) -> &'static str {
+    match state {
+        0 => "untracked",
+        1 => "new",
+        2 => "established",
+        3 => "reply",
+        4 => "related",
         _ => "unknown",
     }
 }
@@ -79,6 +111,26 @@ pub fn debug_text(code: u8, a1: u32, a2: u32, a3: u32) -> String {
         8 => format!("Decapsulated from node {} with seclabel {a2}", ip(a1)),
         9 => format!("Routing to node {} from seclabel {a2}", ip(a1)),
         10 => format!("Packet does not fit the path MTU {a1}: fragmentation needed"),
+        11 => format!(
+            "Conntrack lookup 1/2: src={}:{} dst={}:{}",
+            ip(a1),
+            a3 >> 16,
+            ip(a2),
+            a3 & 0xffff
+        ),
+        12 => format!("Conntrack lookup 2/2: nexthdr={a1} flags={a2}"),
+        13 => {
+            let verdict = match a1 {
+                1 => "New",
+                2 => "Established",
+                3 => "Reply",
+                4 => "Related",
+                _ => "Untracked",
+            };
+            format!("CT verdict: {verdict}, revnat=0")
+        }
+        14 => format!("Conntrack create: proxy-port=0 revnat=0 src-identity={a1} lb=0.0.0.0"),
+        15 => format!("CT entry found lifetime={a1}, revnat=0"),
         _ => format!("Unknown message {code} args {a1:#x} {a2:#x} {a3:#x}"),
     }
 }
@@ -142,7 +194,7 @@ impl MonitorEvent {
             ifname: None,
             src_identity: e.src_identity,
             dst_identity: e.dst_identity,
-            state: if e.reason == 0 { "untracked".into() } else { format!("{}", e.reason) },
+            state: ct_state_text(e.reason).into(),
             orig_ip: ip(e.orig_ip),
             reason: None,
             reason_text: None,

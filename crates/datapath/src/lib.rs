@@ -2,6 +2,7 @@
 //! `bpf/*.c`, the Rust mirrors of their maps, the loader that attaches and
 //! pins them, and the decoder for their events.
 
+pub mod conntrack;
 pub mod dissect;
 pub mod events;
 pub mod kernel;

@@ -7,7 +7,7 @@ use crate::tc::{self as tcnl, Attach, AttachPlan, BpfFilter, LEGACY_HANDLE, LEGA
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        HashMap as BpfHashMap, Map, MapData, RingBuf,
+        HashMap as BpfHashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf,
         array::Array,
         lpm_trie::{Key, LpmTrie},
     },
@@ -102,6 +102,77 @@ impl Hook {
     }
 }
 
+/// The pipeline stages (programs of lxc.c) and their slots in `weft_calls`
+/// (`CALL_*` in `bpf/lib/pipeline.h`).
+pub const STAGES: [(u32, &str); 2] =
+    [(CALL_IPV4_FROM_LXC, "tail_ipv4_from_lxc"), (CALL_IPV4_TO_ENDPOINT, "tail_ipv4_to_endpoint")];
+
+/// Puts the freshly loaded stages into the pinned program array. Programs
+/// attached by an earlier agent tail-call through the same array, so they
+/// run the new stages from here on (same ABI: same pin directory).
+fn install_stages(lxc: &mut Ebpf) -> Result<(), Error> {
+    let mut fds = Vec::new();
+    for (slot, name) in STAGES {
+        let prog: &SchedClassifier =
+            lxc.program(name).ok_or_else(|| Error(format!("stage {name} missing")))?.try_into().map_err(err(name))?;
+        fds.push((slot, prog.fd().map_err(err(name))?.try_clone().map_err(err("dup program fd"))?));
+    }
+    let mut calls: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(lxc.map_mut(MAP_CALLS).ok_or_else(|| Error(format!("map {MAP_CALLS} missing")))?)
+            .map_err(err(MAP_CALLS))?;
+    for (slot, fd) in &fds {
+        calls.set(*slot, fd, 0).map_err(err(format!("{MAP_CALLS}[{slot}]")))?;
+    }
+    Ok(())
+}
+
+/// How to load the datapath.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub tc_mode: TcMode,
+    /// Size of the TCP conntrack map when it is created.
+    pub ct_tcp_max: u32,
+    /// Size of the conntrack map for everything else.
+    pub ct_any_max: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        let (ct_tcp_max, ct_any_max) = ct_sizes_for_memory(total_memory());
+        Self { tc_mode: TcMode::Auto, ct_tcp_max, ct_any_max }
+    }
+}
+
+/// Bytes one conntrack entry costs in the kernel, roughly: key and value,
+/// the hash element and the LRU node.
+pub const CT_ENTRY_COST: u64 = 160;
+
+/// Conntrack sizes derived from the machine's memory, as Cilium's
+/// `bpf-map-dynamic-size-ratio` (0.25 % of memory) does: two thirds for
+/// TCP, a third for the rest, within [64 Ki, 4 Mi] and [32 Ki, 2 Mi].
+pub fn ct_sizes_for_memory(bytes: u64) -> (u32, u32) {
+    let budget = bytes / 400 / CT_ENTRY_COST;
+    let tcp = (budget * 2 / 3).clamp(1 << 16, 1 << 22);
+    let any = (budget / 3).clamp(1 << 15, 1 << 21);
+    (tcp as u32, any as u32)
+}
+
+fn total_memory() -> u64 {
+    // SAFETY: sysinfo fills the zeroed struct we own.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return 0;
+    }
+    si.totalram as u64 * si.mem_unit as u64
+}
+
+/// The ipcache entry of a local endpoint: its identity, no tunnel; the
+/// node's own addresses are marked as node addresses.
+pub fn local_ipcache_entry(info: &EndpointInfo) -> IpcacheInfo {
+    let flags = if info.flags & ENDPOINT_F_HOST != 0 { IPCACHE_F_NODE } else { 0 };
+    IpcacheInfo { sec_identity: info.sec_identity, tunnel_endpoint: 0, flags, pad: 0 }
+}
+
 /// The programs weft attaches; a legacy filter is recognised as weft's by
 /// its program name.
 pub const PROGRAMS: [&str; 4] = [PROG_FROM_CONTAINER, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_NETWORK];
@@ -117,38 +188,50 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads both objects. Maps already pinned under `base` (from an earlier
+    /// Loads every object. Maps already pinned under `base` (from an earlier
     /// agent) are reused, not flushed: that is what lets the agent restart
-    /// without disturbing traffic.
+    /// without disturbing traffic (conntrack entries included).
     pub fn load(base: &Path) -> Result<Self, Error> {
-        Self::load_with(base, TcMode::Auto)
+        Self::load_opts(base, &LoadOptions::default())
     }
 
     /// [`Datapath::load`] with the attach mechanism chosen by `mode`.
     pub fn load_with(base: &Path, mode: TcMode) -> Result<Self, Error> {
+        Self::load_opts(base, &LoadOptions { tc_mode: mode, ..LoadOptions::default() })
+    }
+
+    /// [`Datapath::load`] with every choice spelled out.
+    pub fn load_opts(base: &Path, opts: &LoadOptions) -> Result<Self, Error> {
         ensure_bpffs()?;
-        let (attach, _) = mode.resolve();
+        let (attach, _) = opts.tc_mode.resolve();
         let dir = pin_dir(base);
         fs::create_dir_all(dir.join("links"))
             .map_err(err(format!("cannot create pin directory {}", dir.display())))?;
         let adopted = dir.join(MAP_ENDPOINTS).exists();
-        let load = |obj: &[u8], name: &str| -> Result<Ebpf, Error> {
+        let load = |obj: &[u8], names: &[&str]| -> Result<Ebpf, Error> {
             let mut bpf = EbpfLoader::new()
                 .default_map_pin_directory(&dir)
+                // Only the first object creates these maps (and only when
+                // no earlier agent pinned them): sizes apply then.
+                .map_max_entries(MAP_CT_TCP, opts.ct_tcp_max)
+                .map_max_entries(MAP_CT_ANY, opts.ct_any_max)
                 .load(obj)
-                .map_err(|e| crate::kernel::explain(format!("loading {name}: {e}")))?;
-            let prog: &mut SchedClassifier = bpf
-                .program_mut(name)
-                .ok_or_else(|| Error(format!("program {name} missing from object")))?
-                .try_into()
-                .map_err(err(name))?;
-            prog.load().map_err(|e| crate::kernel::explain(format!("verifier rejected {name}: {e}")))?;
+                .map_err(|e| crate::kernel::explain(format!("loading {}: {e}", names[0])))?;
+            for name in names {
+                let prog: &mut SchedClassifier = bpf
+                    .program_mut(name)
+                    .ok_or_else(|| Error(format!("program {name} missing from object")))?
+                    .try_into()
+                    .map_err(err(name))?;
+                prog.load().map_err(|e| crate::kernel::explain(format!("verifier rejected {name}: {e}")))?;
+            }
             Ok(bpf)
         };
-        let lxc = load(LXC_OBJ, PROG_FROM_CONTAINER)?;
-        let host = load(HOST_OBJ, PROG_FROM_HOST)?;
-        let overlay = load(OVERLAY_OBJ, PROG_FROM_OVERLAY)?;
-        let netdev = load(NETDEV_OBJ, PROG_FROM_NETWORK)?;
+        let mut lxc = load(LXC_OBJ, &[PROG_FROM_CONTAINER, STAGES[0].1, STAGES[1].1])?;
+        install_stages(&mut lxc)?;
+        let host = load(HOST_OBJ, &[PROG_FROM_HOST])?;
+        let overlay = load(OVERLAY_OBJ, &[PROG_FROM_OVERLAY])?;
+        let netdev = load(NETDEV_OBJ, &[PROG_FROM_NETWORK])?;
         Ok(Self { dir, lxc, host, overlay, netdev, adopted, attach })
     }
 
@@ -385,7 +468,11 @@ impl Datapath {
         self.config_map()?.set(0, cfg, 0).map_err(err("writing weft_config"))
     }
 
+    /// Writes a local endpoint (a pod, or one of the node's own addresses
+    /// with ENDPOINT_F_HOST) and its ipcache entry: the ipcache is the one
+    /// place the datapath learns any address's identity from.
     pub fn put_endpoint(&mut self, ip: std::net::Ipv4Addr, info: EndpointInfo) -> Result<(), Error> {
+        self.put_ipcache(ip, 32, local_ipcache_entry(&info))?;
         self.endpoints()?
             .insert(EndpointKey::new(ip), info, 0)
             .map_err(err(format!("writing endpoint {ip} (is weft_endpoints full?)")))
@@ -395,10 +482,12 @@ impl Datapath {
         self.lxc()?.insert(ifindex, info, 0).map_err(err(format!("writing weft_lxc {ifindex} (is it full?)")))
     }
 
+    /// Removes a local endpoint and its ipcache entry.
     pub fn del_endpoint(&mut self, ip: std::net::Ipv4Addr) {
         if let Ok(mut m) = self.endpoints() {
             let _ = m.remove(&EndpointKey::new(ip));
         }
+        self.del_ipcache(ip, 32);
     }
 
     pub fn list_endpoints(&mut self) -> Result<Vec<(std::net::Ipv4Addr, EndpointInfo)>, Error> {
@@ -409,6 +498,21 @@ impl Datapath {
     }
 
     /// Takes the event ring buffer out (call once; the agent's reader owns it).
+    /// Packets dropped since the maps were created, per reason (summed over
+    /// CPUs); reasons without drops are left out.
+    pub fn drop_counts(&mut self) -> Result<Vec<(u8, u64)>, Error> {
+        let counts: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map(MAP_DROPS)?).map_err(err(MAP_DROPS))?;
+        let mut out = Vec::new();
+        for reason in 0..=255u8 {
+            let n: u64 = counts.get(&(reason as u32), 0).map_err(err(MAP_DROPS))?.iter().sum();
+            if n > 0 {
+                out.push((reason, n));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
         let map = self
             .lxc

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 /// Must equal `WEFT_ABI_VERSION` in `bpf/lib/common.h` (checked by a test).
 /// Part of every pin path, so an agent never adopts maps of another layout.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Names of the pinned maps, as in the C sources.
 pub const MAP_ENDPOINTS: &str = "weft_endpoints";
@@ -15,6 +15,43 @@ pub const MAP_LXC: &str = "weft_lxc";
 pub const MAP_CONFIG: &str = "weft_config";
 pub const MAP_EVENTS: &str = "weft_events";
 pub const MAP_IPCACHE: &str = "weft_ipcache";
+pub const MAP_CALLS: &str = "weft_calls";
+pub const MAP_STATE: &str = "weft_state";
+pub const MAP_DROPS: &str = "weft_drops";
+pub const MAP_CT_TCP: &str = "weft_ct_tcp";
+pub const MAP_CT_ANY: &str = "weft_ct_any";
+pub const MAP_CT_COUNT: &str = "weft_ct_count";
+
+/// Tail-call slots of `weft_calls` (`CALL_*` in `bpf/lib/pipeline.h`).
+pub const CALL_IPV4_FROM_LXC: u32 = 0;
+pub const CALL_IPV4_TO_ENDPOINT: u32 = 1;
+
+/// Conntrack scopes (`CT_EGRESS` / `CT_INGRESS` in `bpf/lib/conntrack.h`).
+pub const CT_EGRESS: u8 = 0;
+pub const CT_INGRESS: u8 = 1;
+
+/// What a conntrack lookup found; the state of trace events (0: untracked).
+pub const CT_NEW: u8 = 1;
+pub const CT_ESTABLISHED: u8 = 2;
+pub const CT_REPLY: u8 = 3;
+pub const CT_RELATED: u8 = 4;
+
+/// `CT_F_*`: flags of a conntrack entry.
+pub const CT_F_SEEN_REPLY: u16 = 0x1;
+pub const CT_F_TX_CLOSING: u16 = 0x2;
+pub const CT_F_RX_CLOSING: u16 = 0x4;
+
+/// Default lifetimes in seconds (`CT_LIFETIME_*`).
+pub const CT_LIFETIME_TCP: u32 = 21600;
+pub const CT_LIFETIME_SYN: u32 = 60;
+pub const CT_LIFETIME_CLOSE: u32 = 10;
+pub const CT_LIFETIME_ANY: u32 = 60;
+
+/// Slots of `weft_ct_count` (`CT_COUNT_*`).
+pub const CT_COUNT_TCP_CREATED: u32 = 0;
+pub const CT_COUNT_TCP_BASE: u32 = 1;
+pub const CT_COUNT_ANY_CREATED: u32 = 2;
+pub const CT_COUNT_ANY_BASE: u32 = 3;
 
 /// `IPCACHE_F_NODE`: the prefix is a node's own address.
 pub const IPCACHE_F_NODE: u16 = 0x1;
@@ -85,6 +122,12 @@ pub struct WeftConfig {
     pub vxlan_ifindex: u32,
     pub underlay_ifindex: u32,
     pub path_mtu: u32,
+    pub ct_tcp_limit: u32,
+    pub ct_any_limit: u32,
+    pub ct_lifetime_tcp: u32,
+    pub ct_lifetime_syn: u32,
+    pub ct_lifetime_close: u32,
+    pub ct_lifetime_any: u32,
     pub pad: u32,
 }
 
@@ -107,6 +150,50 @@ pub struct IpcacheInfo {
     pub sec_identity: u32,
     pub tunnel_endpoint: u32,
     pub flags: u16,
+    pub pad: u16,
+}
+
+/// Key of `weft_ct_tcp` / `weft_ct_any`: a flow as first seen, and where.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    /// Network byte order, like the addresses.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub scope: u8,
+    pub pad: u16,
+}
+
+/// Value of the conntrack maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// CLOCK_MONOTONIC seconds.
+    pub expires: u32,
+    pub created: u32,
+    pub peer_id: u32,
+    pub ep_id: u16,
+    pub flags: u16,
+}
+
+/// The per-CPU record stages hand on (`struct pipeline_state`); never read
+/// by the agent, mirrored so the layout test covers it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineState {
+    pub src_id: u32,
+    pub dst_id: u32,
+    pub src_ep: u16,
+    pub dst_ep: u16,
+    pub hook: u8,
+    pub ct_state: u8,
     pub pad: u16,
 }
 
@@ -158,3 +245,5 @@ unsafe impl aya::Pod for LxcInfo {}
 unsafe impl aya::Pod for WeftConfig {}
 unsafe impl aya::Pod for IpcacheKey {}
 unsafe impl aya::Pod for IpcacheInfo {}
+unsafe impl aya::Pod for CtKey {}
+unsafe impl aya::Pod for CtEntry {}

@@ -63,7 +63,21 @@ fn c_and_rust_layouts_agree() {
     check!(s, "weft_config", WeftConfig, {
         "flags" => flags, "node_ip4" => node_ip4, "gw_ip4" => gw_ip4, "mode" => mode,
         "vxlan_ifindex" => vxlan_ifindex, "underlay_ifindex" => underlay_ifindex, "path_mtu" => path_mtu,
-        "pad" => pad,
+        "ct_tcp_limit" => ct_tcp_limit, "ct_any_limit" => ct_any_limit, "ct_lifetime_tcp" => ct_lifetime_tcp,
+        "ct_lifetime_syn" => ct_lifetime_syn, "ct_lifetime_close" => ct_lifetime_close,
+        "ct_lifetime_any" => ct_lifetime_any, "pad" => pad,
+    });
+    check!(s, "ct_key", CtKey, {
+        "saddr" => saddr, "daddr" => daddr, "sport" => sport, "dport" => dport, "proto" => proto,
+        "scope" => scope, "pad" => pad,
+    });
+    check!(s, "ct_entry", CtEntry, {
+        "tx_packets" => tx_packets, "tx_bytes" => tx_bytes, "rx_packets" => rx_packets, "rx_bytes" => rx_bytes,
+        "expires" => expires, "created" => created, "peer_id" => peer_id, "ep_id" => ep_id, "flags" => flags,
+    });
+    check!(s, "pipeline_state", PipelineState, {
+        "src_id" => src_id, "dst_id" => dst_id, "src_ep" => src_ep, "dst_ep" => dst_ep, "hook" => hook,
+        "ct_state" => ct_state, "pad" => pad,
     });
     check!(s, "ipcache_key", IpcacheKey, { "prefixlen" => prefixlen, "ip4" => ip4 });
     check!(s, "ipcache_info", IpcacheInfo, {
@@ -107,4 +121,63 @@ fn constants_match_the_c_headers() {
     assert_eq!(def(maps_h, "MODE_IPIP"), MODE_IPIP as u64);
     assert_eq!(def(maps_h, "MODE_NATIVE"), MODE_NATIVE as u64);
     assert_eq!(def(events_h, "EVENT_CAP_LEN"), EVENT_CAP_LEN as u64);
+
+    let pipeline_h = include_str!("../../../bpf/lib/pipeline.h");
+    assert_eq!(def(pipeline_h, "CALL_IPV4_FROM_LXC"), CALL_IPV4_FROM_LXC as u64);
+    assert_eq!(def(pipeline_h, "CALL_IPV4_TO_ENDPOINT"), CALL_IPV4_TO_ENDPOINT as u64);
+    for (slot, _) in weft_datapath::loader::STAGES {
+        assert!((slot as u64) < def(pipeline_h, "CALL_MAX"));
+    }
+
+    let ct_h = include_str!("../../../bpf/lib/conntrack.h");
+    for (name, value) in [
+        ("CT_EGRESS", CT_EGRESS as u64),
+        ("CT_INGRESS", CT_INGRESS as u64),
+        ("CT_NEW", CT_NEW as u64),
+        ("CT_ESTABLISHED", CT_ESTABLISHED as u64),
+        ("CT_REPLY", CT_REPLY as u64),
+        ("CT_RELATED", CT_RELATED as u64),
+        ("CT_F_SEEN_REPLY", CT_F_SEEN_REPLY as u64),
+        ("CT_F_TX_CLOSING", CT_F_TX_CLOSING as u64),
+        ("CT_F_RX_CLOSING", CT_F_RX_CLOSING as u64),
+        ("CT_LIFETIME_TCP", CT_LIFETIME_TCP as u64),
+        ("CT_LIFETIME_SYN", CT_LIFETIME_SYN as u64),
+        ("CT_LIFETIME_CLOSE", CT_LIFETIME_CLOSE as u64),
+        ("CT_LIFETIME_ANY", CT_LIFETIME_ANY as u64),
+        ("CT_COUNT_TCP_CREATED", CT_COUNT_TCP_CREATED as u64),
+        ("CT_COUNT_TCP_BASE", CT_COUNT_TCP_BASE as u64),
+        ("CT_COUNT_ANY_CREATED", CT_COUNT_ANY_CREATED as u64),
+        ("CT_COUNT_ANY_BASE", CT_COUNT_ANY_BASE as u64),
+    ] {
+        assert_eq!(def(ct_h, name), value, "{name}");
+    }
+}
+
+/// Every drop reason the C side defines has a text, every source file id
+/// names the file the C side gives it, and no weft-own reason sits in the
+/// range Cilium uses.
+#[test]
+fn drop_reasons_and_source_files_match_the_c_header() {
+    use weft_datapath::events::{SOURCE_FILES, drop_reason_text};
+    let drop_h = include_str!("../../../bpf/lib/drop.h");
+    let mut reasons = 0;
+    for l in drop_h.lines().filter(|l| l.starts_with("#define DROP_")) {
+        let mut w = l.split_whitespace();
+        let (name, value) = (w.nth(1).unwrap(), w.next().unwrap());
+        let Ok(n) = value.parse::<u8>() else { continue };
+        reasons += 1;
+        assert_ne!(drop_reason_text(n), "Unknown reason", "{name} ({n}) has no text in events.rs");
+        if l.contains("/* weft:") {
+            assert!(n >= 230, "{name}: weft's own reasons start at 230, above Cilium's");
+        }
+    }
+    assert!(reasons >= 20, "only {reasons} reasons parsed from drop.h");
+    let mut ids = 0;
+    for l in drop_h.lines().filter(|l| l.contains("!__builtin_strcmp(name, ")) {
+        let file = l.split('"').nth(1).unwrap();
+        let id: usize = l.split('?').nth(1).unwrap().trim().trim_end_matches(['\\', ':', ' ']).parse().unwrap();
+        assert_eq!(SOURCE_FILES[id], file, "source id {id}");
+        ids += 1;
+    }
+    assert_eq!(ids + 1, SOURCE_FILES.len(), "SOURCE_FILES and WEFT_SOURCE_ID differ in length");
 }
