@@ -35,7 +35,7 @@ use crate::{
         Cluster, CompileError, Direction, Endpoint, HOST, Identity, NamedPorts, PolicyRef, UpdateError,
         calico_labels, policy_cmp, tier_cmp,
     },
-    norm::{Atom, AtomId, L4Cond, NRule, Norm, PeerCond, PodView, PortSpec, normalize},
+    norm::{Atom, AtomId, L4Cond, NRule, Norm, PodView, PortSpec, normalize},
 };
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -380,7 +380,7 @@ impl Compiler {
     /// Cuts the L4 space where the condition's ranges begin and end. Named
     /// ports on egress take every value any identity gives the name.
     fn cut(&self, cuts: &mut Cuts, l4: &L4Cond, local: Option<&NamedPorts>, dir: Direction) {
-        let mut spec = |proto: u8, s: &PortSpec| match s {
+        let spec = |cuts: &mut Cuts, proto: u8, s: &PortSpec| match s {
             PortSpec::Range(lo, hi) => cut_range(cuts, proto, *lo, *hi),
             PortSpec::Named(name) => {
                 cut_proto(cuts, proto);
@@ -404,10 +404,10 @@ impl Compiler {
         };
         match l4 {
             L4Cond::Any => {}
-            L4Cond::AnyOf(list) => list.iter().for_each(|(p, s)| spec(*p, s)),
+            L4Cond::AnyOf(list) => list.iter().for_each(|(p, s)| spec(cuts, *p, s)),
             L4Cond::Calico { proto, ports, not_ports } => {
                 cut_proto(cuts, *proto);
-                ports.iter().chain(not_ports).for_each(|s| spec(*proto, s));
+                ports.iter().chain(not_ports).for_each(|s| spec(cuts, *proto, s));
             }
         }
     }

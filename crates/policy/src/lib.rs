@@ -1,6 +1,6 @@
 //! weft's network policy, as pure computation: the selector languages that
-//! pick endpoints, the rules that allow traffic between them, and (to come)
-//! their compilation into the entries of each endpoint's policy map.
+//! pick endpoints, the rules that allow traffic between them, and their
+//! compilation into the entries of each endpoint's policy map.
 //!
 //! Nothing here does I/O, blocks or spawns: the agent feeds in objects and
 //! labels and gets values back, so every decision can be unit-tested and
@@ -19,17 +19,35 @@
 //!   policies;
 //! - [`PolicyDocument`], any of the three, dispatched on `apiVersion` and
 //!   `kind`, with [`PolicyDocument::parse_many`] for a text of several.
+//!
+//! And their enforcement:
+//! - [`model`]: the cluster as the compiler sees it (namespaces with their
+//!   datapath ids, pod identities, tiers, policies);
+//! - [`decide`]: the reference evaluator, one packet at a time;
+//! - [`Compiler`]: the per-endpoint policy map entries ([`map`]), kept
+//!   equal to [`decide`] for every packet, with [`lookup`] simulating the
+//!   datapath over them; [`cidr_class`] holds the address classes.
 
 #![forbid(unsafe_code)]
 
 pub mod calico;
 pub mod calico_policy;
+mod cells;
+pub mod cidr_class;
+mod compile;
 mod de;
 mod document;
+mod emit;
+mod eval;
 pub mod k8s;
+pub mod l4;
+pub mod map;
 pub mod meta;
+pub mod model;
 mod names;
 pub mod netpol;
+mod norm;
+pub mod scenario;
 
 pub use calico::{ParseError, Selector};
 pub use calico_policy::{CalicoNetworkPolicy, GlobalNetworkPolicy};
@@ -37,6 +55,15 @@ pub use document::PolicyDocument;
 pub use k8s::{Invalid, LabelSelector, Operator, Requirement};
 pub use meta::ObjectMeta;
 pub use netpol::{Ipv4Cidr, NetworkPolicy, PolicyType};
+
+pub use cidr_class::ClassTable;
+pub use compile::{Compiler, DEFAULT_ENTRY_BUDGET};
+pub use eval::{Packet, decide};
+pub use l4::{L4, port_prefixes};
+pub use map::{DirectionPolicy, EndpointPolicy, Entry, Key, Outcome, Peer, Probe, RuleRef, Verdict, lookup};
+pub use model::{
+    Cluster, CompileError, Direction, Endpoint, Identity, NamedPorts, Namespace, PolicyKind, PolicyRef, UpdateError,
+};
 
 /// The labels of an object (pod, namespace, ...): key to value, ordered so
 /// that anything derived from them is deterministic.

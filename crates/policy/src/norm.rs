@@ -8,7 +8,7 @@ use crate::{
     Ipv4Cidr, LabelSelector, Labels, PolicyDocument, Selector,
     calico_policy::{Action, CalicoPolicySpec, CalicoPort, EntityRule},
     model::{self, CompileError, Direction, PolicyRef},
-    netpol::{NetworkPolicyPort, Peer as NetpolPeer, PolicyType, PortRef, Protocol},
+    netpol::{NetworkPolicyPort, Peer as NetpolPeer, PortRef, Protocol},
 };
 use std::{net::Ipv4Addr, sync::Arc};
 
@@ -471,12 +471,6 @@ fn calico_port(p: &CalicoPort) -> PortSpec {
     }
 }
 
-/// Which directions a policy type list covers (for tests of this module).
-#[cfg(test)]
-fn covers(types: &[PolicyType], dir: Direction) -> bool {
-    types.contains(&dir.policy_type())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,7 +541,6 @@ mod tests {
         assert!(matches!(&rules[2].l4, L4Cond::Calico { proto: 6, ports, not_ports }
             if ports.len() == 2 && not_ports.len() == 1));
         assert_eq!(rules[2].l4.names(), vec!["http"]);
-        assert!(covers(&[PolicyType::Ingress], Direction::Ingress));
     }
 
     #[test]
