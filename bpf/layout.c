@@ -8,6 +8,7 @@
 #include "lib/events.h"
 #include "lib/pipeline.h"
 #include "lib/conntrack.h"
+#include "lib/policy.h"
 
 struct endpoint_key layout_endpoint_key;
 struct endpoint_info layout_endpoint_info;
@@ -19,4 +20,9 @@ struct ipcache_info layout_ipcache_info;
 struct ct_key layout_ct_key;
 struct ct_entry layout_ct_entry;
 struct pipeline_state layout_pipeline_state;
+struct policy_key layout_policy_key;
+struct policy_entry layout_policy_entry;
+struct policy_endpoint layout_policy_endpoint;
+struct identity_info layout_identity_info;
+struct policy_cidr_key layout_policy_cidr_key;
 int layout_abi_version = WEFT_ABI_VERSION;

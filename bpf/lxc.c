@@ -8,12 +8,16 @@
  *   3. ARP: answer for any address but the pod's own, with this device's MAC;
  *   4. IPv4: on to stage ipv4_from_lxc.
  * ipv4_from_lxc: conntrack at the pod's egress (lib/conntrack.h), the
- *   destination's identity (from the ipcache), then forward: to another
+ *   destination's identity (from the ipcache), egress policy for a new
+ *   flow (lib/policy.h), then forward: to another
  *   local pod (stage ipv4_to_endpoint), to the host stack for one of the
  *   node's addresses, encapsulated to the node of a remote pod
  *   (lib/encap.h), or to the stack.
  * ipv4_to_endpoint, for anything bound for a local pod, whichever program it
- *   entered by: conntrack at the pod's ingress, then delivery (lib/local.h). */
+ *   entered by: conntrack at the pod's ingress, ingress policy for a new
+ *   flow, then delivery (lib/local.h).
+ * Replies and established flows pass on their conntrack entry alone; a pod
+ * is never isolated from itself. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
@@ -22,6 +26,7 @@
 #include "lib/dbg.h"
 #include "lib/pipeline.h"
 #include "lib/conntrack.h"
+#include "lib/policy.h"
 #include "lib/arp.h"
 #include "lib/local.h"
 #include "lib/encap.h"
@@ -126,6 +131,24 @@ static __always_inline __u32 peer_identity(__be32 addr)
 	return info ? info->sec_identity : IDENTITY_WORLD;
 }
 
+/* The flow a policy decision is about; ports only where the protocol has
+ * them (an ICMP echo id is not a port). */
+static __always_inline void flow_for_policy(struct policy_flow *f, const struct ct_packet *p,
+					    __u16 ep, __u8 direction, __u32 peer_id, __be32 peer_addr)
+{
+	__u8 proto = p->key.proto;
+
+	f->ep_id = ep;
+	f->direction = direction;
+	f->proto = proto;
+	f->peer_id = peer_id;
+	f->peer_addr = peer_addr;
+	f->dport = 0;
+	f->pad = 0;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)
+		f->dport = p->key.dport;
+}
+
 /* The pod's packet does not fit the path to the remote node: answer with
  * ICMP fragmentation needed, as a router would, and drop it. */
 static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
@@ -175,6 +198,16 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	d->dst_id = peer_identity(daddr);
 	st->dst_id = d->dst_id;
 	t.dst_id = d->dst_id;
+	/* A new flow (or one conntrack cannot follow: a later fragment) meets
+	 * egress policy; traffic to the pod's own address never does. */
+	if ((state == CT_NEW || state == 0) && daddr != p.key.saddr) {
+		struct policy_flow pf;
+
+		flow_for_policy(&pf, &p, st->src_ep, POLICY_EGRESS, d->dst_id, daddr);
+		ret = policy_check(skb, &pf);
+		if (ret < 0)
+			return ret;
+	}
 	if (state == CT_NEW) {
 		ret = ct_create(skb, st->src_ep, d->dst_id, &p);
 		if (ret < 0)
@@ -237,11 +270,13 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 	struct endpoint_info *dst;
 	struct ct_packet p;
 	struct iphdr *ip;
+	__be32 saddr;
 	int ret, state;
 
 	ip = ip4_hdr(skb);
 	if (!ip)
 		return DROP(DROP_INVALID);
+	saddr = ip->saddr;
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST))
 		return DROP(DROP_UNROUTABLE);
@@ -252,6 +287,14 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 	if (ret < 0)
 		return ret;
 	state = ct_lookup(skb, dst->ep_id, &p);
+	if ((state == CT_NEW || state == 0) && st->src_ep != dst->ep_id) {
+		struct policy_flow pf;
+
+		flow_for_policy(&pf, &p, dst->ep_id, POLICY_INGRESS, st->src_id, saddr);
+		ret = policy_check(skb, &pf);
+		if (ret < 0)
+			return ret;
+	}
 	if (state == CT_NEW) {
 		ret = ct_create(skb, dst->ep_id, st->src_id, &p);
 		if (ret < 0)

@@ -11,6 +11,7 @@
 #define EVENT_DEBUG   2
 #define EVENT_CAPTURE 3
 #define EVENT_TRACE   4
+#define EVENT_POLICY_VERDICT 5  /* subtype: POLICY_MATCH_*; arg1: action | direction << 8 | flags << 16, arg2: protocol, arg3: rule */
 
 #define EVENT_CAP_LEN 128
 

@@ -19,7 +19,9 @@ use weft_api::{ApiError, CtFlushResult, CtView, code};
 use weft_datapath::{
     conntrack::{Conntrack, GcPass, Table, now},
     loader::LoadOptions,
-    maps::{CT_EGRESS, CT_F_RX_CLOSING, CT_F_SEEN_REPLY, CT_F_TX_CLOSING, CtEntry, CtKey, WeftConfig, be_to_ip},
+    maps::{
+        CT_EGRESS, CT_F_RX_CLOSING, CT_F_SEEN_REPLY, CT_F_TX_CLOSING, CtEntry, CtKey, WeftConfig, be_to_ip,
+    },
 };
 
 /// Bounds of the GC interval, and where it starts.
@@ -133,11 +135,12 @@ pub fn start_gc(agent: Arc<Agent>) -> Result<(), String> {
                 match pass(&ct) {
                     Ok((tcp, any)) => {
                         let deleted = tcp.deleted + any.deleted;
-                        let worst = [(tcp.deleted, tcp.live, tcp.capacity), (any.deleted, any.live, any.capacity)]
-                            .into_iter()
-                            .map(|(d, l, c)| next_interval(interval, d, l, c as u64))
-                            .min()
-                            .unwrap_or(interval);
+                        let worst =
+                            [(tcp.deleted, tcp.live, tcp.capacity), (any.deleted, any.live, any.capacity)]
+                                .into_iter()
+                                .map(|(d, l, c)| next_interval(interval, d, l, c as u64))
+                                .min()
+                                .unwrap_or(interval);
                         interval = worst;
                         log::debug!(
                             "conntrack gc: {deleted} expired of {} in {:?}; next in {interval:?}",
@@ -187,7 +190,8 @@ pub fn view(k: &CtKey, e: &CtEntry, now: u32) -> CtView {
         "syn-sent"
     };
     let mut flags = Vec::new();
-    for (bit, name) in [(CT_F_SEEN_REPLY, "seen-reply"), (CT_F_TX_CLOSING, "tx-closing"), (CT_F_RX_CLOSING, "rx-closing")]
+    for (bit, name) in
+        [(CT_F_SEEN_REPLY, "seen-reply"), (CT_F_TX_CLOSING, "tx-closing"), (CT_F_RX_CLOSING, "rx-closing")]
     {
         if e.flags & bit != 0 {
             flags.push(name.to_string());
@@ -247,7 +251,8 @@ mod tests {
     #[test]
     fn admission_keeps_an_eighth_free_and_status_warns_near_the_limit() {
         assert_eq!(admission_limit(65536), 57344);
-        let mut st = CtStatus { tcp_live: 10, tcp_limit: 100, any_live: 0, any_limit: 100, ..Default::default() };
+        let mut st =
+            CtStatus { tcp_live: 10, tcp_limit: 100, any_live: 0, any_limit: 100, ..Default::default() };
         assert_eq!(st.warning(0), None);
         assert!(st.warning(3).unwrap().contains("3 new flows refused"));
         st.tcp_live = 95;

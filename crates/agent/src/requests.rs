@@ -178,7 +178,8 @@ fn status(agent: &Agent) -> AgentStatus {
     let ipc = dp.list_ipcache().map(|l| l.len()).unwrap_or(0);
     let drops: Vec<(u8, u64)> = dp.drop_counts().unwrap_or_default();
     let ct = agent.ct.status();
-    let refused = drops.iter().find(|(r, _)| *r == weft_datapath::events::DROP_CT_CREATE_FAILED).map_or(0, |d| d.1);
+    let refused =
+        drops.iter().find(|(r, _)| *r == weft_datapath::events::DROP_CT_CREATE_FAILED).map_or(0, |d| d.1);
     let warnings: Vec<String> = ct.warning(refused).into_iter().collect();
     AgentStatus {
         node: agent.cfg.node_name.clone(),
@@ -196,8 +197,16 @@ fn status(agent: &Agent) -> AgentStatus {
             MapStatus { name: "weft_endpoints".into(), entries: eps, max_entries: 65536 },
             MapStatus { name: "weft_lxc".into(), entries: lxc, max_entries: 65536 },
             MapStatus { name: "weft_ipcache".into(), entries: ipc, max_entries: 65536 },
-            MapStatus { name: "weft_ct_tcp".into(), entries: ct.tcp_live as usize, max_entries: ct.tcp_limit as u32 },
-            MapStatus { name: "weft_ct_any".into(), entries: ct.any_live as usize, max_entries: ct.any_limit as u32 },
+            MapStatus {
+                name: "weft_ct_tcp".into(),
+                entries: ct.tcp_live as usize,
+                max_entries: ct.tcp_limit as u32,
+            },
+            MapStatus {
+                name: "weft_ct_any".into(),
+                entries: ct.any_live as usize,
+                max_entries: ct.any_limit as u32,
+            },
         ],
         drops: drops
             .into_iter()

@@ -12,7 +12,7 @@ pub struct MonitorArgs {
     /// Only events about this endpoint (as source or destination).
     #[arg(long = "related-to")]
     related_to: Option<u16>,
-    /// Only these event types: trace, drop, debug, capture.
+    /// Only these event types: trace, drop, debug, capture, policy-verdict.
     #[arg(short = 't', long = "type")]
     types: Vec<String>,
     /// Also show debug and capture events.
@@ -29,7 +29,7 @@ pub struct MonitorArgs {
     count: Option<u64>,
 }
 
-const TYPES: [&str; 4] = ["trace", "drop", "debug", "capture"];
+const TYPES: [&str; 5] = ["trace", "drop", "debug", "capture", "policy-verdict"];
 
 pub fn run(client: &Client, a: MonitorArgs) -> Result<(), String> {
     for t in &a.types {

@@ -2,7 +2,8 @@
 
 use crate::{Format, table};
 use weft_api::{
-    AgentStatus, BpfEndpointView, Client, CtFlushResult, CtView, EndpointView, IdentityView, IpcacheView, NodeView, Request,
+    AgentStatus, BpfEndpointView, Client, CtFlushResult, CtView, EndpointView, IdentityView, IpcacheView,
+    NodeView, Request,
 };
 
 type R = Result<(), String>;
@@ -176,7 +177,17 @@ pub fn ct_list(c: &Client, f: Format) -> R {
         })
         .collect();
     table::print(
-        &["ENDPOINT", "SCOPE", "PROTO", "FLOW", "STATE", "EXPIRES(s)", "TX pkts/bytes", "RX pkts/bytes", "PEER ID"],
+        &[
+            "ENDPOINT",
+            "SCOPE",
+            "PROTO",
+            "FLOW",
+            "STATE",
+            "EXPIRES(s)",
+            "TX pkts/bytes",
+            "RX pkts/bytes",
+            "PEER ID",
+        ],
         &rows,
     );
     Ok(())

@@ -124,7 +124,11 @@ impl Conntrack {
 
     /// Deletes the entries `pred` picks from one table, then tells the
     /// datapath how many are left.
-    fn sweep(&self, t: Table, mut pred: impl FnMut(&CtKey, &CtEntry) -> bool) -> Result<GcPass, crate::Error> {
+    fn sweep(
+        &self,
+        t: Table,
+        mut pred: impl FnMut(&CtKey, &CtEntry) -> bool,
+    ) -> Result<GcPass, crate::Error> {
         let mut map = self.table(t)?;
         let mut counts = self.counts()?;
         let (created_slot, base_slot) = t.count_slots();

@@ -9,6 +9,27 @@ pub const EVENT_DROP: u8 = 1;
 pub const EVENT_DEBUG: u8 = 2;
 pub const EVENT_CAPTURE: u8 = 3;
 pub const EVENT_TRACE: u8 = 4;
+pub const EVENT_POLICY_VERDICT: u8 = 5;
+
+/// Match kinds of a policy verdict (`POLICY_MATCH_*`), in Cilium's words.
+pub const POLICY_MATCHES: [&str; 5] = ["none", "L3-Only", "L3-L4", "L4-Only", "all"];
+
+/// A policy decision on the first packet of a flow.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyVerdict {
+    /// "ingress" or "egress".
+    pub direction: String,
+    /// "allow" or "deny".
+    pub action: String,
+    /// L3-Only, L3-L4, L4-Only, all, or none (denied: nothing matched).
+    #[serde(rename = "match")]
+    pub match_kind: String,
+    pub proto: u8,
+    /// The agent's id of the rule that decided (0: none).
+    pub rule: u32,
+    /// A Calico Log rule matched on the way.
+    pub log: bool,
+}
 
 /// Observation point names, indexed by number (as Cilium's `trace_point`).
 pub const OBS_POINTS: [&str; 12] = [
@@ -111,13 +132,7 @@ pub fn debug_text(code: u8, a1: u32, a2: u32, a3: u32) -> String {
         8 => format!("Decapsulated from node {} with seclabel {a2}", ip(a1)),
         9 => format!("Routing to node {} from seclabel {a2}", ip(a1)),
         10 => format!("Packet does not fit the path MTU {a1}: fragmentation needed"),
-        11 => format!(
-            "Conntrack lookup 1/2: src={}:{} dst={}:{}",
-            ip(a1),
-            a3 >> 16,
-            ip(a2),
-            a3 & 0xffff
-        ),
+        11 => format!("Conntrack lookup 1/2: src={}:{} dst={}:{}", ip(a1), a3 >> 16, ip(a2), a3 & 0xffff),
         12 => format!("Conntrack lookup 2/2: nexthdr={a1} flags={a2}"),
         13 => {
             let verdict = match a1 {
@@ -168,6 +183,8 @@ pub struct MonitorEvent {
     pub line: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub policy: Option<PolicyVerdict>,
     pub bytes: u32,
     pub summary: String,
     /// Captured packet head, hex encoded (for --pcap and --hex).
@@ -182,6 +199,7 @@ impl MonitorEvent {
             EVENT_DEBUG => "debug",
             EVENT_CAPTURE => "capture",
             EVENT_TRACE => "trace",
+            EVENT_POLICY_VERDICT => "policy-verdict",
             _ => "unknown",
         };
         let mut ev = MonitorEvent {
@@ -201,6 +219,7 @@ impl MonitorEvent {
             file: None,
             line: None,
             message: None,
+            policy: None,
             bytes: e.orig_len,
             summary: dissect::summary(e.captured()),
             data: hex(e.captured()),
@@ -218,6 +237,16 @@ impl MonitorEvent {
             }
             EVENT_DEBUG => {
                 ev.message = Some(debug_text(e.subtype, e.arg1, e.arg2, e.arg3));
+            }
+            EVENT_POLICY_VERDICT => {
+                ev.policy = Some(PolicyVerdict {
+                    direction: if (e.arg1 >> 8) & 0xff == 0 { "ingress" } else { "egress" }.into(),
+                    action: if e.arg1 & 0xff == 1 { "allow" } else { "deny" }.into(),
+                    match_kind: POLICY_MATCHES.get(e.subtype as usize).unwrap_or(&"none").to_string(),
+                    proto: e.arg2 as u8,
+                    rule: e.arg3,
+                    log: (e.arg1 >> 16) & 1 != 0,
+                });
             }
             _ => {}
         }
@@ -271,6 +300,20 @@ impl MonitorEvent {
                 self.message.as_deref().unwrap_or("")
             ),
             "capture" => format!("-> {}: {}", self.ifname_or_index(), self.summary),
+            "policy-verdict" => {
+                let p = self.policy.as_ref();
+                format!(
+                    "Policy verdict log: flow {:#x} local EP ID {}, remote ID {}, proto {}, {}, action {}, match {}, {}",
+                    self.flow,
+                    self.source,
+                    self.src_identity,
+                    p.map_or(0, |p| p.proto),
+                    p.map_or("?", |p| p.direction.as_str()),
+                    p.map_or("?", |p| p.action.as_str()),
+                    p.map_or("?", |p| p.match_kind.as_str()),
+                    self.summary
+                )
+            }
             other => format!("{other} event from {}", self.source),
         }
     }
@@ -345,6 +388,29 @@ mod tests {
         let ev = MonitorEvent::decode(&raw(EVENT_TRACE, 5));
         assert!(ev.line().starts_with("<- endpoint 7 "));
         assert!(ev.related_to(7) && ev.related_to(9) && !ev.related_to(8));
+    }
+
+    #[test]
+    fn policy_verdicts_read_like_ciliums() {
+        let mut e = raw(EVENT_POLICY_VERDICT, 1);
+        e.arg1 = 1; // allow, ingress
+        e.arg2 = 6;
+        e.arg3 = 7;
+        let ev = MonitorEvent::decode(&e);
+        assert!(
+            ev.line().starts_with(
+                "Policy verdict log: flow 0xabc local EP ID 7, remote ID 256, proto 6, ingress, action allow, match L3-Only"
+            ),
+            "{}",
+            ev.line()
+        );
+        e.arg1 = 2 | 1 << 8;
+        e.subtype = 0;
+        let p = MonitorEvent::decode(&e).policy.unwrap();
+        assert_eq!(
+            (p.direction.as_str(), p.action.as_str(), p.match_kind.as_str()),
+            ("egress", "deny", "none")
+        );
     }
 
     #[test]

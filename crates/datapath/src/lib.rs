@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod loader;
 pub mod maps;
 pub mod pktgen;
+pub mod policy;
 pub mod tc;
 pub mod tcx;
 

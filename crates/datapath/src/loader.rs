@@ -113,13 +113,17 @@ pub const STAGES: [(u32, &str); 2] =
 fn install_stages(lxc: &mut Ebpf) -> Result<(), Error> {
     let mut fds = Vec::new();
     for (slot, name) in STAGES {
-        let prog: &SchedClassifier =
-            lxc.program(name).ok_or_else(|| Error(format!("stage {name} missing")))?.try_into().map_err(err(name))?;
+        let prog: &SchedClassifier = lxc
+            .program(name)
+            .ok_or_else(|| Error(format!("stage {name} missing")))?
+            .try_into()
+            .map_err(err(name))?;
         fds.push((slot, prog.fd().map_err(err(name))?.try_clone().map_err(err("dup program fd"))?));
     }
-    let mut calls: ProgramArray<&mut MapData> =
-        ProgramArray::try_from(lxc.map_mut(MAP_CALLS).ok_or_else(|| Error(format!("map {MAP_CALLS} missing")))?)
-            .map_err(err(MAP_CALLS))?;
+    let mut calls: ProgramArray<&mut MapData> = ProgramArray::try_from(
+        lxc.map_mut(MAP_CALLS).ok_or_else(|| Error(format!("map {MAP_CALLS} missing")))?,
+    )
+    .map_err(err(MAP_CALLS))?;
     for (slot, fd) in &fds {
         calls.set(*slot, fd, 0).map_err(err(format!("{MAP_CALLS}[{slot}]")))?;
     }

@@ -22,6 +22,24 @@ pub const MAP_CT_TCP: &str = "weft_ct_tcp";
 pub const MAP_CT_ANY: &str = "weft_ct_any";
 pub const MAP_CT_COUNT: &str = "weft_ct_count";
 
+pub const MAP_POLICY: &str = "weft_policy";
+pub const MAP_POLICY_EP: &str = "weft_policy_ep";
+pub const MAP_IDENTITY: &str = "weft_identity";
+pub const MAP_POLICY_CIDR: &str = "weft_policy_cidr";
+
+/// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).
+pub const POLICY_INGRESS: u8 = 0;
+pub const POLICY_EGRESS: u8 = 1;
+pub const PEER_ANY: u8 = 0;
+pub const PEER_NAMESPACE: u8 = 1;
+pub const PEER_IDENTITY: u8 = 2;
+pub const POLICY_ALLOW: u8 = 1;
+pub const POLICY_DENY: u8 = 2;
+pub const POLICY_F_LOG: u8 = 0x1;
+/// Key bits every policy entry matches in full; then protocol and port.
+pub const POLICY_STATIC_BITS: u32 = 104;
+pub const POLICY_FULL_BITS: u32 = 128;
+
 /// Tail-call slots of `weft_calls` (`CALL_*` in `bpf/lib/pipeline.h`).
 pub const CALL_IPV4_FROM_LXC: u32 = 0;
 pub const CALL_IPV4_TO_ENDPOINT: u32 = 1;
@@ -183,6 +201,58 @@ pub struct CtEntry {
     pub flags: u16,
 }
 
+/// Key of `weft_policy` (an LPM trie): see `bpf/lib/policy.h`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub prefixlen: u32,
+    pub ep_id: u16,
+    pub direction: u8,
+    pub peer_kind: u8,
+    pub peer: u32,
+    pub cidr_class: u32,
+    pub pad: u8,
+    pub proto: u8,
+    /// Network byte order.
+    pub dport: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEntry {
+    pub action: u8,
+    pub flags: u8,
+    /// The key's prefix length (a lookup does not tell which one hit).
+    pub prefixlen: u16,
+    pub rule: u32,
+}
+
+/// Value of `weft_policy_ep`: which directions of an endpoint enforce.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEndpoint {
+    pub ingress: u8,
+    pub egress: u8,
+    pub pad: u16,
+    pub revision: u32,
+}
+
+/// Value of `weft_identity`: an identity's namespace (0: not a pod).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityInfo {
+    pub namespace_id: u16,
+    pub pad: u16,
+}
+
+/// Key of `weft_policy_cidr` (LPM trie), value: the CIDR class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyCidrKey {
+    pub prefixlen: u32,
+    pub ip4: u32,
+}
+
 /// The per-CPU record stages hand on (`struct pipeline_state`); never read
 /// by the agent, mirrored so the layout test covers it.
 #[repr(C)]
@@ -247,3 +317,8 @@ unsafe impl aya::Pod for IpcacheKey {}
 unsafe impl aya::Pod for IpcacheInfo {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
+unsafe impl aya::Pod for PolicyKey {}
+unsafe impl aya::Pod for PolicyEntry {}
+unsafe impl aya::Pod for PolicyEndpoint {}
+unsafe impl aya::Pod for IdentityInfo {}
+unsafe impl aya::Pod for PolicyCidrKey {}

@@ -50,7 +50,14 @@ pub fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Add
 }
 
 /// An IPv4 packet in an Ethernet frame around `l4` (protocol `proto`).
-fn ipv4_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+fn ipv4_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    l4: &[u8],
+) -> Vec<u8> {
     let total = 20 + l4.len();
     let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
     ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
@@ -108,7 +115,15 @@ pub fn tcp(
 }
 
 /// Ethernet + IPv4 + UDP with `payload` bytes of data.
-pub fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: usize) -> Vec<u8> {
+pub fn udp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    payload: usize,
+) -> Vec<u8> {
     let mut u = vec![0u8; 8 + payload];
     u[0..2].copy_from_slice(&sport.to_be_bytes());
     u[2..4].copy_from_slice(&dport.to_be_bytes());

@@ -19,7 +19,14 @@ fn entry(f: &Fixture, key: CtKey) -> Option<CtEntry> {
     ct.entries().unwrap().into_iter().find(|(k, _)| *k == key).map(|(_, e)| e)
 }
 
-fn key(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dport: u16, proto: u8, scope: u8) -> CtKey {
+fn key(
+    src: std::net::Ipv4Addr,
+    sport: u16,
+    dst: std::net::Ipv4Addr,
+    dport: u16,
+    proto: u8,
+    scope: u8,
+) -> CtKey {
     CtKey {
         saddr: ip_to_be(src),
         daddr: ip_to_be(dst),
@@ -63,11 +70,16 @@ fn a_new_flow_is_tracked_at_both_ends_and_its_reply_passes_on_the_entries() {
         vec![("from-endpoint".into(), "new".into()), ("to-endpoint".into(), "new".into())]
     );
     let msgs: Vec<_> = ev.iter().filter_map(|e| e.message.clone()).collect();
-    assert!(msgs.contains(&"Conntrack lookup 1/2: src=10.244.1.2:40000 dst=10.244.1.3:80".to_string()), "{msgs:?}");
+    assert!(
+        msgs.contains(&"Conntrack lookup 1/2: src=10.244.1.2:40000 dst=10.244.1.3:80".to_string()),
+        "{msgs:?}"
+    );
     assert!(msgs.contains(&"Conntrack lookup 2/2: nexthdr=6 flags=0".to_string()), "{msgs:?}");
     assert!(msgs.contains(&"Conntrack lookup 2/2: nexthdr=6 flags=1".to_string()), "{msgs:?}");
     assert!(msgs.contains(&"CT verdict: New, revnat=0".to_string()), "{msgs:?}");
-    assert!(msgs.contains(&"Conntrack create: proxy-port=0 revnat=0 src-identity=256 lb=0.0.0.0".to_string()));
+    assert!(
+        msgs.contains(&"Conntrack create: proxy-port=0 revnat=0 src-identity=256 lb=0.0.0.0".to_string())
+    );
 
     let out = entry(&f, key(POD_A, SPORT, POD_B, 80, 6, CT_EGRESS)).expect("A's egress entry");
     assert_eq!((out.ep_id, out.peer_id, out.tx_packets, out.rx_packets), (11, 257, 1, 0));

@@ -75,6 +75,18 @@ fn c_and_rust_layouts_agree() {
         "tx_packets" => tx_packets, "tx_bytes" => tx_bytes, "rx_packets" => rx_packets, "rx_bytes" => rx_bytes,
         "expires" => expires, "created" => created, "peer_id" => peer_id, "ep_id" => ep_id, "flags" => flags,
     });
+    check!(s, "policy_key", PolicyKey, {
+        "prefixlen" => prefixlen, "ep_id" => ep_id, "direction" => direction, "peer_kind" => peer_kind,
+        "peer" => peer, "cidr_class" => cidr_class, "pad" => pad, "proto" => proto, "dport" => dport,
+    });
+    check!(s, "policy_entry", PolicyEntry, {
+        "action" => action, "flags" => flags, "prefixlen" => prefixlen, "rule" => rule,
+    });
+    check!(s, "policy_endpoint", PolicyEndpoint, {
+        "ingress" => ingress, "egress" => egress, "pad" => pad, "revision" => revision,
+    });
+    check!(s, "identity_info", IdentityInfo, { "namespace_id" => namespace_id, "pad" => pad });
+    check!(s, "policy_cidr_key", PolicyCidrKey, { "prefixlen" => prefixlen, "ip4" => ip4 });
     check!(s, "pipeline_state", PipelineState, {
         "src_id" => src_id, "dst_id" => dst_id, "src_ep" => src_ep, "dst_ep" => dst_ep, "hook" => hook,
         "ct_state" => ct_state, "pad" => pad,
@@ -129,6 +141,28 @@ fn constants_match_the_c_headers() {
         assert!((slot as u64) < def(pipeline_h, "CALL_MAX"));
     }
 
+    let policy_h = include_str!("../../../bpf/lib/policy.h");
+    for (name, value) in [
+        ("POLICY_INGRESS", POLICY_INGRESS as u64),
+        ("POLICY_EGRESS", POLICY_EGRESS as u64),
+        ("PEER_ANY", PEER_ANY as u64),
+        ("PEER_NAMESPACE", PEER_NAMESPACE as u64),
+        ("PEER_IDENTITY", PEER_IDENTITY as u64),
+        ("POLICY_ALLOW", POLICY_ALLOW as u64),
+        ("POLICY_DENY", POLICY_DENY as u64),
+        ("POLICY_F_LOG", POLICY_F_LOG as u64),
+        ("POLICY_STATIC_BITS", POLICY_STATIC_BITS as u64),
+        ("POLICY_FULL_BITS", POLICY_FULL_BITS as u64),
+    ] {
+        assert_eq!(def(policy_h, name), value, "{name}");
+    }
+    // The static bits are exactly the key's bytes from ep_id to pad.
+    assert_eq!(
+        POLICY_STATIC_BITS as usize,
+        8 * (std::mem::offset_of!(PolicyKey, proto) - std::mem::offset_of!(PolicyKey, ep_id))
+    );
+    assert_eq!(POLICY_FULL_BITS as usize, 8 * (size_of::<PolicyKey>() - 4));
+
     let ct_h = include_str!("../../../bpf/lib/conntrack.h");
     for (name, value) in [
         ("CT_EGRESS", CT_EGRESS as u64),
@@ -175,7 +209,8 @@ fn drop_reasons_and_source_files_match_the_c_header() {
     let mut ids = 0;
     for l in drop_h.lines().filter(|l| l.contains("!__builtin_strcmp(name, ")) {
         let file = l.split('"').nth(1).unwrap();
-        let id: usize = l.split('?').nth(1).unwrap().trim().trim_end_matches(['\\', ':', ' ']).parse().unwrap();
+        let id: usize =
+            l.split('?').nth(1).unwrap().trim().trim_end_matches(['\\', ':', ' ']).parse().unwrap();
         assert_eq!(SOURCE_FILES[id], file, "source id {id}");
         ids += 1;
     }

@@ -6,7 +6,10 @@ mod fixture;
 
 use fixture::*;
 use std::net::Ipv4Addr;
-use weft_datapath::{loader::{PROBE_LXC_OBJ, PROBE_OVERLAY_OBJ}, maps::*};
+use weft_datapath::{
+    loader::{PROBE_LXC_OBJ, PROBE_OVERLAY_OBJ},
+    maps::*,
+};
 
 #[test]
 fn arp_request_for_gateway_gets_reply_with_lxc_mac() {
