@@ -235,7 +235,9 @@ fn etcd_restart_under_a_running_lab_loses_nothing() {
     // Converged: node2 knows node1's pod (its own pod and addresses are
     // written before the agent answers).
     let remote = format!("{}/32", lab.pod_ip("pod1-1"));
-    lab.eventually(T, "the ipcache has converged", || lab.ipcache("node2").iter().any(|e| e.prefix == remote));
+    lab.eventually(T, "the ipcache has converged", || {
+        lab.ipcache("node2").iter().any(|e| e.prefix == remote)
+    });
     let before = (
         lab.client("node1").call_as::<Vec<weft_api::NodeView>>(&weft_api::Request::NodeList).unwrap(),
         lab.client("node1").call_as::<Vec<weft_api::IdentityView>>(&weft_api::Request::IdentityList).unwrap(),

@@ -252,6 +252,7 @@ fn create(agent: &Agent, rec: &mut EndpointRecord, t: &mut Phases) -> Result<(),
     rec.phase = Phase::Ready;
     journal(agent, rec)?;
     crate::ipcache::local_changed(agent);
+    crate::policy::local_changed(agent);
     t.mark("ready");
     faults::point("add:after-ready");
     Ok(())

@@ -27,6 +27,7 @@ pub mod logger;
 pub mod monitor;
 pub mod names;
 pub mod node;
+pub mod policy;
 pub mod reconcile;
 pub mod relabel;
 pub mod removal;

@@ -113,6 +113,7 @@ fn relabel_one(
         })?;
     }
     crate::ipcache::local_changed(agent);
+    crate::policy::local_changed(agent);
     log::info!("endpoint {} ({}) relabelled: identity {old} -> {new} {:?}", rec.id, rec.ip, rec.labels);
     // The store follows; what it refuses now the repair loop finishes.
     let published = weft_store::put_json(agent.store.as_ref(), &agent.endpoint_key(rec.ip), &rec)

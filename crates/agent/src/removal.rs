@@ -112,6 +112,7 @@ fn stop(agent: &Agent, rec: &mut EndpointRecord, t: &mut Phases) -> Result<Resul
         rec.phase = Phase::Deleting;
         journal(agent, rec).map_err(|e| Unfinished::Local(e.to_string()))?;
         crate::ipcache::local_changed(agent);
+        crate::policy::local_changed(agent);
     }
     t.mark("journal");
     faults::point("del:after-journal");

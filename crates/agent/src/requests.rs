@@ -29,6 +29,14 @@ pub fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::BpfIpcacheList => ipcache(agent).map(ok),
         Request::BpfCtList => crate::conntrack::list(agent).map(ok),
         Request::BpfCtFlush => crate::conntrack::flush(agent).map(ok),
+        Request::PolicyApply(r) => crate::policy::objects::apply(agent, &r).map(ok),
+        Request::PolicyList => Ok(ok(crate::policy::list(agent))),
+        Request::PolicyGet(n) => crate::policy::objects::get(agent, &n).map(ok),
+        Request::PolicyDelete(n) => crate::policy::objects::delete(agent, &n).map(|_| ok(())),
+        Request::PolicySelectors => Ok(ok(Vec::<weft_api::SelectorView>::new())),
+        Request::NamespaceLabel(r) => crate::policy::objects::label_namespace(agent, &r).map(ok),
+        Request::NamespaceList => Ok(ok(crate::policy::namespaces(agent))),
+        Request::BpfPolicyGet(r) => crate::policy::bpf_get(agent, r.endpoint).map(ok),
         Request::AgentStatus => Ok(ok(status(agent))),
         Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| label_pod(agent, &p)).map(ok),
         Request::Monitor(_) => unreachable!("handled before dispatch"),
@@ -83,6 +91,8 @@ fn endpoints(agent: &Agent) -> Vec<EndpointView> {
             container_id: r.container_id.clone(),
             netns: r.netns.clone(),
             // The journal's phase; a ready pod whose device vanished is not.
+            policy_ingress: policy_text(agent, r.id, true),
+            policy_egress: policy_text(agent, r.id, false),
             state: match r.phase {
                 crate::journal::Phase::Ready if weft_net::ifindex(&r.host_ifname).is_none() => {
                     "not-ready".into()
@@ -91,6 +101,17 @@ fn endpoints(agent: &Agent) -> Vec<EndpointView> {
             },
         })
         .collect()
+}
+
+/// An endpoint's enforcement in one direction, for `weft endpoint list`.
+fn policy_text(agent: &Agent, ep: u16, ingress: bool) -> String {
+    let st = agent.policy.endpoint(ep);
+    let on = if ingress { st.ingress } else { st.egress };
+    let base = if on { "Enabled" } else { "Disabled" };
+    match st.error {
+        Some(e) => format!("{base} (last good; {e})"),
+        None => base.into(),
+    }
 }
 
 fn bpf_endpoints(agent: &Agent) -> Result<Vec<BpfEndpointView>, ApiError> {

@@ -88,6 +88,8 @@ pub struct Agent {
     pub ipcache_tx: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::ipcache::Msg>>,
     /// What the conntrack GC last found.
     pub ct: crate::conntrack::CtState,
+    /// The policy thread's queue and what it last programmed.
+    pub policy: crate::policy::PolicyState,
     /// Lock order: `pods` before `dp` where a caller needs both.
     pods: Mutex<Pods>,
     /// The loaded datapath: map updates and attaches (microseconds each).
@@ -144,6 +146,7 @@ impl Agent {
             store_sync_pending: Default::default(),
             monitor: Monitor::default(),
             ct: Default::default(),
+            policy: Default::default(),
             ipcache_tx: Default::default(),
             pods: Mutex::new(Pods { ipam, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
             dp: Mutex::new(dp),
@@ -158,6 +161,7 @@ impl Agent {
         }
         crate::monitor::start_reader(agent.clone(), events);
         crate::conntrack::start_gc(agent.clone())?;
+        crate::policy::start(agent.clone())?;
         crate::linkwatch::start(agent.clone())?;
         log::info!(
             "agent ready: node {} ({}) pod CIDR {} gateway {} mode {} pod MTU {} store {}",

@@ -55,6 +55,18 @@ pub enum Request {
     BpfCtList,
     /// Removes every conntrack entry (`weft bpf ct flush`).
     BpfCtFlush,
+    /// Stores policies (and Calico tiers), all or none (`weft policy apply`).
+    PolicyApply(PolicyApply),
+    PolicyList,
+    PolicyGet(PolicyName),
+    PolicyDelete(PolicyName),
+    /// Which identities each selector of the stored policies matches.
+    PolicySelectors,
+    /// Sets or removes namespace labels (`weft namespace label`).
+    NamespaceLabel(NamespaceLabel),
+    NamespaceList,
+    /// One endpoint's policy map entries, readable (`weft bpf policy get`).
+    BpfPolicyGet(BpfPolicyGet),
     AgentStatus,
     /// Changes the labels of a pod (they decide its identity); running
     /// endpoints of the pod take the new identity on every node.
@@ -164,6 +176,108 @@ pub struct EndpointView {
     pub container_id: String,
     pub netns: String,
     pub state: String,
+    /// Policy enforcement: "Enabled", "Disabled", or the reason the
+    /// endpoint keeps its last good policy.
+    #[serde(default)]
+    pub policy_ingress: String,
+    #[serde(default)]
+    pub policy_egress: String,
+}
+
+/// Documents to store: Kubernetes NetworkPolicy, Calico NetworkPolicy,
+/// GlobalNetworkPolicy and Tier objects, as JSON (the CLI reads YAML).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyApply {
+    pub documents: Vec<serde_json::Value>,
+}
+
+/// What `weft policy apply` did, one line per document.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyApplyResult {
+    pub results: Vec<String>,
+}
+
+/// A policy by name; `kind` (k8s, calico, global, tier) may be left out
+/// when the name is unambiguous in the namespace.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PolicyName {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyView {
+    /// k8s, calico, global or tier.
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub tier: String,
+    pub order: Option<f64>,
+    /// Ingress, Egress.
+    pub types: Vec<String>,
+    /// Local endpoints it applies to.
+    pub endpoints: usize,
+    /// Why it cannot be enforced (then the endpoints it applies to keep
+    /// their last good policy).
+    pub refused: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SelectorView {
+    /// "<policy>: <where>" the selector is written.
+    pub used_by: String,
+    pub selector: String,
+    pub identities: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NamespaceLabel {
+    pub name: String,
+    /// `k=v` sets, `k-` removes.
+    pub labels: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NamespaceView {
+    pub name: String,
+    /// The id the datapath knows the namespace by on this node.
+    pub id: u16,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BpfPolicyGet {
+    pub endpoint: u16,
+}
+
+/// One policy map entry of an endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyEntryView {
+    pub direction: String,
+    /// "identity 257", "namespace prod (3)", "any".
+    pub peer: String,
+    /// The CIDR the peer address must be in (its longest policy CIDR).
+    pub cidr: Option<String>,
+    /// "TCP", "UDP", "ANY", ...
+    pub proto: String,
+    /// "80", "8000-8191", "ANY".
+    pub ports: String,
+    pub action: String,
+    pub log: bool,
+    /// The rule that decided.
+    pub rule: String,
+}
+
+/// One endpoint's entries and whether each direction enforces.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BpfPolicyView {
+    pub endpoint: u16,
+    pub ingress_enforced: bool,
+    pub egress_enforced: bool,
+    pub entries: Vec<PolicyEntryView>,
 }
 
 /// One entry of the datapath's endpoint map (`weft bpf endpoint list`).

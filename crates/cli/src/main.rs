@@ -41,6 +41,13 @@ enum Cmd {
     /// Labels of pods (kept in the store; they decide the identity).
     #[command(subcommand)]
     Pod(PodCmd),
+    /// Network policies: Kubernetes NetworkPolicy, Calico NetworkPolicy,
+    /// GlobalNetworkPolicy and Tier objects, kept in the cluster store.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Namespaces and their labels (namespaceSelector matches these).
+    #[command(subcommand)]
+    Namespace(NamespaceCmd),
     /// Stream datapath events (trace, drop, debug, capture).
     Monitor(monitor::MonitorArgs),
     /// A whole cluster on this machine, in network namespaces.
@@ -179,6 +186,67 @@ enum BpfCmd {
     /// Conntrack: every tracked flow, its state, lifetime and counters.
     #[command(subcommand)]
     Ct(BpfCtCmd),
+    /// Policy: the entries an endpoint's traffic is decided by.
+    #[command(subcommand)]
+    Policy(BpfPolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Store the policies of a YAML or JSON file (many documents, Lists):
+    /// every one is checked first; one bad document changes nothing.
+    Apply {
+        /// The file ("-": standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List policies and tiers: kind, namespace, tier, order, local endpoints.
+    List(Output),
+    /// Print one stored policy as JSON.
+    Get(PolicyNameArgs),
+    /// Remove one policy.
+    Delete(PolicyNameArgs),
+}
+
+#[derive(Args)]
+struct PolicyNameArgs {
+    name: String,
+    /// The policy's namespace (default: default).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// k8s, calico, global or tier (needed only when the name is ambiguous).
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+impl PolicyNameArgs {
+    fn request(&self) -> weft_api::PolicyName {
+        weft_api::PolicyName {
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum NamespaceCmd {
+    /// Set (k=v) or remove (k-) labels of a namespace.
+    Label { namespace: String, labels: Vec<String> },
+    /// List namespaces this node knows, their ids and labels.
+    List(Output),
+}
+
+#[derive(Subcommand)]
+enum BpfPolicyCmd {
+    /// The policy map entries of one endpoint, readable.
+    Get {
+        endpoint: u16,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +286,17 @@ fn main() -> ExitCode {
         Cmd::Bpf(BpfCmd::Ipcache(BpfIpcacheCmd::List(o))) => views::ipcache(&client, o.format),
         Cmd::Bpf(BpfCmd::Endpoint(BpfEndpointCmd::List(o))) => views::bpf_endpoints(&client, o.format),
         Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::List(o))) => views::ct_list(&client, o.format),
+        Cmd::Bpf(BpfCmd::Policy(BpfPolicyCmd::Get { endpoint, output })) => {
+            views::bpf_policy(&client, endpoint, output.format)
+        }
+        Cmd::Policy(PolicyCmd::Apply { file, output }) => views::policy_apply(&client, &file, output.format),
+        Cmd::Policy(PolicyCmd::List(o)) => views::policy_list(&client, o.format),
+        Cmd::Policy(PolicyCmd::Get(n)) => views::policy_get(&client, n.request()),
+        Cmd::Policy(PolicyCmd::Delete(n)) => views::policy_delete(&client, n.request()),
+        Cmd::Namespace(NamespaceCmd::Label { namespace, labels }) => {
+            views::namespace_label(&client, namespace, labels)
+        }
+        Cmd::Namespace(NamespaceCmd::List(o)) => views::namespace_list(&client, o.format),
         Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::Flush(o))) => views::ct_flush(&client, o.format),
         Cmd::Pod(PodCmd::Label { pod, labels }) => views::label_pod(&client, &pod, &labels),
         Cmd::Monitor(m) => monitor::run(&client, m),

@@ -2,8 +2,9 @@
 
 use crate::{Format, table};
 use weft_api::{
-    AgentStatus, BpfEndpointView, Client, CtFlushResult, CtView, EndpointView, IdentityView, IpcacheView,
-    NodeView, Request,
+    AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, EndpointView,
+    IdentityView, IpcacheView, NamespaceLabel, NamespaceView, NodeView, PolicyApply, PolicyApplyResult,
+    PolicyName, PolicyView, Request,
 };
 
 type R = Result<(), String>;
@@ -65,6 +66,8 @@ pub fn endpoints(c: &Client, f: Format) -> R {
         .map(|e| {
             vec![
                 e.id.to_string(),
+                e.policy_ingress.clone(),
+                e.policy_egress.clone(),
                 e.identity.to_string(),
                 e.labels.join("\n"),
                 e.ipv4.to_string(),
@@ -75,7 +78,17 @@ pub fn endpoints(c: &Client, f: Format) -> R {
         })
         .collect();
     table::print(
-        &["ENDPOINT", "IDENTITY", "LABELS (source:key[=value])", "IPv4", "MAC", "IFNAME", "STATUS"],
+        &[
+            "ENDPOINT",
+            "POLICY (ingress)",
+            "POLICY (egress)",
+            "IDENTITY",
+            "LABELS (source:key[=value])",
+            "IPv4",
+            "MAC",
+            "IFNAME",
+            "STATUS",
+        ],
         &rows,
     );
     Ok(())
@@ -190,6 +203,120 @@ pub fn ct_list(c: &Client, f: Format) -> R {
         ],
         &rows,
     );
+    Ok(())
+}
+
+pub fn policy_apply(c: &Client, file: &std::path::Path, f: Format) -> R {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
+    };
+    let documents = weft_policy::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let r: PolicyApplyResult =
+        c.call_as(&Request::PolicyApply(PolicyApply { documents })).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&r);
+    }
+    for line in r.results {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+pub fn policy_list(c: &Client, f: Format) -> R {
+    let list: Vec<PolicyView> = c.call_as(&Request::PolicyList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.kind.clone(),
+                p.namespace.clone().unwrap_or_else(|| "-".into()),
+                p.name.clone(),
+                p.tier.clone(),
+                p.order.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+                p.types.join(","),
+                p.endpoints.to_string(),
+                p.refused.clone().map(|r| format!("REFUSED: {r}")).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table::print(&["KIND", "NAMESPACE", "NAME", "TIER", "ORDER", "TYPES", "ENDPOINTS", ""], &rows);
+    Ok(())
+}
+
+pub fn policy_get(c: &Client, n: PolicyName) -> R {
+    let v: serde_json::Value = c.call_as(&Request::PolicyGet(n)).map_err(|e| e.to_string())?;
+    json(&v)
+}
+
+pub fn policy_delete(c: &Client, n: PolicyName) -> R {
+    let what = n.name.clone();
+    let _: () = c.call_as(&Request::PolicyDelete(n)).map_err(|e| e.to_string())?;
+    println!("{what} deleted");
+    Ok(())
+}
+
+pub fn namespace_label(c: &Client, name: String, labels: Vec<String>) -> R {
+    let l: std::collections::BTreeMap<String, String> = c
+        .call_as(&Request::NamespaceLabel(NamespaceLabel { name: name.clone(), labels }))
+        .map_err(|e| e.to_string())?;
+    let text: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("namespace {name}: {}", if text.is_empty() { "<no labels>".into() } else { text.join(",") });
+    Ok(())
+}
+
+pub fn namespace_list(c: &Client, f: Format) -> R {
+    let list: Vec<NamespaceView> = c.call_as(&Request::NamespaceList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![n.name.clone(), n.id.to_string(), labels.join("\n")]
+        })
+        .collect();
+    table::print(&["NAMESPACE", "ID", "LABELS"], &rows);
+    Ok(())
+}
+
+pub fn bpf_policy(c: &Client, endpoint: u16, f: Format) -> R {
+    let v: BpfPolicyView =
+        c.call_as(&Request::BpfPolicyGet(BpfPolicyGet { endpoint })).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&v);
+    }
+    let onoff = |b: bool| if b { "enforced" } else { "not enforced" };
+    println!(
+        "Endpoint {}: ingress {}, egress {}",
+        v.endpoint,
+        onoff(v.ingress_enforced),
+        onoff(v.egress_enforced)
+    );
+    let rows: Vec<Vec<String>> = v
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.direction.clone(),
+                e.peer.clone(),
+                e.cidr.clone().unwrap_or_else(|| "-".into()),
+                e.proto.clone(),
+                e.ports.clone(),
+                if e.log { format!("{} (log)", e.action) } else { e.action.clone() },
+                e.rule.clone(),
+            ]
+        })
+        .collect();
+    table::print(&["DIRECTION", "PEER", "CIDR", "PROTO", "PORTS", "ACTION", "RULE"], &rows);
     Ok(())
 }
 

@@ -13,6 +13,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// An IPv4 prefix: address and length.
+pub type Prefix = (Ipv4Addr, u8);
+
 pub struct PolicyMaps {
     dir: PathBuf,
 }
@@ -177,4 +180,41 @@ impl PolicyMaps {
             },
         }
     }
+
+    /// Every endpoint's enforcement (what an agent finds after a restart).
+    pub fn endpoints_list(&self) -> Result<Vec<(u16, PolicyEndpoint)>, crate::Error> {
+        collect(self.endpoints()?.iter(), MAP_POLICY_EP)
+    }
+
+    /// Every identity's namespace id.
+    pub fn identities_list(&self) -> Result<Vec<(u32, u16)>, crate::Error> {
+        let m: BpfHashMap<MapData, u32, IdentityInfo> =
+            BpfHashMap::try_from(self.map(MAP_IDENTITY)?).map_err(err(MAP_IDENTITY))?;
+        Ok(collect(m.iter(), MAP_IDENTITY)?.into_iter().map(|(k, v)| (k, v.namespace_id)).collect())
+    }
+
+    /// Every CIDR class as ((address, prefix length), class).
+    pub fn classes_list(&self) -> Result<Vec<(Prefix, u32)>, crate::Error> {
+        let m: LpmTrie<MapData, u32, u32> =
+            LpmTrie::try_from(self.map(MAP_POLICY_CIDR)?).map_err(err(MAP_POLICY_CIDR))?;
+        Ok(collect(m.iter(), MAP_POLICY_CIDR)?
+            .into_iter()
+            .map(|(k, v)| ((be_to_ip(k.data()), k.prefix_len() as u8), v))
+            .collect())
+    }
+}
+
+fn collect<K, V>(
+    it: impl Iterator<Item = Result<(K, V), MapError>>,
+    name: &str,
+) -> Result<Vec<(K, V)>, crate::Error> {
+    let mut out = Vec::new();
+    for item in it {
+        match item {
+            Ok(kv) => out.push(kv),
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(crate::Error(format!("{name}: {e}"))),
+        }
+    }
+    Ok(out)
 }

@@ -44,8 +44,9 @@ impl Cells {
     pub(crate) fn new(cuts: &Cuts) -> Cells {
         let (mut protos, mut starts, mut base, mut next) = (vec![], vec![], vec![], 0);
         for (proto, set) in cuts {
-            let s: Vec<u16> =
-                std::iter::once(0).chain(set.iter().filter(|&&c| (1..=65535).contains(&c)).map(|&c| c as u16)).collect();
+            let s: Vec<u16> = std::iter::once(0)
+                .chain(set.iter().filter(|&&c| (1..=65535).contains(&c)).map(|&c| c as u16))
+                .collect();
             protos.push(*proto);
             base.push(next);
             next += s.len();

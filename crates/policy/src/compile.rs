@@ -294,9 +294,8 @@ impl Compiler {
             if let Some(e) = &norm.refused {
                 return Err(e.clone());
             }
-            let tier_order = self.cluster.tier_order(&norm.tier).ok_or_else(|| CompileError::UnknownTier {
-                policy: (*norm.id).clone(),
-                tier: norm.tier.clone(),
+            let tier_order = self.cluster.tier_order(&norm.tier).ok_or_else(|| {
+                CompileError::UnknownTier { policy: (*norm.id).clone(), tier: norm.tier.clone() }
             })?;
             applicable.push((tier_order, norm));
         }
@@ -304,7 +303,8 @@ impl Compiler {
             return Ok(None);
         }
         applicable.sort_by(|(ta, a), (tb, b)| {
-            tier_cmp((*ta, &a.tier), (*tb, &b.tier)).then_with(|| policy_cmp((a.order, &a.id), (b.order, &b.id)))
+            tier_cmp((*ta, &a.tier), (*tb, &b.tier))
+                .then_with(|| policy_cmp((a.order, &a.id), (b.order, &b.id)))
         });
 
         let mut p = Program {
@@ -338,7 +338,8 @@ impl Compiler {
                     }
                     let v = match rule.action {
                         Action::Allow | Action::Deny => {
-                            let outcome = if rule.action == Action::Allow { Outcome::Allow } else { Outcome::Deny };
+                            let outcome =
+                                if rule.action == Action::Allow { Outcome::Allow } else { Outcome::Deny };
                             let r =
                                 RuleRef::Rule { policy: norm.id.clone(), direction: dir, index: rule.index };
                             [
@@ -385,9 +386,10 @@ impl Compiler {
             PortSpec::Named(name) => {
                 cut_proto(cuts, proto);
                 let values: Vec<(u8, u16)> = match dir {
-                    Direction::Ingress => {
-                        local.and_then(|m| m.get(name)).map(|s| s.iter().copied().collect()).unwrap_or_default()
-                    }
+                    Direction::Ingress => local
+                        .and_then(|m| m.get(name))
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default(),
                     Direction::Egress => self
                         .index
                         .named_values
@@ -421,7 +423,10 @@ impl Compiler {
         let mut push = |peer: Peer, classes: &[u32], list: &[(L4, V)]| {
             for &cidr_class in classes {
                 for &(l4, v) in list {
-                    out.push(Entry { key: Key { peer, cidr_class, l4 }, verdict: p.verdicts[v as usize].clone() });
+                    out.push(Entry {
+                        key: Key { peer, cidr_class, l4 },
+                        verdict: p.verdicts[v as usize].clone(),
+                    });
                 }
             }
         };
@@ -430,7 +435,8 @@ impl Compiler {
         // CIDR of this program that holds them (rules see a group alike).
         let mut groups: BTreeMap<Ipv4Cidr, Vec<u32>> = BTreeMap::new();
         for (cidr, id) in self.classes.classes() {
-            if let Some(eff) = p.cidrs.iter().filter(|c| c.contains_net(&cidr)).max_by_key(|c| c.prefix_len()) {
+            if let Some(eff) = p.cidrs.iter().filter(|c| c.contains_net(&cidr)).max_by_key(|c| c.prefix_len())
+            {
                 groups.entry(*eff).or_default().push(id);
             }
         }
@@ -448,7 +454,7 @@ impl Compiler {
 
         // 4 and 3: the generic member of each namespace some atom matches
         // (in the others it is like the world, and needs nothing).
-        let mut ns_cov: HashMap<&str, (Vec<Option<V>>, Vec<Vec<Option<V>>>)> = HashMap::new();
+        let mut ns_cov: HashMap<&str, (Cover, Vec<Cover>)> = HashMap::new();
         let mattering: BTreeSet<&str> =
             p.atoms.iter().flat_map(|a| self.atoms.slot(*a).generic.iter().map(String::as_str)).collect();
         for ns in mattering {
@@ -479,7 +485,8 @@ impl Compiler {
         for id in candidates {
             let Some(identity) = self.cluster.identity(id) else { continue };
             let rep = Rep::Pod(id, identity);
-            let (cov4, cov3) = ns_cov.get(identity.namespace.as_str()).map_or((&none, &no_groups), |(a, b)| (a, b));
+            let (cov4, cov3) =
+                ns_cov.get(identity.namespace.as_str()).map_or((&none, &no_groups), |(a, b)| (a, b));
             let (list, cov2) = emit(&p.cells, &self.eval(p, &rep, None), &first_of(&[cov4, &cov6]));
             push(Peer::Identity(id), &[0], &list);
             for (g, (cidr, ids)) in groups.iter().enumerate() {
@@ -490,7 +497,10 @@ impl Compiler {
         }
 
         if p.dir == Direction::Ingress {
-            out.push(Entry { key: Key { peer: Peer::Identity(HOST), cidr_class: 0, l4: L4::Any }, verdict: Verdict::host() });
+            out.push(Entry {
+                key: Key { peer: Peer::Identity(HOST), cidr_class: 0, l4: L4::Any },
+                verdict: Verdict::host(),
+            });
         }
         out.sort_unstable();
         debug_assert!(out.windows(2).all(|w| w[0].key != w[1].key), "two entries for one key");
@@ -592,6 +602,9 @@ fn l4_bits(cells: &Cells, l4: &L4Cond, named: Option<&NamedPorts>) -> Bits {
     }
 }
 
+/// What one group's lookup gives per cell (`None`: falls through).
+type Cover = Vec<Option<V>>;
+
 /// A peer the compiler evaluates rules for.
 enum Rep<'a> {
     /// No namespace, no labels: the world, the host (egress), remote
@@ -652,7 +665,8 @@ impl Atoms {
             }
             return id;
         }
-        let mut slot = AtomSlot { atom: atom.clone(), refs: 1, generic: HashSet::new(), differs: BTreeSet::new() };
+        let mut slot =
+            AtomSlot { atom: atom.clone(), refs: 1, generic: HashSet::new(), differs: BTreeSet::new() };
         for name in cluster.namespaces().keys() {
             slot.refill_namespace(name, cluster, index);
         }

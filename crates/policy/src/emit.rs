@@ -52,7 +52,9 @@ pub(crate) fn emit(cells: &Cells, want: &[V], below: &[Option<V>]) -> (Vec<(L4, 
             let (lo, _) = cells.span(i, first);
             let (_, hi) = cells.span(i, last);
             entries.extend(
-                port_prefixes(lo, hi).into_iter().map(|(port, prefix_len)| (L4::Port { proto, port, prefix_len }, v)),
+                port_prefixes(lo, hi)
+                    .into_iter()
+                    .map(|(port, prefix_len)| (L4::Port { proto, port, prefix_len }, v)),
             );
             cover[first..=last].iter_mut().for_each(|x| *x = Some(v));
         }
@@ -111,4 +113,70 @@ fn runs(cells: &Cells, i: usize, want: &[V], base: &[Option<V>]) -> (Vec<(usize,
 pub(crate) fn first_of(levels: &[&[Option<V>]]) -> Vec<Option<V>> {
     let n = levels.first().map_or(0, |l| l.len());
     (0..n).map(|c| levels.iter().find_map(|l| l[c])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cells::{Cuts, cut_range};
+
+    /// TCP cut at 80 (cells 0-79, 80, 81-65535), UDP whole, other.
+    fn cells() -> Cells {
+        let mut cuts = Cuts::new();
+        cut_range(&mut cuts, 6, 80, 80);
+        cut_range(&mut cuts, 17, 0, 65535);
+        Cells::new(&cuts)
+    }
+
+    #[test]
+    fn nothing_when_the_levels_below_agree() {
+        let c = cells();
+        let want = vec![1; c.len()];
+        let (entries, cover) = emit(&c, &want, &vec![Some(1); c.len()]);
+        assert!(entries.is_empty());
+        assert_eq!(cover, vec![None; c.len()]);
+    }
+
+    #[test]
+    fn a_wildcard_brings_the_protocol_pieces_that_differ_from_it() {
+        let c = cells();
+        // Want: deny (0) everywhere but TCP 80 (1); below: nothing.
+        let mut want = vec![0; c.len()];
+        want[1] = 1;
+        let (entries, cover) = emit(&c, &want, &vec![None; c.len()]);
+        assert_eq!(entries, vec![(L4::Any, 0), (L4::Port { proto: 6, port: 80, prefix_len: 16 }, 1)]);
+        assert_eq!(cover, want.iter().map(|v| Some(*v)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn without_a_wildcard_only_the_differing_ports() {
+        let c = cells();
+        // Below already denies everything; want TCP 80 allowed.
+        let mut want = vec![0; c.len()];
+        want[1] = 1;
+        let (entries, cover) = emit(&c, &want, &vec![Some(0); c.len()]);
+        assert_eq!(entries, vec![(L4::Port { proto: 6, port: 80, prefix_len: 16 }, 1)]);
+        assert_eq!(cover[1], Some(1));
+        assert_eq!(cover[0], None);
+    }
+
+    #[test]
+    fn a_protocol_entry_when_it_saves_prefixes() {
+        let c = cells();
+        // Want all of TCP but port 80 allowed; below denies all.
+        let mut want = vec![0; c.len()];
+        want[0] = 1;
+        want[2] = 1;
+        let (entries, _) = emit(&c, &want, &vec![Some(0); c.len()]);
+        // Proto(6) allow + port 80 deny beats the 7 + 16 prefixes of
+        // 0-79 and 81-65535.
+        assert_eq!(entries, vec![(L4::Proto(6), 1), (L4::Port { proto: 6, port: 80, prefix_len: 16 }, 0)]);
+    }
+
+    #[test]
+    fn cascade_takes_the_first_level_with_a_verdict() {
+        let a = [None, Some(1), None];
+        let b = [Some(2), Some(3), None];
+        assert_eq!(first_of(&[&a, &b]), vec![Some(2), Some(1), None]);
+    }
 }

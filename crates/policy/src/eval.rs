@@ -30,9 +30,7 @@ use crate::{
     Labels, PolicyDocument,
     calico_policy::{Action, CalicoPort, EntityRule, Rule as CalicoRule},
     map::{Outcome, RuleRef, Verdict},
-    model::{
-        self, CALICO_NAMESPACE_LABEL, Cluster, CompileError, Direction, Endpoint, HOST, NamedPorts,
-    },
+    model::{self, CALICO_NAMESPACE_LABEL, Cluster, CompileError, Direction, Endpoint, HOST, NamedPorts},
     netpol::{NetworkPolicyPort, Peer as K8sPeer, PortRef, Protocol},
 };
 use std::{net::Ipv4Addr, sync::Arc};
@@ -124,18 +122,36 @@ pub fn decide(cluster: &Cluster, endpoint: &Endpoint, packet: &Packet) -> Result
             }
         }
         if !passed {
-            return Ok(Verdict { outcome: Outcome::Deny, log, rule: RuleRef::EndOfTier { tier: tier.into() } });
+            return Ok(Verdict {
+                outcome: Outcome::Deny,
+                log,
+                rule: RuleRef::EndOfTier { tier: tier.into() },
+            });
         }
         i += in_tier;
     }
     Ok(Verdict { outcome: Outcome::Allow, log, rule: RuleRef::AllTiersPassed })
 }
 
+/// Whether the stored policy `doc` selects `endpoint` (in any direction):
+/// what `weft policy list` counts.
+pub fn selects(cluster: &Cluster, doc: &PolicyDocument, endpoint: &Endpoint) -> bool {
+    let Some(ns) = cluster.namespace(&endpoint.namespace) else { return false };
+    let local = Side {
+        pod: Some((&endpoint.namespace, &ns.labels, &endpoint.labels)),
+        addr: endpoint.addr,
+        named_ports: Some(&endpoint.named_ports),
+    };
+    applies(doc, &local)
+}
+
 /// Whether the policy selects the endpoint (any direction).
 fn applies(doc: &PolicyDocument, local: &Side) -> bool {
     let Some((ns, ns_labels, labels)) = local.pod else { return false };
     match doc {
-        PolicyDocument::K8s(p) => p.metadata.namespace_or_default() == ns && p.spec.pod_selector.matches(labels),
+        PolicyDocument::K8s(p) => {
+            p.metadata.namespace_or_default() == ns && p.spec.pod_selector.matches(labels)
+        }
         PolicyDocument::Calico(p) => {
             p.metadata.namespace_or_default() == ns && p.spec.selector.matches(&calico_view(ns, labels))
         }
@@ -177,9 +193,14 @@ fn matching_rules(
                 .map(|(i, _)| (i, Action::Allow))
                 .collect()
         }
-        PolicyDocument::Calico(p) => {
-            calico_matches(p.spec_rules(dir), Some(p.metadata.namespace_or_default()), dir, local, peer, packet)
-        }
+        PolicyDocument::Calico(p) => calico_matches(
+            p.spec_rules(dir),
+            Some(p.metadata.namespace_or_default()),
+            dir,
+            local,
+            peer,
+            packet,
+        ),
         PolicyDocument::CalicoGlobal(p) => calico_matches(p.spec_rules(dir), None, dir, local, peer, packet),
     }
 }
@@ -286,7 +307,8 @@ fn entity_matches(e: &EntityRule, policy_ns: Option<&str>, side: &Side) -> bool 
         return false;
     }
     let scoped = e.namespace_selector.is_some() || policy_ns.is_some();
-    let positive = e.selector.is_some() || (scoped && (e.not_selector.is_some() || e.namespace_selector.is_some()));
+    let positive =
+        e.selector.is_some() || (scoped && (e.not_selector.is_some() || e.namespace_selector.is_some()));
     if positive {
         let Some((ns, ns_labels, labels)) = side.pod else { return false };
         let in_scope = match (&e.namespace_selector, policy_ns) {

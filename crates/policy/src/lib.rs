@@ -48,6 +48,7 @@ mod names;
 pub mod netpol;
 mod norm;
 pub mod scenario;
+pub mod text;
 
 pub use calico::{ParseError, Selector};
 pub use calico_policy::{CalicoNetworkPolicy, GlobalNetworkPolicy};
@@ -58,11 +59,12 @@ pub use netpol::{Ipv4Cidr, NetworkPolicy, PolicyType};
 
 pub use cidr_class::ClassTable;
 pub use compile::{Compiler, DEFAULT_ENTRY_BUDGET};
-pub use eval::{Packet, decide};
+pub use eval::{Packet, decide, selects};
 pub use l4::{L4, port_prefixes};
 pub use map::{DirectionPolicy, EndpointPolicy, Entry, Key, Outcome, Peer, Probe, RuleRef, Verdict, lookup};
 pub use model::{
-    Cluster, CompileError, Direction, Endpoint, Identity, NamedPorts, Namespace, PolicyKind, PolicyRef, UpdateError,
+    Cluster, CompileError, Direction, Endpoint, Identity, NamedPorts, Namespace, PolicyKind, PolicyRef,
+    UpdateError,
 };
 
 /// The labels of an object (pod, namespace, ...): key to value, ordered so

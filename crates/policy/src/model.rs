@@ -415,7 +415,10 @@ mod tests {
             c.upsert_namespace("y", 1, Labels::new()),
             Err(UpdateError::NamespaceIdTaken { id: 1, by: "x".into() })
         );
-        assert!(matches!(c.upsert_namespace("y", 0, Labels::new()), Err(UpdateError::ZeroNamespaceId { .. })));
+        assert!(matches!(
+            c.upsert_namespace("y", 0, Labels::new()),
+            Err(UpdateError::ZeroNamespaceId { .. })
+        ));
         // Re-adding x with its own id is a replace.
         c.upsert_namespace("x", 1, Labels::new()).unwrap();
     }

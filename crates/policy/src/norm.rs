@@ -100,7 +100,10 @@ pub(crate) enum PeerCond {
 pub(crate) enum K8sPeer {
     Pods(AtomId),
     /// The address is in `cidr` and in none of `except`.
-    Block { cidr: Ipv4Cidr, except: Vec<Ipv4Cidr> },
+    Block {
+        cidr: Ipv4Cidr,
+        except: Vec<Ipv4Cidr>,
+    },
 }
 
 /// Whether an address of class `class` (its longest referenced CIDR, or
@@ -149,7 +152,9 @@ impl PeerCond {
                 .iter()
                 .flat_map(|p| match p {
                     K8sPeer::Pods(_) => vec![],
-                    K8sPeer::Block { cidr, except } => std::iter::once(*cidr).chain(except.iter().copied()).collect(),
+                    K8sPeer::Block { cidr, except } => {
+                        std::iter::once(*cidr).chain(except.iter().copied()).collect()
+                    }
                 })
                 .collect(),
             PeerCond::Calico(e) => e.nets.iter().chain(&e.not_nets).copied().collect(),
@@ -194,7 +199,10 @@ impl L4Cond {
             L4Cond::AnyOf(list) => list.iter().map(|(_, s)| s).collect(),
             L4Cond::Calico { ports, not_ports, .. } => ports.iter().chain(not_ports).collect(),
         };
-        specs.into_iter().filter_map(|s| if let PortSpec::Named(n) = s { Some(n.as_str()) } else { None }).collect()
+        specs
+            .into_iter()
+            .filter_map(|s| if let PortSpec::Named(n) = s { Some(n.as_str()) } else { None })
+            .collect()
     }
 }
 
@@ -277,8 +285,12 @@ pub(crate) fn normalize(doc: &PolicyDocument, intern: &mut dyn FnMut(Atom) -> At
                 PolicyDocument::K8s(p) => {
                     let ns = p.metadata.namespace_or_default();
                     let list: Vec<(&[NetpolPeer], &[NetworkPolicyPort])> = match dir {
-                        Direction::Ingress => p.spec.ingress.iter().map(|r| (&r.from[..], &r.ports[..])).collect(),
-                        Direction::Egress => p.spec.egress.iter().map(|r| (&r.to[..], &r.ports[..])).collect(),
+                        Direction::Ingress => {
+                            p.spec.ingress.iter().map(|r| (&r.from[..], &r.ports[..])).collect()
+                        }
+                        Direction::Egress => {
+                            p.spec.egress.iter().map(|r| (&r.to[..], &r.ports[..])).collect()
+                        }
                     };
                     list.into_iter()
                         .enumerate()
@@ -299,10 +311,9 @@ pub(crate) fn normalize(doc: &PolicyDocument, intern: &mut dyn FnMut(Atom) -> At
         });
     }
     let applies = match doc {
-        PolicyDocument::K8s(p) => Applies::K8s {
-            ns: p.metadata.namespace_or_default().into(),
-            sel: p.spec.pod_selector.clone(),
-        },
+        PolicyDocument::K8s(p) => {
+            Applies::K8s { ns: p.metadata.namespace_or_default().into(), sel: p.spec.pod_selector.clone() }
+        }
         PolicyDocument::Calico(p) => {
             Applies::Calico { ns: p.metadata.namespace_or_default().into(), sel: p.spec.selector.clone() }
         }
@@ -454,8 +465,8 @@ fn entity(e: &EntityRule, policy_ns: Option<&str>) -> Option<Entity<Atom>> {
         (None, Some(ns)) => Some(NsScope::Own(ns.into())),
         (None, None) => None,
     };
-    let positive =
-        e.selector.is_some() || (scope.is_some() && (e.not_selector.is_some() || e.namespace_selector.is_some()));
+    let positive = e.selector.is_some()
+        || (scope.is_some() && (e.not_selector.is_some() || e.namespace_selector.is_some()));
     let pos = positive.then(|| Atom::Calico { ns: scope.unwrap_or(NsScope::All), sel: e.selector.clone() });
     let neg = e.not_selector.clone().map(|s| Atom::Calico { ns: NsScope::All, sel: Some(s) });
     let out = Entity { nets: e.nets.clone(), not_nets: e.not_nets.clone(), pos, neg };

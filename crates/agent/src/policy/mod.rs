@@ -1,0 +1,564 @@
+//! The policy subsystem: follows policies, tiers, namespaces and identities
+//! in the cluster store, compiles the local endpoints' policy with
+//! `weft_policy` (pure, in its own crate) and programs the datapath's
+//! policy maps with the difference (`program.rs`).
+//!
+//! Everything runs on one thread fed by store watches and by this node's
+//! endpoint changes; messages that arrive together are applied together
+//! and compiled once. Until every watch has delivered its first listing
+//! nothing is programmed, so a restarted agent never replaces the pinned
+//! policy with a partial one. An endpoint whose policy cannot be compiled
+//! (an unenforceable policy applies to it, or it would need more entries
+//! than its budget) keeps its last good policy; `weft endpoint list` and
+//! the log say why.
+
+pub mod objects;
+mod program;
+
+use crate::{journal::Phase, state::Agent};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::{
+        Arc, Mutex, OnceLock,
+        mpsc::{Receiver, RecvTimeoutError, SyncSender},
+    },
+    time::Duration,
+};
+use weft_api::{ApiError, BpfPolicyView, NamespaceView, PolicyEntryView, PolicyView, code};
+use weft_datapath::{maps::*, policy::PolicyMaps};
+use weft_policy::{Compiler, Endpoint, Identity, Labels, PolicyDocument, PolicyKind, PolicyRef};
+use weft_store::Update;
+
+pub use program::rule_text;
+
+/// Messages queued to the policy thread, at most this many.
+const QUEUE: usize = 4096;
+
+pub enum Msg {
+    Policies(Update),
+    Tiers(Update),
+    Namespaces(Update),
+    Identities(Update),
+    /// This node's endpoints changed (ADD, DEL, relabel).
+    Local,
+}
+
+/// How one endpoint's policy stands, for `weft endpoint list`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointStatus {
+    pub ingress: bool,
+    pub egress: bool,
+    pub entries: usize,
+    /// Why its last compile failed (it keeps the policy before that).
+    pub error: Option<String>,
+}
+
+/// What the API reads of the policy thread's work.
+#[derive(Default)]
+pub struct PolicyState {
+    tx: OnceLock<SyncSender<Msg>>,
+    view: Mutex<View>,
+    rules: Mutex<program::RuleIds>,
+}
+
+#[derive(Default, Clone)]
+struct View {
+    endpoints: BTreeMap<u16, EndpointStatus>,
+    namespaces: BTreeMap<String, (u16, Labels)>,
+    policies: Vec<PolicyView>,
+}
+
+impl PolicyState {
+    pub fn endpoint(&self, ep: u16) -> EndpointStatus {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).endpoints.get(&ep).cloned().unwrap_or_default()
+    }
+}
+
+/// Tells the policy thread this node's endpoints changed.
+pub fn local_changed(agent: &Agent) {
+    if let Some(tx) = agent.policy.tx.get() {
+        let _ = tx.try_send(Msg::Local);
+    }
+}
+
+/// Starts following the store and the policy thread.
+pub fn start(agent: Arc<Agent>) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
+    for (prefix, name, wrap) in [
+        (objects::POLICIES, "policies", Msg::Policies as fn(Update) -> Msg),
+        (objects::TIERS, "tiers", Msg::Tiers),
+        (objects::NAMESPACES, "namespaces", Msg::Namespaces),
+        ("identities/id/", "identities", Msg::Identities),
+    ] {
+        let f = weft_store::follow(agent.store.clone(), prefix, name);
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("weft-follow".into())
+            .spawn(move || {
+                while let Some(u) = f.recv() {
+                    if tx.send(wrap(u)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    agent.policy.tx.set(tx).map_err(|_| "the policy thread is started once".to_string())?;
+    let maps = PolicyMaps::open(&agent.cfg.bpffs).map_err(|e| e.to_string())?;
+    let programmed = program::Programmed::read(&maps)?;
+    let ns_ids = NamespaceIds::open(&agent.cfg.state_dir)?;
+    std::thread::Builder::new()
+        .name("weft-policy".into())
+        .spawn(move || run(&agent, rx, maps, programmed, ns_ids))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// One prefix of the store as last seen; `ready` once listed.
+#[derive(Default)]
+struct Raw {
+    items: BTreeMap<String, Vec<u8>>,
+    ready: bool,
+}
+
+impl Raw {
+    /// Applies an update; returns the keys whose value changed.
+    fn apply(&mut self, u: Update) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        match u {
+            Update::Reset { items, .. } => {
+                for (k, v) in &items {
+                    if self.items.get(k) != Some(v) {
+                        changed.insert(k.clone());
+                    }
+                }
+                changed.extend(self.items.keys().filter(|k| !items.contains_key(*k)).cloned());
+                self.items = items;
+                self.ready = true;
+            }
+            Update::Put { key, value, .. } => {
+                if self.items.get(&key) != Some(&value) {
+                    self.items.insert(key.clone(), value);
+                    changed.insert(key);
+                }
+            }
+            Update::Delete { key, .. } => {
+                if self.items.remove(&key).is_some() {
+                    changed.insert(key);
+                }
+            }
+            Update::Down(e) => {
+                log::warn!("policy: the store is unreachable ({e}); keeping the programmed policy")
+            }
+        }
+        changed
+    }
+}
+
+/// Node-local namespace ids (the datapath's u16 for a namespace), kept in
+/// the state directory so a restarted agent keeps them and the pinned
+/// entries stay right.
+struct NamespaceIds {
+    path: std::path::PathBuf,
+    ids: BTreeMap<String, u16>,
+}
+
+impl NamespaceIds {
+    fn open(state_dir: &std::path::Path) -> Result<Self, String> {
+        let path = state_dir.join("namespace-ids.json");
+        let ids = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(Self { path, ids })
+    }
+
+    fn id(&mut self, name: &str) -> Result<u16, String> {
+        if let Some(id) = self.ids.get(name) {
+            return Ok(*id);
+        }
+        let used: BTreeSet<u16> = self.ids.values().copied().collect();
+        let id = (1..=u16::MAX)
+            .find(|i| !used.contains(i))
+            .ok_or("all 65535 namespace ids are in use on this node")?;
+        self.ids.insert(name.to_string(), id);
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.ids).expect("ids serialize"))
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok(id)
+    }
+}
+
+/// The identity labels `k8s:key=value` of the allocator, as the pod's
+/// namespace and its own labels.
+fn split_identity_labels(labels: &[String]) -> (String, Labels) {
+    let mut ns = "default".to_string();
+    let mut own = Labels::new();
+    for l in labels {
+        let Some(l) = l.strip_prefix("k8s:") else { continue };
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        if k == "io.kubernetes.pod.namespace" {
+            ns = v.to_string();
+        } else {
+            own.insert(k.to_string(), v.to_string());
+        }
+    }
+    (ns, own)
+}
+
+struct World {
+    compiler: Compiler,
+    policies: Raw,
+    tiers: Raw,
+    namespaces: Raw,
+    identities: Raw,
+    ns_ids: NamespaceIds,
+}
+
+impl World {
+    fn ready(&self) -> bool {
+        self.policies.ready && self.tiers.ready && self.namespaces.ready && self.identities.ready
+    }
+
+    /// Makes sure the compiler knows namespace `name` (labels from the
+    /// store, or none: every pod's namespace exists implicitly).
+    fn namespace(&mut self, name: &str) -> Result<(), String> {
+        let labels: Labels = self
+            .namespaces
+            .items
+            .get(&format!("{}{name}", objects::NAMESPACES))
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let id = self.ns_ids.id(name)?;
+        self.compiler.upsert_namespace(name, id, labels).map_err(|e| e.to_string())
+    }
+
+    fn apply(&mut self, msg: Msg) -> Result<(), String> {
+        match msg {
+            Msg::Local => {}
+            Msg::Tiers(u) => {
+                for key in self.tiers.apply(u) {
+                    let name = key.strip_prefix(objects::TIERS).unwrap_or(&key).to_string();
+                    match self.tiers.items.get(&key) {
+                        Some(v) => self.compiler.set_tier(&name, objects::tier_order(v)),
+                        None => self.compiler.remove_tier(&name),
+                    }
+                }
+            }
+            Msg::Namespaces(u) => {
+                for key in self.namespaces.apply(u) {
+                    let name = key.strip_prefix(objects::NAMESPACES).unwrap_or(&key).to_string();
+                    self.namespace(&name)?;
+                }
+            }
+            Msg::Identities(u) => {
+                for key in self.identities.apply(u) {
+                    let Some(id) = key.rsplit('/').next().and_then(|s| s.parse::<u32>().ok()) else {
+                        continue;
+                    };
+                    let labels: Option<Vec<String>> =
+                        self.identities.items.get(&key).and_then(|b| serde_json::from_slice(b).ok());
+                    match labels {
+                        Some(l) => {
+                            let (ns, own) = split_identity_labels(&l);
+                            self.namespace(&ns)?;
+                            let identity = Identity { namespace: ns, labels: own, ..Default::default() };
+                            if let Err(e) = self.compiler.upsert_identity(id, identity) {
+                                log::warn!("policy: identity {id}: {e}");
+                            }
+                        }
+                        None => self.compiler.remove_identity(id),
+                    }
+                }
+            }
+            Msg::Policies(u) => {
+                for key in self.policies.apply(u) {
+                    let Some(r) = objects::parse_policy_key(&key) else { continue };
+                    let doc = self.policies.items.get(&key).map(|b| {
+                        serde_json::from_slice::<serde_json::Value>(b)
+                            .map_err(|e| e.to_string())
+                            .and_then(|v| PolicyDocument::from_json(&v).map_err(|e| e.to_string()))
+                    });
+                    match doc {
+                        Some(Ok(doc)) => {
+                            if let Some(ns) = &r.namespace {
+                                self.namespace(ns)?;
+                            }
+                            if let Err(e) = self.compiler.upsert_policy(doc) {
+                                log::warn!("policy: {r} cannot be enforced: {e}");
+                            }
+                        }
+                        Some(Err(e)) => log::warn!("policy: stored {key} is invalid ({e}); ignored"),
+                        None => {
+                            self.compiler.remove_policy(&r);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The local endpoints to compile for: (endpoint id, endpoint).
+fn local_endpoints(agent: &Agent) -> Vec<(u16, Endpoint)> {
+    agent
+        .pods()
+        .endpoints
+        .values()
+        .filter(|r| r.phase != Phase::Deleting && r.identity >= weft_store::identity::FIRST_ALLOCATED)
+        .map(|r| {
+            let (ns, labels) = split_identity_labels(&r.labels);
+            let namespace = r.pod_namespace.clone().unwrap_or(ns);
+            (
+                r.id,
+                Endpoint {
+                    identity: r.identity,
+                    namespace,
+                    labels,
+                    named_ports: Default::default(),
+                    addr: r.ip,
+                },
+            )
+        })
+        .collect()
+}
+
+fn kind_word(k: PolicyKind) -> String {
+    objects::kind_word(k).to_string()
+}
+
+/// Compiles every local endpoint and programs the difference.
+fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::Programmed) {
+    let endpoints = local_endpoints(agent);
+    for (_, e) in &endpoints {
+        if let Err(e) = w.namespace(&e.namespace) {
+            log::warn!("policy: {e}");
+        }
+    }
+    let identities: BTreeMap<u32, u16> = w
+        .compiler
+        .cluster()
+        .identities()
+        .keys()
+        .map(|id| (*id, w.compiler.cluster().namespace_id_of(*id)))
+        .collect();
+    let classes: BTreeMap<(Ipv4Addr, u8), u32> =
+        w.compiler.classes().classes().into_iter().map(|(c, id)| ((c.addr(), c.prefix_len()), id)).collect();
+    if let Err(e) = p.add_lookups(maps, &identities, &classes) {
+        log::error!("policy: writing identities and CIDR classes failed: {e}");
+        return;
+    }
+    let mut statuses = BTreeMap::new();
+    let mut rules = agent.policy.rules.lock().unwrap_or_else(|p| p.into_inner());
+    for (ep, endpoint) in &endpoints {
+        let mut st = EndpointStatus::default();
+        match w.compiler.compile(endpoint) {
+            Ok(compiled) => {
+                let (want, enforce) = program::endpoint_contents(*ep, &compiled, &mut rules);
+                st.ingress = compiled.ingress.enforced;
+                st.egress = compiled.egress.enforced;
+                st.entries = want.len();
+                if let Err(e) = p.set_endpoint(maps, *ep, want, enforce) {
+                    log::error!(
+                        "policy: endpoint {ep}: writing its entries failed ({e}); it keeps what it had"
+                    );
+                    st.error = Some(format!("programming failed: {e}"));
+                }
+            }
+            Err(e) => {
+                log::warn!("policy: endpoint {ep}: {e}; it keeps its last good policy");
+                let old = agent.policy.endpoint(*ep);
+                st = EndpointStatus { error: Some(e.to_string()), ..old };
+            }
+        }
+        statuses.insert(*ep, st);
+    }
+    drop(rules);
+    let eps: BTreeSet<u16> = endpoints.iter().map(|(ep, _)| *ep).collect();
+    if let Err(e) = p.prune(maps, &eps, &identities, &classes) {
+        log::error!("policy: removing stale entries failed: {e}");
+    }
+    let view = View {
+        endpoints: statuses,
+        namespaces: w
+            .compiler
+            .cluster()
+            .namespaces()
+            .iter()
+            .map(|(n, ns)| (n.clone(), (ns.id, ns.labels.clone())))
+            .collect(),
+        policies: policy_views(w, &endpoints),
+    };
+    *agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+}
+
+fn policy_views(w: &World, endpoints: &[(u16, Endpoint)]) -> Vec<PolicyView> {
+    let mut out = Vec::new();
+    for (r, doc) in w.compiler.cluster().policies() {
+        let (tier, order, types) = match doc {
+            PolicyDocument::K8s(p) => ("default".to_string(), Some(1000.0), p.spec.effective_policy_types()),
+            PolicyDocument::Calico(p) => {
+                (p.spec.tier_or_default().to_string(), p.spec.order, p.spec.effective_types())
+            }
+            PolicyDocument::CalicoGlobal(p) => {
+                (p.spec.tier_or_default().to_string(), p.spec.order, p.spec.effective_types())
+            }
+        };
+        let applies = endpoints.iter().filter(|(_, e)| selects(w, r, e)).count();
+        out.push(PolicyView {
+            kind: kind_word(r.kind),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            tier,
+            order,
+            types: types.iter().map(|t| format!("{t:?}")).collect(),
+            endpoints: applies,
+            refused: w.compiler.refusal(r).map(|e| e.to_string()),
+        });
+    }
+    for (key, v) in &w.tiers.items {
+        out.push(PolicyView {
+            kind: "tier".into(),
+            namespace: None,
+            name: key.strip_prefix(objects::TIERS).unwrap_or(key).to_string(),
+            tier: String::new(),
+            order: Some(objects::tier_order(v)).filter(|o| *o != objects::TIER_ORDER_LAST),
+            types: vec![],
+            endpoints: 0,
+            refused: None,
+        });
+    }
+    out
+}
+
+/// Whether policy `r` applies to endpoint `e` (in some direction).
+fn selects(w: &World, r: &PolicyRef, e: &Endpoint) -> bool {
+    w.compiler
+        .cluster()
+        .policies()
+        .get(r)
+        .is_some_and(|doc| weft_policy::selects(w.compiler.cluster(), doc, e))
+}
+
+fn run(
+    agent: &Agent,
+    rx: Receiver<Msg>,
+    maps: PolicyMaps,
+    mut programmed: program::Programmed,
+    ns_ids: NamespaceIds,
+) {
+    let mut w = World {
+        compiler: Compiler::new(),
+        policies: Raw::default(),
+        tiers: Raw::default(),
+        namespaces: Raw::default(),
+        identities: Raw::default(),
+        ns_ids,
+    };
+    w.compiler.set_tier(weft_policy::calico_policy::DEFAULT_TIER, 1_000_000.0);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch: Vec<Msg> = first.into_iter().collect();
+        batch.extend(rx.try_iter());
+        for m in batch {
+            if let Err(e) = w.apply(m) {
+                log::error!("policy: {e}");
+            }
+        }
+        if w.ready() {
+            recompile(agent, &mut w, &maps, &mut programmed);
+        }
+    }
+}
+
+// ----- API -----
+
+pub fn list(agent: &Agent) -> Vec<PolicyView> {
+    agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()).policies.clone()
+}
+
+pub fn namespaces(agent: &Agent) -> Vec<NamespaceView> {
+    let v = agent.policy.view.lock().unwrap_or_else(|p| p.into_inner());
+    v.namespaces
+        .iter()
+        .map(|(n, (id, labels))| NamespaceView { name: n.clone(), id: *id, labels: labels.clone() })
+        .collect()
+}
+
+fn l4_text(k: &PolicyKey) -> (String, String) {
+    let proto = match (k.prefixlen > POLICY_STATIC_BITS, k.proto) {
+        (false, _) => return ("ANY".into(), "ANY".into()),
+        (true, 6) => "TCP".to_string(),
+        (true, 17) => "UDP".to_string(),
+        (true, 132) => "SCTP".to_string(),
+        (true, 1) => "ICMP".to_string(),
+        (true, n) => n.to_string(),
+    };
+    let bits = k.prefixlen.saturating_sub(POLICY_STATIC_BITS + 8);
+    if bits == 0 {
+        return (proto, "ANY".into());
+    }
+    let port = u16::from_be(k.dport);
+    let last = port | (u16::MAX.checked_shr(bits).unwrap_or(0));
+    let ports = if last == port { port.to_string() } else { format!("{port}-{last}") };
+    (proto, ports)
+}
+
+/// `weft bpf policy get EP`: the endpoint's entries, readable.
+pub fn bpf_get(agent: &Agent, ep: u16) -> Result<BpfPolicyView, ApiError> {
+    let err = |e: weft_datapath::Error| {
+        ApiError::new(code::DATAPATH, "reading the policy maps failed", e.to_string())
+    };
+    let maps = PolicyMaps::open(&agent.cfg.bpffs).map_err(err)?;
+    let enforce = maps.endpoint(ep).map_err(err)?.unwrap_or_default();
+    let classes: BTreeMap<u32, String> =
+        maps.classes_list().map_err(err)?.into_iter().map(|((a, l), c)| (c, format!("{a}/{l}"))).collect();
+    let ns_names: BTreeMap<u16, String> = {
+        let v = agent.policy.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.namespaces.iter().map(|(n, (id, _))| (*id, n.clone())).collect()
+    };
+    let rules = agent.policy.rules.lock().unwrap_or_else(|p| p.into_inner());
+    let entries = maps
+        .entries()
+        .map_err(err)?
+        .into_iter()
+        .filter(|(k, _)| k.ep_id == ep)
+        .map(|(k, v)| {
+            let (proto, ports) = l4_text(&k);
+            PolicyEntryView {
+                direction: if k.direction == POLICY_INGRESS { "ingress" } else { "egress" }.into(),
+                peer: match k.peer_kind {
+                    PEER_IDENTITY => format!("identity {}", k.peer),
+                    PEER_NAMESPACE => format!(
+                        "namespace {} ({})",
+                        ns_names.get(&(k.peer as u16)).map(String::as_str).unwrap_or("?"),
+                        k.peer
+                    ),
+                    _ => "any".into(),
+                },
+                cidr: (k.cidr_class != 0).then(|| {
+                    classes.get(&k.cidr_class).cloned().unwrap_or_else(|| format!("class {}", k.cidr_class))
+                }),
+                proto,
+                ports,
+                action: if v.action == POLICY_ALLOW { "allow" } else { "deny" }.into(),
+                log: v.flags & POLICY_F_LOG != 0,
+                rule: rules.name(v.rule),
+            }
+        })
+        .collect();
+    Ok(BpfPolicyView {
+        endpoint: ep,
+        ingress_enforced: enforce.ingress != 0,
+        egress_enforced: enforce.egress != 0,
+        entries,
+    })
+}

@@ -1,0 +1,287 @@
+//! Policy objects in the cluster store, and the API that manages them:
+//!
+//! - `policies/<k8s|calico|global>/<namespace or _>/<name>`: a Kubernetes
+//!   NetworkPolicy, Calico NetworkPolicy or GlobalNetworkPolicy, as JSON;
+//! - `tiers/<name>`: a Calico Tier (its order);
+//! - `namespaces/<name>`: a namespace's labels (kubernetes.io/metadata.name
+//!   is implied).
+//!
+//! `weft policy apply` validates every document first (shape, and whether
+//! the datapath can enforce it) and then writes them in one transaction:
+//! a file with one bad document changes nothing.
+
+use crate::state::Agent;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use weft_api::{ApiError, NamespaceLabel, PolicyApply, PolicyApplyResult, PolicyName, code};
+use weft_policy::{CompileError, Compiler, Labels, ObjectMeta, PolicyDocument, PolicyKind, PolicyRef};
+use weft_store::{Cmp, Op, Store};
+
+pub const POLICIES: &str = "policies/";
+pub const TIERS: &str = "tiers/";
+pub const NAMESPACES: &str = "namespaces/";
+
+/// The `kind` word of the CLI and the store key.
+pub fn kind_word(k: PolicyKind) -> &'static str {
+    match k {
+        PolicyKind::K8s => "k8s",
+        PolicyKind::Calico => "calico",
+        PolicyKind::CalicoGlobal => "global",
+    }
+}
+
+fn kind_of_word(w: &str) -> Option<PolicyKind> {
+    match w {
+        "k8s" => Some(PolicyKind::K8s),
+        "calico" => Some(PolicyKind::Calico),
+        "global" => Some(PolicyKind::CalicoGlobal),
+        _ => None,
+    }
+}
+
+pub fn policy_key(r: &PolicyRef) -> String {
+    format!("{POLICIES}{}/{}/{}", kind_word(r.kind), r.namespace.as_deref().unwrap_or("_"), r.name)
+}
+
+/// `policies/<kind>/<ns>/<name>` (without the prefix too) -> the policy.
+pub fn parse_policy_key(key: &str) -> Option<PolicyRef> {
+    let rest = key.strip_prefix(POLICIES).unwrap_or(key);
+    let mut it = rest.splitn(3, '/');
+    let kind = kind_of_word(it.next()?)?;
+    let ns = it.next()?;
+    let name = it.next()?.to_string();
+    let namespace = (kind != PolicyKind::CalicoGlobal).then(|| ns.to_string());
+    Some(PolicyRef { kind, namespace, name })
+}
+
+/// A Calico Tier: where its policies stand among the others'.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TierDoc {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: TierSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierSpec {
+    /// Lower first; absent: after every ordered tier.
+    #[serde(default)]
+    order: Option<f64>,
+}
+
+/// The order a tier without one gets: after every ordered tier (Calico).
+pub const TIER_ORDER_LAST: f64 = f64::MAX;
+
+enum Doc {
+    Policy(Box<PolicyDocument>, Value),
+    Tier { name: String, order: f64, value: Value },
+}
+
+fn parse(v: &Value) -> Result<Doc, String> {
+    if v.get("kind").and_then(Value::as_str) == Some("Tier") {
+        let t: TierDoc = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        if t.api_version != weft_policy::calico_policy::API_VERSION {
+            return Err(format!("apiVersion: a Tier is {}", weft_policy::calico_policy::API_VERSION));
+        }
+        debug_assert_eq!(t.kind, "Tier");
+        t.metadata.validate().map_err(|e| e.within("metadata").to_string())?;
+        if t.spec.order.is_some_and(|o| !o.is_finite()) {
+            return Err("spec.order: must be a finite number".into());
+        }
+        return Ok(Doc::Tier {
+            name: t.metadata.name,
+            order: t.spec.order.unwrap_or(TIER_ORDER_LAST),
+            value: v.clone(),
+        });
+    }
+    let doc = PolicyDocument::from_json(v).map_err(|e| e.to_string())?;
+    Ok(Doc::Policy(Box::new(doc), v.clone()))
+}
+
+fn bad(msg: impl Into<String>, details: impl Into<String>) -> ApiError {
+    ApiError::new(code::BAD_REQUEST, msg, details)
+}
+
+fn store_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(code::TRY_AGAIN, "the cluster store failed", e.to_string())
+}
+
+/// Tiers as stored: name -> order.
+pub fn stored_tiers(store: &dyn Store) -> Result<BTreeMap<String, f64>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in store.list(TIERS).map_err(store_err)? {
+        let name = k.strip_prefix(TIERS).unwrap_or(&k).to_string();
+        out.insert(name, tier_order(&v));
+    }
+    Ok(out)
+}
+
+/// A stored tier's order.
+pub fn tier_order(value: &[u8]) -> f64 {
+    serde_json::from_slice::<Value>(value)
+        .ok()
+        .and_then(|v| v.pointer("/spec/order").and_then(Value::as_f64))
+        .unwrap_or(TIER_ORDER_LAST)
+}
+
+/// Would the datapath enforce this policy as written? (A scratch compiler
+/// with the tiers that will exist refuses what it cannot.)
+fn check_enforceable(doc: &PolicyDocument, tiers: &BTreeMap<String, f64>) -> Result<(), CompileError> {
+    let mut c = Compiler::new();
+    for (t, o) in tiers {
+        c.set_tier(t, *o);
+    }
+    c.upsert_policy(doc.clone()).map(|_| ())
+}
+
+/// `weft policy apply`: every document valid and enforceable, or nothing.
+pub fn apply(agent: &Agent, req: &PolicyApply) -> Result<PolicyApplyResult, ApiError> {
+    if req.documents.is_empty() {
+        return Err(bad("no documents to apply", "the file holds no policy"));
+    }
+    let mut docs = Vec::new();
+    for (i, v) in req.documents.iter().enumerate() {
+        let doc =
+            parse(v).map_err(|e| bad(format!("document {} is invalid, nothing was applied", i + 1), e))?;
+        docs.push(doc);
+    }
+    let mut tiers = stored_tiers(agent.store.as_ref())?;
+    for d in &docs {
+        if let Doc::Tier { name, order, .. } = d {
+            tiers.insert(name.clone(), *order);
+        }
+    }
+    let mut ops = Vec::new();
+    let mut results = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        let (key, value, what) = match d {
+            Doc::Policy(doc, value) => {
+                check_enforceable(doc, &tiers).map_err(|e| {
+                    bad(format!("document {} cannot be enforced, nothing was applied", i + 1), e.to_string())
+                })?;
+                let r = PolicyRef::of(doc);
+                (policy_key(&r), value, r.to_string())
+            }
+            Doc::Tier { name, value, .. } => (format!("{TIERS}{name}"), value, format!("Tier {name}")),
+        };
+        let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+        let old = agent.store.get(&key).map_err(store_err)?;
+        let verb = match old {
+            None => "created",
+            Some(o) if serde_json::from_slice::<Value>(&o).ok().as_ref() == Some(value) => "unchanged",
+            Some(_) => "configured",
+        };
+        results.push(format!("{what} {verb}"));
+        ops.push(Op::Put(key, bytes));
+    }
+    if !agent.store.txn(&[], &ops).map_err(store_err)? {
+        return Err(store_err("the transaction was not applied"));
+    }
+    for r in &results {
+        log::info!("policy apply: {r}");
+    }
+    Ok(PolicyApplyResult { results })
+}
+
+/// The stored objects `name` can mean: (key, kind word).
+fn find(store: &dyn Store, n: &PolicyName) -> Result<Vec<(String, String)>, ApiError> {
+    let kinds: Vec<&str> = match n.kind.as_deref() {
+        Some(k @ ("k8s" | "calico" | "global" | "tier")) => vec![k],
+        Some(other) => {
+            return Err(bad(format!("unknown policy kind {other:?}"), "use k8s, calico, global or tier"));
+        }
+        None => vec!["k8s", "calico", "global", "tier"],
+    };
+    let ns = n.namespace.as_deref().unwrap_or("default");
+    let mut out = Vec::new();
+    for k in kinds {
+        let key = match k {
+            "tier" => format!("{TIERS}{}", n.name),
+            "global" => format!("{POLICIES}global/_/{}", n.name),
+            k => format!("{POLICIES}{k}/{ns}/{}", n.name),
+        };
+        if store.get(&key).map_err(store_err)?.is_some() {
+            out.push((key, k.to_string()));
+        }
+    }
+    match out.len() {
+        0 => Err(ApiError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("no policy {:?} in namespace {ns}", n.name),
+            "see `weft policy list`",
+        )),
+        1 => Ok(out),
+        _ => Err(bad(
+            format!("{:?} names more than one object", n.name),
+            format!("give --kind: {}", out.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>().join(", ")),
+        )),
+    }
+}
+
+pub fn get(agent: &Agent, n: &PolicyName) -> Result<Value, ApiError> {
+    let (key, _) = find(agent.store.as_ref(), n)?.remove(0);
+    let bytes = agent.store.get(&key).map_err(store_err)?.unwrap_or_default();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(code::INTERNAL, format!("stored {key} is not JSON"), e.to_string()))
+}
+
+pub fn delete(agent: &Agent, n: &PolicyName) -> Result<(), ApiError> {
+    let (key, _) = find(agent.store.as_ref(), n)?.remove(0);
+    agent.store.delete(&key).map_err(store_err)?;
+    log::info!("policy delete: {key}");
+    Ok(())
+}
+
+/// Stored namespace labels (without the implied name label).
+pub fn namespace_labels(store: &dyn Store, name: &str) -> Result<Labels, ApiError> {
+    match store.get(&format!("{NAMESPACES}{name}")).map_err(store_err)? {
+        Some(b) => serde_json::from_slice(&b)
+            .map_err(|e| ApiError::new(code::INTERNAL, "stored namespace labels", e.to_string())),
+        None => Ok(Labels::new()),
+    }
+}
+
+/// `weft namespace label NS k=v k2-`: a compare-and-swap on the labels.
+pub fn label_namespace(agent: &Agent, req: &NamespaceLabel) -> Result<Labels, ApiError> {
+    weft_api::validate::pod_namespace(&req.name).map_err(|e| bad("invalid namespace name", e.to_string()))?;
+    let key = format!("{NAMESPACES}{}", req.name);
+    for _ in 0..10 {
+        let old = agent.store.get(&key).map_err(store_err)?;
+        let mut labels: Labels = match &old {
+            Some(b) => serde_json::from_slice(b).unwrap_or_default(),
+            None => Labels::new(),
+        };
+        for l in &req.labels {
+            if let Some(k) = l.strip_suffix('-') {
+                labels.remove(k);
+            } else if let Some((k, v)) = l.split_once('=') {
+                weft_api::validate::label(k, v)
+                    .map_err(|e| bad(format!("invalid label {l:?}"), e.to_string()))?;
+                if k == weft_policy::model::NAMESPACE_NAME_LABEL {
+                    return Err(bad(format!("{k} is the namespace's name"), "it cannot be set"));
+                }
+                labels.insert(k.to_string(), v.to_string());
+            } else {
+                return Err(bad(
+                    format!("invalid label change {l:?}"),
+                    "use key=value to set or key- to remove",
+                ));
+            }
+        }
+        let bytes = serde_json::to_vec(&labels).expect("labels serialize");
+        let cmp = match old {
+            Some(o) => Cmp::ValueIs(key.clone(), o),
+            None => Cmp::Absent(key.clone()),
+        };
+        if agent.store.txn(&[cmp], &[Op::Put(key.clone(), bytes)]).map_err(store_err)? {
+            log::info!("namespace {}: labels {:?}", req.name, labels);
+            return Ok(labels);
+        }
+    }
+    Err(ApiError::new(code::TRY_AGAIN, "the namespace's labels kept changing under us", "try again"))
+}

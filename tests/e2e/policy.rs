@@ -1,0 +1,226 @@
+//! End to end: network policy on real traffic. A one-node lab with pods
+//! labelled app=web (pod1-1, pod1-3) and app=client (pod1-2), TCP servers
+//! on ports 80 and 81 in every pod, connections with short timeouts; then
+//! policies applied through `weft policy apply` and their effect on new
+//! and established connections, and across an agent restart.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+use weft_e2e::{TestLab, spawn_in_ns};
+
+const PORTS: [u16; 2] = [80, 81];
+
+/// Echo servers on every port in every pod (threads in the pods' netns).
+fn serve(lab: &TestLab, pods: &[&str]) {
+    for pod in pods {
+        for port in PORTS {
+            let ip = lab.pod_ip(pod);
+            spawn_in_ns(&lab.netns_path(pod), move || {
+                let l = TcpListener::bind((ip.as_str(), port)).unwrap();
+                for s in l.incoming() {
+                    let Ok(mut s) = s else { continue };
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 256];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
+/// Whether a TCP connection from `from` to `to:port` opens and echoes
+/// within 700 ms.
+fn connects(lab: &TestLab, from: &str, to: &str, port: u16) -> bool {
+    let dst: SocketAddr = format!("{}:{port}", lab.pod_ip(to)).parse().unwrap();
+    spawn_in_ns(&lab.netns_path(from), move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&dst, Duration::from_millis(700)) else { return false };
+        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        let mut b = [0u8; 1];
+        s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Waits (up to 3 s) until the connection result is `want`; returns how
+/// long the change took to show.
+fn becomes(lab: &TestLab, from: &str, to: &str, port: u16, want: bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if connects(lab, from, to, port) == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "{from} -> {to}:{port} never became {want}");
+    }
+}
+
+fn apply(lab: &TestLab, yaml: &str) {
+    let path = std::env::temp_dir().join(format!("weft-policy-{}-{}.yaml", lab.name(), std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    let out = lab.weft("node1", &["policy", "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+const DENY_WEB: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-deny, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+";
+
+const ALLOW_CLIENT_80: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-allow-client, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 80}]
+";
+
+/// A long-lived connection that echoes a byte on demand.
+struct Stream {
+    tx: std::sync::mpsc::Sender<()>,
+    rx: std::sync::mpsc::Receiver<bool>,
+}
+
+impl Stream {
+    fn open(lab: &TestLab, from: &str, to: &str, port: u16) -> Stream {
+        let dst: SocketAddr = format!("{}:{port}", lab.pod_ip(to)).parse().unwrap();
+        let (tx, go) = std::sync::mpsc::channel::<()>();
+        let (done, rx) = std::sync::mpsc::channel::<bool>();
+        spawn_in_ns(&lab.netns_path(from), move || {
+            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(1)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            while go.recv().is_ok() {
+                let mut b = [0u8; 1];
+                let ok = s.write_all(b"y").is_ok() && s.read_exact(&mut b).is_ok();
+                if done.send(ok).is_err() {
+                    return;
+                }
+            }
+        });
+        Stream { tx, rx }
+    }
+
+    fn echoes(&self) -> bool {
+        self.tx.send(()).unwrap();
+        self.rx.recv_timeout(Duration::from_secs(3)).unwrap_or(false)
+    }
+}
+
+#[test]
+fn policies_decide_new_connections_and_never_cut_established_ones() {
+    let lab = TestLab::up("pol", 1, 3);
+    serve(&lab, &["pod1-1", "pod1-2", "pod1-3"]);
+    assert!(connects(&lab, "pod1-2", "pod1-1", 80), "no policy: everything connects");
+    let early = Stream::open(&lab, "pod1-2", "pod1-1", 81);
+    assert!(early.echoes());
+
+    // Default deny for app=web: the client loses web, web still reaches
+    // the client (not selected), and the connection opened before goes on.
+    apply(&lab, DENY_WEB);
+    let took = becomes(&lab, "pod1-2", "pod1-1", 80, false);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!connects(&lab, "pod1-3", "pod1-1", 80), "web to web: denied too");
+    assert!(connects(&lab, "pod1-1", "pod1-2", 80), "the client is not isolated");
+    assert!(early.echoes(), "an established connection is not cut by a new policy");
+
+    // Allow app=client on port 80 only.
+    apply(&lab, ALLOW_CLIENT_80);
+    becomes(&lab, "pod1-2", "pod1-1", 80, true);
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 81), "port 81 is still denied");
+    assert!(!connects(&lab, "pod1-3", "pod1-1", 80), "web is not a client");
+
+    // What an operator sees.
+    let web = lab.endpoint_id("pod1-1");
+    let eps = lab.endpoints("node1");
+    let e = eps.iter().find(|e| e.id == web).unwrap();
+    assert_eq!((e.policy_ingress.as_str(), e.policy_egress.as_str()), ("Enabled", "Disabled"));
+    let out = lab.weft("node1", &["bpf", "policy", "get", &web.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ingress enforced, egress not enforced"), "{text}");
+    assert!(text.contains("web-allow-client ingress[0]"), "{text}");
+    let list = String::from_utf8_lossy(&lab.weft("node1", &["policy", "list"]).stdout).to_string();
+    assert!(list.contains("web-deny") && list.contains("web-allow-client"), "{list}");
+
+    // Calico's ordered model: a global Deny at order 10 beats the
+    // Kubernetes allow (order 1000 in the default tier).
+    apply(
+        &lab,
+        "
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: no-clients}
+spec:
+  order: 10
+  selector: app == 'web'
+  ingress:
+  - action: Deny
+    source: {selector: app == 'client'}
+",
+    );
+    becomes(&lab, "pod1-2", "pod1-1", 80, false);
+    let out = lab.weft("node1", &["policy", "delete", "no-clients"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    becomes(&lab, "pod1-2", "pod1-1", 80, true);
+
+    // A bad file changes nothing and says why.
+    let path = std::env::temp_dir().join(format!("weft-bad-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: ok-one}\nspec: {podSelector: {}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec: {podSelector: {}, ingress: [{ports: [{port: 70000}]}]}\n",
+    )
+    .unwrap();
+    let out = lab.weft("node1", &["policy", "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("document 2") && err.contains("spec.ingress[0].ports[0].port"), "{err}");
+    let list = String::from_utf8_lossy(&lab.weft("node1", &["policy", "list"]).stdout).to_string();
+    assert!(!list.contains("ok-one"), "nothing half-applied: {list}");
+}
+
+#[test]
+fn an_established_stream_across_policy_survives_sigkill_and_restart_of_the_agent() {
+    let mut lab = TestLab::up("polkill", 1, 2);
+    serve(&lab, &["pod1-1", "pod1-2"]);
+    apply(&lab, DENY_WEB);
+    apply(&lab, ALLOW_CLIENT_80);
+    becomes(&lab, "pod1-2", "pod1-1", 80, true);
+    let stream = Stream::open(&lab, "pod1-2", "pod1-1", 80);
+    assert!(stream.echoes());
+
+    // Kill the agent mid-stream: the datapath, its conntrack and policy
+    // maps stay; every echo in the meantime works.
+    let pid = lab.lab.node("node1").unwrap().pid;
+    weft_lab::lifecycle::kill_and_wait(pid);
+    for _ in 0..5 {
+        assert!(stream.echoes(), "the stream broke while the agent was dead");
+    }
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 81), "policy still holds without an agent");
+    let pid = weft_lab::lifecycle::restart_agent(&lab.lab, "node1").unwrap();
+    lab.lab.nodes[0].pid = pid;
+    lab.eventually(Duration::from_secs(10), "the agent answers", || {
+        lab.client("node1").call(&weft_api::Request::AgentStatus).is_ok()
+    });
+    for _ in 0..5 {
+        assert!(stream.echoes(), "the stream broke across the restart");
+    }
+    assert!(connects(&lab, "pod1-2", "pod1-1", 80), "allowed after the restart");
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 81), "denied after the restart");
+    let ct = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "ct", "list"]).stdout).to_string();
+    assert!(ct.contains(&format!("{}:80", lab.pod_ip("pod1-1"))) && ct.contains("established"), "{ct}");
+}
