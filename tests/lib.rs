@@ -46,6 +46,19 @@ impl TestLab {
         Self::up_with(tag, nodes, pods, |_| {})
     }
 
+    /// A lab from a lab file's text (nodes, namespaces, pods, servers).
+    pub fn from_file(tag: &str, text: &str, tune: impl FnOnce(&mut weft_lab::Options)) -> TestLab {
+        let name = lab_name(tag);
+        let _ = weft_lab::down(&name);
+        let file = weft_lab::file::LabFile::parse(text).unwrap_or_else(|e| panic!("lab file: {e}"));
+        let mut opts = weft_lab::Options::from_file(&name, file).unwrap();
+        opts.weft_bin = weft_bin();
+        opts.cni_bin = cni_bin();
+        tune(&mut opts);
+        let lab = weft_lab::up(&opts).unwrap_or_else(|e| panic!("lab up: {e}"));
+        TestLab { lab }
+    }
+
     /// A lab with options changed by `tune` (mode, store, MTU...).
     pub fn up_with(
         tag: &str,

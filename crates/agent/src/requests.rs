@@ -38,6 +38,7 @@ pub fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::NamespaceList => Ok(ok(crate::policy::namespaces(agent))),
         Request::BpfPolicyGet(r) => crate::policy::bpf_get(agent, r.endpoint).map(ok),
         Request::AgentStatus => Ok(ok(status(agent))),
+        Request::PodPorts(p) => crate::policy::objects::set_pod_ports(agent, &p).map(|_| ok(())),
         Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| label_pod(agent, &p)).map(ok),
         Request::Monitor(_) => unreachable!("handled before dispatch"),
     };

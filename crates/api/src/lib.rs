@@ -71,6 +71,8 @@ pub enum Request {
     /// Changes the labels of a pod (they decide its identity); running
     /// endpoints of the pod take the new identity on every node.
     PodLabels(PodLabels),
+    /// Sets a pod's named container ports (policies may name them).
+    PodPorts(PodPorts),
     /// Streams `weft_datapath::events::MonitorEvent` JSON lines until the
     /// client goes away.
     Monitor(MonitorRequest),
@@ -147,6 +149,35 @@ pub struct PodLabels {
     /// Removed (`key-` on the command line).
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// A pod's named container ports, as its spec lists them; a policy port
+/// given by name resolves to these on the destination pod.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PodPorts {
+    pub namespace: String,
+    pub name: String,
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContainerPort {
+    pub name: String,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    pub port: u16,
+}
+
+impl ContainerPort {
+    /// The protocol's number, or None for an unknown protocol.
+    pub fn proto_number(&self) -> Option<u8> {
+        match self.protocol.as_str() {
+            "TCP" => Some(6),
+            "UDP" => Some(17),
+            "SCTP" => Some(132),
+            _ => None,
+        }
+    }
 }
 
 /// The pod's labels after the change, and how many of its endpoints on

@@ -34,6 +34,19 @@ pub enum LabCmd {
         /// a CA, etcd's certificate and the agents' (under its run directory).
         #[arg(long)]
         etcd_tls: bool,
+        /// A lab file (YAML or JSON): nodes, mode, namespaces with labels,
+        /// pods with labels, named ports and servers. Replaces --nodes and
+        /// --pods-per-node; its pods are named <namespace>-<name>.
+        #[arg(short = 'f', long = "file")]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Echo servers for a lab pod (started by `up -f`): tcp/PORT, udp/PORT.
+    #[command(hide = true)]
+    Serve {
+        /// The lab's run directory (marks the process as the lab's).
+        #[arg(long)]
+        lab_dir: String,
+        serve: Vec<String>,
     },
     /// Run a command inside a pod or node of the lab (WEFT_SOCKET points at
     /// that node's agent, so `weft ...` views work there).
@@ -56,11 +69,40 @@ pub enum LabCmd {
 
 pub fn run(cmd: LabCmd) -> ExitCode {
     let r = match cmd {
-        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl, gateway, etcd_tls } => {
-            lifecycle::Options::new(&name, nodes, pods_per_node).and_then(|mut o| {
+        LabCmd::Serve { lab_dir: _, serve } => {
+            let serves: Result<Vec<_>, String> = serve.iter().map(|s| crate::file::Serve::parse(s)).collect();
+            let r = serves.and_then(|s| {
+                // Listening on every port happens in run() before it blocks;
+                // "ready" tells the lab the ports are bound.
+                crate::serve::run_announcing(&s)
+            });
+            return match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weft lab serve: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        LabCmd::Up { name, nodes, pods_per_node, mtu, store, mode, lease_ttl, gateway, etcd_tls, file } => {
+            let opts = match file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))
+                    .and_then(|t| {
+                        crate::file::LabFile::parse(&t).map_err(|e| format!("{}: {e}", path.display()))
+                    })
+                    .and_then(|f| lifecycle::Options::from_file(&name, f)),
+                None => lifecycle::Options::new(&name, nodes, pods_per_node),
+            };
+            opts.and_then(|mut o| {
+                if o.file.is_none() {
+                    o.mode = mode;
+                    o.store = store;
+                } else {
+                    o.mode = mode.or(o.mode);
+                    o.store = store.or(o.store);
+                }
                 o.mtu = mtu;
-                o.store = store;
-                o.mode = mode;
                 o.lease_ttl = lease_ttl;
                 o.gateway = gateway;
                 o.etcd_tls = etcd_tls;

@@ -10,9 +10,11 @@
 
 pub mod cli;
 pub mod cni;
+pub mod file;
 pub mod layout;
 pub mod lifecycle;
 pub mod pki;
+pub mod serve;
 
 pub use layout::{Lab, LabNode, LabPod};
 pub use lifecycle::{Options, down, up};

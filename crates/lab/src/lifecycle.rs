@@ -38,6 +38,8 @@ pub struct Options {
     pub agent_env: Vec<(String, String)>,
     /// etcd speaks https with client certificates; the lab makes the PKI.
     pub etcd_tls: bool,
+    /// A lab file: its nodes, namespaces and pods replace the counts.
+    pub file: Option<crate::file::LabFile>,
 }
 
 impl Options {
@@ -68,7 +70,17 @@ impl Options {
             cni_bin: find("WEFT_CNI_BIN", "weft-cni"),
             agent_env: Vec::new(),
             etcd_tls: false,
+            file: None,
         })
+    }
+
+    /// Options for the cluster a lab file describes.
+    pub fn from_file(name: &str, file: crate::file::LabFile) -> Result<Self, String> {
+        let mut o = Self::new(name, file.nodes, 0)?;
+        o.mode = file.mode.clone();
+        o.store = file.store.clone();
+        o.file = Some(file);
+        Ok(o)
     }
 }
 
@@ -147,12 +159,87 @@ fn build(opts: &Options, lab: &mut Lab) -> Result<(), String> {
         lab.nodes.push(node);
         lab.save()?;
     }
+    if let Some(file) = &opts.file {
+        return build_from_file(opts, lab, file);
+    }
     for i in 1..=opts.nodes {
         for j in 1..=opts.pods_per_node {
             let pod = add_pod(opts, lab, i, j)?;
             lab.pods.push(pod);
             lab.save()?;
         }
+    }
+    Ok(())
+}
+
+/// Namespaces (labels through node 1's agent: the store is the cluster's)
+/// and the file's pods, with their ports and servers.
+fn build_from_file(opts: &Options, lab: &mut Lab, file: &crate::file::LabFile) -> Result<(), String> {
+    let first = Client::new(&lab.nodes[0].socket);
+    for (ns, spec) in &file.namespaces {
+        let labels = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        first
+            .call(&Request::NamespaceLabel(weft_api::NamespaceLabel { name: ns.clone(), labels }))
+            .map_err(|e| format!("labelling namespace {ns}: {e}"))?;
+    }
+    for spec in &file.pods {
+        let pod = add_file_pod(opts, lab, spec)?;
+        lab.pods.push(pod);
+        lab.save()?;
+    }
+    Ok(())
+}
+
+/// A pod of a lab file: labels and ports in the store, CNI ADD, servers.
+fn add_file_pod(opts: &Options, lab: &Lab, spec: &crate::file::PodSpec) -> Result<LabPod, String> {
+    let node = &lab.nodes[spec.node - 1];
+    let ns = format!("{}pod-{}", layout::prefix(&lab.name), spec.lab_name());
+    netns::add(&ns).map_err(|e| e.to_string())?;
+    in_ns(&ns, || ip::run(&["link", "set", "lo", "up"]))?;
+    let client = Client::new(&node.socket);
+    client
+        .call(&Request::PodLabels(PodLabels {
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            remove: vec![],
+        }))
+        .map_err(|e| format!("labelling pod {}: {e}", spec.lab_name()))?;
+    client
+        .call(&Request::PodPorts(weft_api::PodPorts {
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            ports: spec.ports.clone(),
+        }))
+        .map_err(|e| format!("ports of pod {}: {e}", spec.lab_name()))?;
+    let args = format!("K8S_POD_NAMESPACE={};K8S_POD_NAME={}", spec.namespace, spec.name);
+    let pod = cni_add(opts, node, &ns, &spec.lab_name(), &args)?;
+    if !spec.serve.is_empty() {
+        start_servers(opts, lab, &ns, &spec.serve)?;
+    }
+    Ok(pod)
+}
+
+/// `weft lab serve` in the pod's namespace; returns once it listens. Its
+/// command line names the lab's run directory, so `down` kills it.
+fn start_servers(opts: &Options, lab: &Lab, ns: &str, serve: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(&opts.weft_bin);
+    cmd.args(["lab", "serve", "--lab-dir"])
+        .arg(format!("{}/", layout::dir(&lab.name).display()))
+        .args(serve)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    let mut child =
+        in_ns(ns, move || cmd.spawn().map_err(|e| weft_net::Error(format!("weft lab serve: {e}"))))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .map_err(|e| format!("weft lab serve: {e}"))?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        return Err(format!("weft lab serve in {ns} did not start ({})", line.trim()));
     }
     Ok(())
 }
@@ -438,12 +525,18 @@ pub fn add_pod(opts: &Options, lab: &Lab, i: usize, j: usize) -> Result<LabPod, 
             remove: vec![],
         }))
         .map_err(|e| e.to_string())?;
-    let container_id = ns.clone();
-    let netns_path = format!("/run/netns/{ns}");
     let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+    cni_add(opts, node, &ns, &name, &args)
+}
+
+/// CNI ADD of a pod whose namespace `ns` exists, run from its node as a
+/// runtime would; the container id is the namespace's name.
+fn cni_add(opts: &Options, node: &LabNode, ns: &str, name: &str, args: &str) -> Result<LabPod, String> {
+    let container_id = ns.to_string();
+    let netns_path = format!("/run/netns/{ns}");
     let config = cni::plugin_config(&node.socket, "1.0.0");
     let plugin = opts.cni_bin.clone();
-    let (cid, nsp) = (container_id.clone(), netns_path.clone());
+    let (cid, nsp, args) = (container_id.clone(), netns_path.clone(), args.to_string());
     let out = in_ns(&node.netns, move || {
         cni::exec(&cni::Invocation {
             plugin: &plugin,
@@ -466,7 +559,14 @@ pub fn add_pod(opts: &Options, lab: &Lab, i: usize, j: usize) -> Result<LabPod, 
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| format!("CNI ADD of {name} returned no address: {}", out.stdout))?;
     let endpoint_id = endpoint_id_of(&node.socket, &container_id);
-    Ok(LabPod { name, node: node.name.clone(), netns: ns, container_id, ip, endpoint_id })
+    Ok(LabPod {
+        name: name.to_string(),
+        node: node.name.clone(),
+        netns: ns.to_string(),
+        container_id,
+        ip,
+        endpoint_id,
+    })
 }
 
 fn endpoint_id_of(socket: &Path, container_id: &str) -> u16 {

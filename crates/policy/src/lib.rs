@@ -48,6 +48,12 @@ mod names;
 pub mod netpol;
 mod norm;
 pub mod scenario;
+
+/// Checks a container port name as Kubernetes does (IANA_SVC_NAME).
+pub fn validate_port_name(name: &str) -> Result<(), String> {
+    names::service_name(name)
+}
+
 pub mod text;
 
 pub use calico::{ParseError, Selector};

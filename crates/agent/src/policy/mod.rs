@@ -27,7 +27,7 @@ use std::{
 };
 use weft_api::{ApiError, BpfPolicyView, NamespaceView, PolicyEntryView, PolicyView, code};
 use weft_datapath::{maps::*, policy::PolicyMaps};
-use weft_policy::{Compiler, Endpoint, Identity, Labels, PolicyDocument, PolicyKind, PolicyRef};
+use weft_policy::{Compiler, Endpoint, Identity, Labels, NamedPorts, PolicyDocument, PolicyKind, PolicyRef};
 use weft_store::Update;
 
 pub use program::rule_text;
@@ -40,6 +40,8 @@ pub enum Msg {
     Tiers(Update),
     Namespaces(Update),
     Identities(Update),
+    /// Pods' labels and named ports.
+    Pods(Update),
     /// This node's endpoints changed (ADD, DEL, relabel).
     Local,
 }
@@ -90,6 +92,7 @@ pub fn start(agent: Arc<Agent>) -> Result<(), String> {
         (objects::TIERS, "tiers", Msg::Tiers),
         (objects::NAMESPACES, "namespaces", Msg::Namespaces),
         ("identities/id/", "identities", Msg::Identities),
+        (objects::PODS, "pods", Msg::Pods),
     ] {
         let f = weft_store::follow(agent.store.clone(), prefix, name);
         let tx = tx.clone();
@@ -215,12 +218,76 @@ struct World {
     tiers: Raw,
     namespaces: Raw,
     identities: Raw,
+    pods: Raw,
     ns_ids: NamespaceIds,
+}
+
+/// A pod's named ports as stored (`PodPorts`).
+fn stored_ports(value: &[u8]) -> NamedPorts {
+    let ports: Vec<weft_api::ContainerPort> = serde_json::from_slice(value).unwrap_or_default();
+    let mut out = NamedPorts::new();
+    for p in ports {
+        if let Some(proto) = p.proto_number() {
+            out.entry(p.name).or_default().insert((proto, p.port));
+        }
+    }
+    out
 }
 
 impl World {
     fn ready(&self) -> bool {
-        self.policies.ready && self.tiers.ready && self.namespaces.ready && self.identities.ready
+        self.policies.ready
+            && self.tiers.ready
+            && self.namespaces.ready
+            && self.identities.ready
+            && self.pods.ready
+    }
+
+    /// One pod's named ports.
+    fn pod_ports(&self, namespace: &str, name: &str) -> NamedPorts {
+        self.pods
+            .items
+            .get(&objects::pod_ports_key(namespace, name))
+            .map(|v| stored_ports(v))
+            .unwrap_or_default()
+    }
+
+    /// Every identity's named ports: the union over the pods with its
+    /// namespace and labels (the identity's own definition).
+    fn refresh_named_ports(&mut self) {
+        let mut by_labels: BTreeMap<(String, Labels), NamedPorts> = BTreeMap::new();
+        for (key, value) in &self.pods.items {
+            let Some(pod) = key.strip_prefix(objects::PODS).and_then(|k| k.strip_suffix("/ports")) else {
+                continue;
+            };
+            let Some((ns, name)) = pod.split_once('/') else { continue };
+            let labels: Labels = self
+                .pods
+                .items
+                .get(&format!("{}{ns}/{name}/labels", objects::PODS))
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            let ports = by_labels.entry((ns.to_string(), labels)).or_default();
+            for (n, set) in stored_ports(value) {
+                ports.entry(n).or_default().extend(set);
+            }
+        }
+        let updates: Vec<(u32, Identity)> = self
+            .compiler
+            .cluster()
+            .identities()
+            .iter()
+            .filter_map(|(id, i)| {
+                let want =
+                    by_labels.get(&(i.namespace.clone(), i.labels.clone())).cloned().unwrap_or_default();
+                (want != i.named_ports).then(|| (*id, Identity { named_ports: want, ..i.clone() }))
+            })
+            .collect();
+        for (id, identity) in updates {
+            if let Err(e) = self.compiler.upsert_identity(id, identity) {
+                log::warn!("policy: identity {id}: {e}");
+            }
+        }
     }
 
     /// Makes sure the compiler knows namespace `name` (labels from the
@@ -239,6 +306,11 @@ impl World {
     fn apply(&mut self, msg: Msg) -> Result<(), String> {
         match msg {
             Msg::Local => {}
+            Msg::Pods(u) => {
+                if !self.pods.apply(u).is_empty() {
+                    self.refresh_named_ports();
+                }
+            }
             Msg::Tiers(u) => {
                 for key in self.tiers.apply(u) {
                     let name = key.strip_prefix(objects::TIERS).unwrap_or(&key).to_string();
@@ -273,6 +345,7 @@ impl World {
                         None => self.compiler.remove_identity(id),
                     }
                 }
+                self.refresh_named_ports();
             }
             Msg::Policies(u) => {
                 for key in self.policies.apply(u) {
@@ -304,25 +377,24 @@ impl World {
 }
 
 /// The local endpoints to compile for: (endpoint id, endpoint).
-fn local_endpoints(agent: &Agent) -> Vec<(u16, Endpoint)> {
-    agent
+fn local_endpoints(agent: &Agent, w: &World) -> Vec<(u16, Endpoint)> {
+    let records: Vec<_> = agent
         .pods()
         .endpoints
         .values()
         .filter(|r| r.phase != Phase::Deleting && r.identity >= weft_store::identity::FIRST_ALLOCATED)
+        .cloned()
+        .collect();
+    records
+        .into_iter()
         .map(|r| {
             let (ns, labels) = split_identity_labels(&r.labels);
             let namespace = r.pod_namespace.clone().unwrap_or(ns);
-            (
-                r.id,
-                Endpoint {
-                    identity: r.identity,
-                    namespace,
-                    labels,
-                    named_ports: Default::default(),
-                    addr: r.ip,
-                },
-            )
+            let named_ports = match &r.pod_name {
+                Some(name) => w.pod_ports(&namespace, name),
+                None => NamedPorts::new(),
+            };
+            (r.id, Endpoint { identity: r.identity, namespace, labels, named_ports, addr: r.ip })
         })
         .collect()
 }
@@ -333,7 +405,7 @@ fn kind_word(k: PolicyKind) -> String {
 
 /// Compiles every local endpoint and programs the difference.
 fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::Programmed) {
-    let endpoints = local_endpoints(agent);
+    let endpoints = local_endpoints(agent, w);
     for (_, e) in &endpoints {
         if let Err(e) = w.namespace(&e.namespace) {
             log::warn!("policy: {e}");
@@ -457,6 +529,7 @@ fn run(
         tiers: Raw::default(),
         namespaces: Raw::default(),
         identities: Raw::default(),
+        pods: Raw::default(),
         ns_ids,
     };
     w.compiler.set_tier(weft_policy::calico_policy::DEFAULT_TIER, 1_000_000.0);

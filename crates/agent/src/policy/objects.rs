@@ -21,6 +21,12 @@ use weft_store::{Cmp, Op, Store};
 pub const POLICIES: &str = "policies/";
 pub const TIERS: &str = "tiers/";
 pub const NAMESPACES: &str = "namespaces/";
+/// `pods/<ns>/<name>/labels` (the relabel path) and `.../ports`.
+pub const PODS: &str = "pods/";
+
+pub fn pod_ports_key(namespace: &str, name: &str) -> String {
+    format!("{PODS}{namespace}/{name}/ports")
+}
 
 /// The `kind` word of the CLI and the store key.
 pub fn kind_word(k: PolicyKind) -> &'static str {
@@ -284,4 +290,31 @@ pub fn label_namespace(agent: &Agent, req: &NamespaceLabel) -> Result<Labels, Ap
         }
     }
     Err(ApiError::new(code::TRY_AGAIN, "the namespace's labels kept changing under us", "try again"))
+}
+
+/// `PodPorts`: a pod's named container ports, stored for every node (egress
+/// rules resolve a port name on the destination pod, wherever it runs).
+pub fn set_pod_ports(agent: &Agent, p: &weft_api::PodPorts) -> Result<(), ApiError> {
+    use weft_api::validate as v;
+    let invalid = |e: String| bad("invalid pod ports", e);
+    v::pod_namespace(&p.namespace).map_err(|e| invalid(e.to_string()))?;
+    v::pod_name(&p.name).map_err(|e| invalid(e.to_string()))?;
+    if p.ports.len() > 256 {
+        return Err(invalid(format!("{} ports; a pod has at most 256 here", p.ports.len())));
+    }
+    for port in &p.ports {
+        weft_policy::validate_port_name(&port.name)
+            .map_err(|e| invalid(format!("port {:?}: {e}", port.name)))?;
+        if port.proto_number().is_none() {
+            return Err(invalid(format!(
+                "port {:?}: protocol {:?} is not TCP, UDP or SCTP",
+                port.name, port.protocol
+            )));
+        }
+        if port.port == 0 {
+            return Err(invalid(format!("port {:?}: 0 is not a port", port.name)));
+        }
+    }
+    let bytes = serde_json::to_vec(&p.ports).expect("ports serialize");
+    agent.store.put(&pod_ports_key(&p.namespace, &p.name), &bytes).map_err(store_err)
 }
