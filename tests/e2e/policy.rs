@@ -156,6 +156,61 @@ fn policies_decide_new_connections_and_never_cut_established_ones() {
     let list = String::from_utf8_lossy(&lab.weft("node1", &["policy", "list"]).stdout).to_string();
     assert!(list.contains("web-deny") && list.contains("web-allow-client"), "{list}");
 
+    // Every decision is visible: a verdict per new flow, a drop with its
+    // reason and the header line that decided.
+    let mon = lab.monitor("node1", &[]);
+    assert!(connects(&lab, "pod1-2", "pod1-1", 80));
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 81));
+    let t = Duration::from_secs(3);
+    let allow = mon
+        .wait_for(t, |v| v["type"] == "policy-verdict" && v["policy"]["action"] == "allow")
+        .expect("an allow verdict");
+    assert_eq!(
+        (allow["source"].as_u64(), allow["policy"]["direction"].as_str()),
+        (Some(web as u64), Some("ingress"))
+    );
+    assert_eq!(allow["policy"]["match"], "L3-L4");
+    let dropped = mon.wait_for(t, |v| v["type"] == "drop").expect("a drop");
+    assert_eq!(
+        (dropped["reasonText"].as_str(), dropped["file"].as_str()),
+        (Some("Policy denied"), Some("policy.h"))
+    );
+    assert!(mon.wait_for(t, |v| v["type"] == "policy-verdict" && v["policy"]["action"] == "deny").is_some());
+    drop(mon);
+
+    // Which identities each selector matches.
+    let sel = String::from_utf8_lossy(&lab.weft("node1", &["policy", "selectors"]).stdout).to_string();
+    let client_id =
+        lab.endpoints("node1").iter().find(|e| e.id == lab.endpoint_id("pod1-2")).unwrap().identity;
+    let line =
+        sel.lines().find(|l| l.contains("web-allow-client: spec.ingress[0].from[0]")).unwrap_or_default();
+    assert!(line.ends_with(&client_id.to_string()), "{sel}");
+
+    // A label change moves a pod in or out of a selector within a second.
+    let out = lab.weft("node1", &["pod", "label", "default/pod1-3", "app=client"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = becomes(&lab, "pod1-3", "pod1-1", 80, true);
+    assert!(took < Duration::from_secs(2), "relabel took {took:?}");
+    // And so does a namespace label (namespaceSelector).
+    apply(
+        &lab,
+        "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-blue, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: blue}}}]
+    ports: [{port: 81}]
+",
+    );
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 81));
+    let out = lab.weft("node1", &["namespace", "label", "default", "team=blue"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = becomes(&lab, "pod1-2", "pod1-1", 81, true);
+    assert!(took < Duration::from_secs(2), "namespace relabel took {took:?}");
+
     // Calico's ordered model: a global Deny at order 10 beats the
     // Kubernetes allow (order 1000 in the default tier).
     apply(
@@ -173,6 +228,7 @@ spec:
 ",
     );
     becomes(&lab, "pod1-2", "pod1-1", 80, false);
+    assert!(!connects(&lab, "pod1-3", "pod1-1", 80), "pod1-3 is a client now");
     let out = lab.weft("node1", &["policy", "delete", "no-clients"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     becomes(&lab, "pod1-2", "pod1-1", 80, true);
@@ -191,6 +247,32 @@ spec:
     assert!(err.contains("document 2") && err.contains("spec.ingress[0].ports[0].port"), "{err}");
     let list = String::from_utf8_lossy(&lab.weft("node1", &["policy", "list"]).stdout).to_string();
     assert!(!list.contains("ok-one"), "nothing half-applied: {list}");
+}
+
+#[test]
+fn an_endpoint_whose_policy_does_not_fit_keeps_its_last_good_one_and_says_so() {
+    let lab = TestLab::up_with("polfit", 1, 2, |o| {
+        o.agent_env.push(("WEFT_POLICY_MAX_ENTRIES".into(), "2".into()));
+    });
+    serve(&lab, &["pod1-1", "pod1-2"]);
+    apply(&lab, DENY_WEB);
+    becomes(&lab, "pod1-2", "pod1-1", 80, false);
+    // The deny takes 2 entries (host allowed, the rest denied); the allow
+    // needs a third: refused for this endpoint.
+    apply(&lab, ALLOW_CLIENT_80);
+    let web = lab.endpoint_id("pod1-1");
+    lab.eventually(Duration::from_secs(3), "the endpoint reports the failure", || {
+        let eps = lab.endpoints("node1");
+        let e = eps.iter().find(|e| e.id == web).unwrap();
+        e.policy_ingress.starts_with("Enabled (last good;") && e.policy_ingress.contains("its budget is 2")
+    });
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 80), "the last good policy (deny) still holds");
+    // Back within budget: the failure clears.
+    let out = lab.weft("node1", &["policy", "delete", "web-allow-client"]);
+    assert!(out.status.success());
+    lab.eventually(Duration::from_secs(3), "the failure clears", || {
+        lab.endpoints("node1").iter().find(|e| e.id == web).unwrap().policy_ingress == "Enabled"
+    });
 }
 
 #[test]

@@ -154,6 +154,9 @@ pub struct AgentConfig {
     /// cls_bpf otherwise), or forced tcx / legacy.
     pub tc_mode: TcMode,
     pub conntrack: CtConfig,
+    /// Policy map entries one endpoint may use; beyond, it keeps its last
+    /// good policy (`--policy-max-entries`).
+    pub policy_max_entries: usize,
 }
 
 /// Conntrack sizes and lifetimes (`--ct-*`). Sizes apply when the maps

@@ -33,7 +33,7 @@ pub fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::PolicyList => Ok(ok(crate::policy::list(agent))),
         Request::PolicyGet(n) => crate::policy::objects::get(agent, &n).map(ok),
         Request::PolicyDelete(n) => crate::policy::objects::delete(agent, &n).map(|_| ok(())),
-        Request::PolicySelectors => Ok(ok(Vec::<weft_api::SelectorView>::new())),
+        Request::PolicySelectors => Ok(ok(crate::policy::selectors(agent))),
         Request::NamespaceLabel(r) => crate::policy::objects::label_namespace(agent, &r).map(ok),
         Request::NamespaceList => Ok(ok(crate::policy::namespaces(agent))),
         Request::BpfPolicyGet(r) => crate::policy::bpf_get(agent, r.endpoint).map(ok),

@@ -139,6 +139,10 @@ struct AgentArgs {
     /// Seconds a non-TCP flow lives without packets.
     #[arg(long, default_value_t = 60)]
     ct_lifetime_any: u32,
+    /// Policy map entries one endpoint may use; an endpoint whose policy
+    /// needs more keeps its last good policy (and says so).
+    #[arg(long, env = "WEFT_POLICY_MAX_ENTRIES", default_value_t = 16384)]
+    policy_max_entries: usize,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -208,6 +212,8 @@ enum PolicyCmd {
     Get(PolicyNameArgs),
     /// Remove one policy.
     Delete(PolicyNameArgs),
+    /// Every selector of the stored policies and the identities it matches.
+    Selectors(Output),
 }
 
 #[derive(Args)]
@@ -293,6 +299,7 @@ fn main() -> ExitCode {
         Cmd::Policy(PolicyCmd::List(o)) => views::policy_list(&client, o.format),
         Cmd::Policy(PolicyCmd::Get(n)) => views::policy_get(&client, n.request()),
         Cmd::Policy(PolicyCmd::Delete(n)) => views::policy_delete(&client, n.request()),
+        Cmd::Policy(PolicyCmd::Selectors(o)) => views::policy_selectors(&client, o.format),
         Cmd::Namespace(NamespaceCmd::Label { namespace, labels }) => {
             views::namespace_label(&client, namespace, labels)
         }
@@ -342,5 +349,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
             lifetime_close: a.ct_lifetime_close,
             lifetime_any: a.ct_lifetime_any,
         },
+        policy_max_entries: a.policy_max_entries,
     })
 }

@@ -4,7 +4,7 @@ use crate::{Format, table};
 use weft_api::{
     AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, EndpointView,
     IdentityView, IpcacheView, NamespaceLabel, NamespaceView, NodeView, PolicyApply, PolicyApplyResult,
-    PolicyName, PolicyView, Request,
+    PolicyName, PolicyView, Request, SelectorView,
 };
 
 type R = Result<(), String>;
@@ -248,6 +248,26 @@ pub fn policy_list(c: &Client, f: Format) -> R {
         })
         .collect();
     table::print(&["KIND", "NAMESPACE", "NAME", "TIER", "ORDER", "TYPES", "ENDPOINTS", ""], &rows);
+    Ok(())
+}
+
+pub fn policy_selectors(c: &Client, f: Format) -> R {
+    let list: Vec<SelectorView> = c.call_as(&Request::PolicySelectors).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let ids: Vec<String> = s.identities.iter().map(|i| i.to_string()).collect();
+            vec![
+                s.used_by.clone(),
+                s.selector.clone(),
+                if ids.is_empty() { "<none>".into() } else { ids.join(" ") },
+            ]
+        })
+        .collect();
+    table::print(&["USED BY", "SELECTOR", "IDENTITIES"], &rows);
     Ok(())
 }
 

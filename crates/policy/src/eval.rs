@@ -49,11 +49,11 @@ pub struct Packet {
 }
 
 /// Either side of a flow, as rules see it.
-struct Side<'a> {
+pub(crate) struct Side<'a> {
     /// (namespace name, namespace labels, pod labels) for a pod.
-    pod: Option<(&'a str, &'a Labels, &'a Labels)>,
-    addr: Ipv4Addr,
-    named_ports: Option<&'a NamedPorts>,
+    pub(crate) pod: Option<(&'a str, &'a Labels, &'a Labels)>,
+    pub(crate) addr: Ipv4Addr,
+    pub(crate) named_ports: Option<&'a NamedPorts>,
 }
 
 /// The decision for `packet` to or from `endpoint`. Errors when a policy
@@ -146,7 +146,7 @@ pub fn selects(cluster: &Cluster, doc: &PolicyDocument, endpoint: &Endpoint) -> 
 }
 
 /// Whether the policy selects the endpoint (any direction).
-fn applies(doc: &PolicyDocument, local: &Side) -> bool {
+pub(crate) fn applies(doc: &PolicyDocument, local: &Side) -> bool {
     let Some((ns, ns_labels, labels)) = local.pod else { return false };
     match doc {
         PolicyDocument::K8s(p) => {
@@ -227,7 +227,7 @@ impl SpecRules for crate::GlobalNetworkPolicy {
     }
 }
 
-fn k8s_peer_matches(p: &K8sPeer, policy_ns: &str, peer: &Side) -> bool {
+pub(crate) fn k8s_peer_matches(p: &K8sPeer, policy_ns: &str, peer: &Side) -> bool {
     if let Some(block) = &p.ip_block {
         return block.cidr.contains(peer.addr) && !block.except.iter().any(|e| e.contains(peer.addr));
     }
@@ -299,7 +299,7 @@ fn calico_matches(
 /// namespaced policy); that restriction alone applies when only
 /// `notSelector` or `namespaceSelector` is set. `notSelector` is not
 /// restricted to a namespace.
-fn entity_matches(e: &EntityRule, policy_ns: Option<&str>, side: &Side) -> bool {
+pub(crate) fn entity_matches(e: &EntityRule, policy_ns: Option<&str>, side: &Side) -> bool {
     if !e.nets.is_empty() && !e.nets.iter().any(|n| n.contains(side.addr)) {
         return false;
     }

@@ -48,6 +48,7 @@ mod names;
 pub mod netpol;
 mod norm;
 pub mod scenario;
+pub mod selectors;
 
 /// Checks a container port name as Kubernetes does (IANA_SVC_NAME).
 pub fn validate_port_name(name: &str) -> Result<(), String> {

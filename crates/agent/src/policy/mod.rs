@@ -66,6 +66,8 @@ pub struct PolicyState {
 
 #[derive(Default, Clone)]
 struct View {
+    /// The model as last compiled (for `weft policy selectors`).
+    cluster: Arc<weft_policy::Cluster>,
     endpoints: BTreeMap<u16, EndpointStatus>,
     namespaces: BTreeMap<String, (u16, Labels)>,
     policies: Vec<PolicyView>,
@@ -455,6 +457,7 @@ fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::P
         log::error!("policy: removing stale entries failed: {e}");
     }
     let view = View {
+        cluster: Arc::new(w.compiler.cluster().clone()),
         endpoints: statuses,
         namespaces: w
             .compiler
@@ -524,7 +527,7 @@ fn run(
     ns_ids: NamespaceIds,
 ) {
     let mut w = World {
-        compiler: Compiler::new(),
+        compiler: Compiler::new().with_entry_budget(agent.cfg.policy_max_entries),
         policies: Raw::default(),
         tiers: Raw::default(),
         namespaces: Raw::default(),
@@ -556,6 +559,19 @@ fn run(
 
 pub fn list(agent: &Agent) -> Vec<PolicyView> {
     agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()).policies.clone()
+}
+
+/// `weft policy selectors`: which identities each selector matches.
+pub fn selectors(agent: &Agent) -> Vec<weft_api::SelectorView> {
+    let cluster = agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()).cluster.clone();
+    weft_policy::selectors::selector_matches(&cluster)
+        .into_iter()
+        .map(|m| weft_api::SelectorView {
+            used_by: format!("{}: {}", m.policy, m.place),
+            selector: m.selector,
+            identities: m.identities,
+        })
+        .collect()
 }
 
 pub fn namespaces(agent: &Agent) -> Vec<NamespaceView> {
