@@ -74,7 +74,44 @@ sleep 0.3
 watch "-v" sh -c "echo hello weft | $WEFT lab exec $LAB pod1-1 busybox nc -w 1 $POD2 8080"
 kill $NC 2>/dev/null || true
 
-say "node -> pod1-1: from-host delivers as identity 1 (host)"
+say "Conntrack: every flow pod1-1 opened, with state, lifetime and counters"
+run in_lab node1 "$WEFT" bpf ct list
+
+say "Policy: default deny for app=web (pod1-1); pod1-2 (app=client) is refused, as the monitor shows"
+POLICY=$(mktemp /tmp/weft-demo-policy.XXXXXX)
+cat >"$POLICY" <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-deny, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+YAML
+run in_lab node1 "$WEFT" policy apply -f "$POLICY"
+watch "-t drop -t policy-verdict" in_lab pod1-2 ping -c 1 -W 1 "$POD1"
+
+say "Allow app=client over ICMP and TCP 8080 (Calico's ordered model: a GlobalNetworkPolicy, order 100)"
+cat >"$POLICY" <<'YAML'
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: clients-to-web}
+spec:
+  order: 100
+  selector: app == 'web'
+  ingress:
+  - {action: Allow, protocol: ICMP, source: {selector: app == 'client'}}
+  - {action: Allow, protocol: TCP, source: {selector: app == 'client'}, destination: {ports: [8080]}}
+YAML
+run in_lab node1 "$WEFT" policy apply -f "$POLICY"
+rm -f "$POLICY"
+watch "-t policy-verdict" in_lab pod1-2 ping -c 1 -W 2 "$POD1"
+run in_lab node1 "$WEFT" policy list
+run in_lab node1 "$WEFT" policy selectors
+run in_lab node1 "$WEFT" endpoint list
+EP1=$(in_lab node1 "$WEFT" bpf endpoint list | awk -v ip="$POD1:0" '$1 == ip { sub("id=", "", $2); print $2 }')
+run in_lab node1 "$WEFT" bpf policy get "$EP1"
+
+say "node -> pod1-1: from-host delivers as identity 1 (host), allowed under any policy (kubelet probes)"
 watch "" in_lab node1 ping -c 1 -W 2 "$POD1"
 
 say "pod1-1 spoofs a source address: dropped with a reason and file:line"
