@@ -56,6 +56,10 @@ pub struct Compiler {
     classes: ClassTable,
     index: IdentityIndex,
     budget: usize,
+    /// Where pod addresses come from (empty: anywhere). A CIDR class outside
+    /// every pool never goes with a namespace or pod identity, so the
+    /// namespace and identity levels skip it.
+    pod_pools: Vec<Ipv4Cidr>,
 }
 
 /// Interned atoms and what they match.
@@ -108,7 +112,23 @@ impl Compiler {
             classes: ClassTable::new(),
             index: IdentityIndex::default(),
             budget: DEFAULT_ENTRY_BUDGET,
+            pod_pools: Vec::new(),
         }
+    }
+
+    /// Tells the compiler where pod addresses come from (the cluster's pod
+    /// pool): classes outside it cannot be a pod's, so entries that pair
+    /// them with a namespace or an identity are left out. Without pools
+    /// (the default) every class is assumed possible for every pod.
+    pub fn with_pod_pools(mut self, pools: Vec<Ipv4Cidr>) -> Compiler {
+        self.pod_pools = pools;
+        self
+    }
+
+    /// Whether a pod's address can be in the class of `cidr`.
+    fn pod_class(&self, cidr: &Ipv4Cidr) -> bool {
+        self.pod_pools.is_empty()
+            || self.pod_pools.iter().any(|p| p.contains_net(cidr) || cidr.contains_net(p))
     }
 
     /// Sets the most map entries (both directions) an endpoint may take.
@@ -441,6 +461,17 @@ impl Compiler {
             }
         }
         let groups: Vec<(Ipv4Cidr, Vec<u32>)> = groups.into_iter().collect();
+        // The same groups with only the classes a pod's address can have:
+        // what the namespace and identity levels need.
+        let pod_groups: Vec<Vec<u32>> = groups
+            .iter()
+            .map(|(_, ids)| {
+                ids.iter()
+                    .copied()
+                    .filter(|id| self.classes.cidr_of(*id).is_none_or(|c| self.pod_class(&c)))
+                    .collect()
+            })
+            .collect();
 
         // 6 and 5: anything without a namespace.
         let (list, cov6) = emit(&p.cells, &self.eval(p, &Rep::World, None), &none);
@@ -463,10 +494,14 @@ impl Compiler {
             let (list, cov4) = emit(&p.cells, &self.eval(p, &rep, None), &cov6);
             push(Peer::Namespace(ns_id), &[0], &list);
             let mut cov3 = Vec::new();
-            for (g, (cidr, ids)) in groups.iter().enumerate() {
+            for (g, (cidr, _)) in groups.iter().enumerate() {
+                if pod_groups[g].is_empty() {
+                    cov3.push(none.clone());
+                    continue;
+                }
                 let below = first_of(&[&cov4, &cov5[g], &cov6]);
                 let (list, cov) = emit(&p.cells, &self.eval(p, &rep, Some(*cidr)), &below);
-                push(Peer::Namespace(ns_id), ids, &list);
+                push(Peer::Namespace(ns_id), &pod_groups[g], &list);
                 cov3.push(cov);
             }
             ns_cov.insert(ns, (cov4, cov3));
@@ -489,10 +524,13 @@ impl Compiler {
                 ns_cov.get(identity.namespace.as_str()).map_or((&none, &no_groups), |(a, b)| (a, b));
             let (list, cov2) = emit(&p.cells, &self.eval(p, &rep, None), &first_of(&[cov4, &cov6]));
             push(Peer::Identity(id), &[0], &list);
-            for (g, (cidr, ids)) in groups.iter().enumerate() {
+            for (g, (cidr, _)) in groups.iter().enumerate() {
+                if pod_groups[g].is_empty() {
+                    continue;
+                }
                 let below = first_of(&[&cov2, &cov3[g], cov4, &cov5[g], &cov6]);
                 let (list, _) = emit(&p.cells, &self.eval(p, &rep, Some(*cidr)), &below);
-                push(Peer::Identity(id), ids, &list);
+                push(Peer::Identity(id), &pod_groups[g], &list);
             }
         }
 

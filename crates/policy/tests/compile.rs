@@ -212,3 +212,48 @@ fn classes_are_exposed_for_the_datapath() {
     assert_eq!(c.classes().classify(Ipv4Addr::new(10, 1, 2, 3)), classes[1].1);
     assert_eq!(c.classes().classify(Ipv4Addr::new(11, 1, 2, 3)), 0);
 }
+
+/// Told the pod pool, the compiler leaves out entries pairing a namespace
+/// or identity with a class no pod address can have (172.16/12 deny rules,
+/// 192.168/16, the metadata address), and the map still decides every
+/// packet a pod can send like the reference evaluator.
+#[test]
+fn a_pod_pool_drops_entries_no_pod_address_can_reach_and_agrees_with_decide() {
+    use weft_policy::scenario::BenchScenario;
+    let full = BenchScenario::new(7);
+    let mut pooled = BenchScenario::new(7);
+    let pool = weft_policy::Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
+    pooled.compiler = pooled.compiler.clone().with_pod_pools(vec![pool]);
+    let sample: Vec<&Endpoint> = full.endpoints.iter().step_by(37).collect();
+    let (mut n_full, mut n_pooled) = (0, 0);
+    for ep in &sample {
+        let a = full.compiler.compile(ep).unwrap();
+        let b = pooled.compiler.compile(ep).unwrap();
+        n_full += a.len();
+        n_pooled += b.len();
+        // Peers: every sampled endpoint (a pod at its address), and
+        // addresses outside the pool as the world.
+        let mut peers: Vec<(u32, Ipv4Addr)> = sample.iter().map(|p| (p.identity, p.addr)).collect();
+        peers.extend([
+            (WORLD, Ipv4Addr::new(172, 20, 1, 1)),
+            (WORLD, Ipv4Addr::new(192, 168, 3, 4)),
+            (WORLD, Ipv4Addr::new(169, 254, 169, 254)),
+        ]);
+        for (peer, addr) in peers {
+            for dir in [Direction::Ingress, Direction::Egress] {
+                for (proto, dport) in
+                    [(6, 80), (6, 443), (6, 5432), (6, 8050), (6, 1023), (17, 53), (1, 0), (6, 9999)]
+                {
+                    let pkt = Packet { direction: dir, peer, peer_addr: addr, proto, dport };
+                    let want = pooled.compiler.decide(ep, &pkt).unwrap();
+                    let got = lookup(b.direction(dir), &pooled.compiler.probe(&pkt));
+                    assert_eq!(got.outcome, want.outcome, "endpoint {} {pkt:?}", ep.identity);
+                }
+            }
+        }
+    }
+    // In this scenario most classes (10.x/16 excepts) hold pod addresses;
+    // the external ones (172.16/12, 192.168/16, 169.254.169.254) go.
+    assert!(n_pooled * 10 < n_full * 9, "the pool should save at least a tenth: {n_pooled} vs {n_full}");
+    eprintln!("entries over {} endpoints: {n_full} without the pool, {n_pooled} with it", sample.len());
+}

@@ -519,6 +519,13 @@ fn selects(w: &World, r: &PolicyRef, e: &Endpoint) -> bool {
         .is_some_and(|doc| weft_policy::selects(w.compiler.cluster(), doc, e))
 }
 
+/// Where pod addresses come from: the cluster's pool, or this node's pod
+/// CIDR on a single node.
+fn pod_pools(agent: &Agent) -> Vec<weft_policy::Ipv4Cidr> {
+    let c = if agent.cluster { agent.cfg.cluster_pool } else { agent.pod_cidr };
+    weft_policy::Ipv4Cidr::new(c.addr, c.prefix).into_iter().collect()
+}
+
 fn run(
     agent: &Agent,
     rx: Receiver<Msg>,
@@ -527,7 +534,9 @@ fn run(
     ns_ids: NamespaceIds,
 ) {
     let mut w = World {
-        compiler: Compiler::new().with_entry_budget(agent.cfg.policy_max_entries),
+        compiler: Compiler::new()
+            .with_entry_budget(agent.cfg.policy_max_entries)
+            .with_pod_pools(pod_pools(agent)),
         policies: Raw::default(),
         tiers: Raw::default(),
         namespaces: Raw::default(),
