@@ -216,3 +216,60 @@ fn drop_reasons_and_source_files_match_the_c_header() {
     }
     assert_eq!(ids + 1, SOURCE_FILES.len(), "SOURCE_FILES and WEFT_SOURCE_ID differ in length");
 }
+
+/// The event numbers the agent decodes: event types, observation points,
+/// debug message codes and policy match kinds, as the C headers define them.
+#[test]
+fn event_numbers_match_the_c_headers() {
+    use weft_datapath::events::{self, OBS_POINTS, POLICY_MATCHES, debug_text};
+    let defines = |src: &str, prefix: &str| -> Vec<(String, u64)> {
+        src.lines()
+            .filter(|l| l.starts_with(&format!("#define {prefix}")))
+            .filter_map(|l| {
+                let mut w = l.split_whitespace().skip(1);
+                let name = w.next()?.to_string();
+                let v = w.next()?.parse().ok()?;
+                Some((name, v))
+            })
+            .collect()
+    };
+    let events_h = include_str!("../../../bpf/lib/events.h");
+    let types: std::collections::HashMap<String, u64> = defines(events_h, "EVENT_").into_iter().collect();
+    assert_eq!(types["EVENT_DROP"], events::EVENT_DROP as u64);
+    assert_eq!(types["EVENT_DEBUG"], events::EVENT_DEBUG as u64);
+    assert_eq!(types["EVENT_CAPTURE"], events::EVENT_CAPTURE as u64);
+    assert_eq!(types["EVENT_TRACE"], events::EVENT_TRACE as u64);
+    assert_eq!(types["EVENT_POLICY_VERDICT"], events::EVENT_POLICY_VERDICT as u64);
+
+    let trace_h = include_str!("../../../bpf/lib/trace.h");
+    let points = defines(trace_h, "TRACE_TO_").into_iter().chain(defines(trace_h, "TRACE_FROM_"));
+    let mut n = 0;
+    for (name, v) in points {
+        let text = name.trim_start_matches("TRACE_").to_lowercase().replace('_', "-");
+        assert_eq!(OBS_POINTS[v as usize], text, "{name}");
+        n += 1;
+    }
+    assert_eq!(n, OBS_POINTS.len());
+
+    let dbg_h = include_str!("../../../bpf/lib/dbg.h");
+    let codes = defines(dbg_h, "DBG_");
+    assert!(codes.len() >= 15);
+    for (name, v) in codes {
+        assert!(!debug_text(v as u8, 0, 0, 0).starts_with("Unknown message"), "{name} ({v}) has no text");
+    }
+
+    let policy_h = include_str!("../../../bpf/lib/policy.h");
+    let matches = defines(policy_h, "POLICY_MATCH_");
+    assert_eq!(matches.len(), POLICY_MATCHES.len());
+    for (name, v) in matches {
+        let want = match name.as_str() {
+            "POLICY_MATCH_NONE" => "none",
+            "POLICY_MATCH_L3" => "L3-Only",
+            "POLICY_MATCH_L3_L4" => "L3-L4",
+            "POLICY_MATCH_L4" => "L4-Only",
+            "POLICY_MATCH_ALL" => "all",
+            other => panic!("{other} is new: give it a text in events.rs"),
+        };
+        assert_eq!(POLICY_MATCHES[v as usize], want, "{name}");
+    }
+}
