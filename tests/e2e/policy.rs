@@ -13,13 +13,19 @@ use weft_e2e::{TestLab, spawn_in_ns};
 
 const PORTS: [u16; 2] = [80, 81];
 
-/// Echo servers on every port in every pod (threads in the pods' netns).
+/// Echo servers on every port in every pod (threads in the pods' netns);
+/// returns once all of them listen.
 fn serve(lab: &TestLab, pods: &[&str]) {
+    let (bound, listening) = std::sync::mpsc::channel();
+    let mut n = 0;
     for pod in pods {
         for port in PORTS {
             let ip = lab.pod_ip(pod);
+            let bound = bound.clone();
+            n += 1;
             spawn_in_ns(&lab.netns_path(pod), move || {
                 let l = TcpListener::bind((ip.as_str(), port)).unwrap();
+                bound.send(()).unwrap();
                 for s in l.incoming() {
                     let Ok(mut s) = s else { continue };
                     std::thread::spawn(move || {
@@ -33,6 +39,9 @@ fn serve(lab: &TestLab, pods: &[&str]) {
                 }
             });
         }
+    }
+    for _ in 0..n {
+        listening.recv_timeout(Duration::from_secs(5)).expect("a server did not start");
     }
 }
 
@@ -137,6 +146,32 @@ fn policies_decide_new_connections_and_never_cut_established_ones() {
     assert!(!connects(&lab, "pod1-3", "pod1-1", 80), "web to web: denied too");
     assert!(connects(&lab, "pod1-1", "pod1-2", 80), "the client is not isolated");
     assert!(early.echoes(), "an established connection is not cut by a new policy");
+
+    // A new pod the policy selects is protected from its first packet: the
+    // ADD answers only once its policy is programmed. (No server runs in
+    // it: a SYN let through is refused at once, a denied one times out.)
+    let labels = [("app".to_string(), "web".to_string())].into_iter().collect();
+    let _: weft_api::PodLabelsResult = lab
+        .client("node1")
+        .call_as(&weft_api::Request::PodLabels(weft_api::PodLabels {
+            namespace: "default".into(),
+            name: "extra".into(),
+            labels,
+            remove: vec![],
+        }))
+        .unwrap();
+    let ns = weft_e2e::TempNetns::new(&format!("weft-{}-new", lab.name()));
+    let out = lab.cni("node1", "ADD", "newweb", &ns.path(), "1.0.0");
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    let ip =
+        out.json().unwrap()["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let dst: SocketAddr = format!("{ip}:80").parse().unwrap();
+    let outcome = spawn_in_ns(&lab.netns_path("pod1-2"), move || {
+        TcpStream::connect_timeout(&dst, Duration::from_millis(700)).err().map(|e| e.kind())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(outcome, Some(std::io::ErrorKind::TimedOut), "the new web pod must be isolated at once");
 
     // Allow app=client on port 80 only.
     apply(&lab, ALLOW_CLIENT_80);

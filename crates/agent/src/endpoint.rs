@@ -252,7 +252,7 @@ fn create(agent: &Agent, rec: &mut EndpointRecord, t: &mut Phases) -> Result<(),
     rec.phase = Phase::Ready;
     journal(agent, rec)?;
     crate::ipcache::local_changed(agent);
-    crate::policy::local_changed(agent);
+    crate::policy::sync(agent, std::time::Duration::from_secs(2));
     t.mark("ready");
     faults::point("add:after-ready");
     Ok(())

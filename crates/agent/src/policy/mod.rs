@@ -44,6 +44,8 @@ pub enum Msg {
     Pods(Update),
     /// This node's endpoints changed (ADD, DEL, relabel).
     Local,
+    /// Like Local, and answer once the endpoints' policy is programmed.
+    Sync(SyncSender<()>),
 }
 
 /// How one endpoint's policy stands, for `weft endpoint list`.
@@ -83,6 +85,23 @@ impl PolicyState {
 pub fn local_changed(agent: &Agent) {
     if let Some(tx) = agent.policy.tx.get() {
         let _ = tx.try_send(Msg::Local);
+    }
+}
+
+/// Tells the policy thread this node's endpoints changed and waits (at
+/// most `timeout`) until their policy is in the maps: an ADD answers only
+/// then, so no container of a selected pod runs a moment unprotected.
+pub fn sync(agent: &Agent, timeout: Duration) {
+    let Some(tx) = agent.policy.tx.get() else { return };
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    if tx.try_send(Msg::Sync(done)).is_err() {
+        log::warn!("policy: the queue is full; a new endpoint's policy follows shortly");
+        return;
+    }
+    if wait.recv_timeout(timeout).is_err() {
+        log::warn!(
+            "policy: a new endpoint's policy was not programmed within {timeout:?}; it follows shortly"
+        );
     }
 }
 
@@ -307,7 +326,7 @@ impl World {
 
     fn apply(&mut self, msg: Msg) -> Result<(), String> {
         match msg {
-            Msg::Local => {}
+            Msg::Local | Msg::Sync(_) => {}
             Msg::Pods(u) => {
                 if !self.pods.apply(u).is_empty() {
                     self.refresh_named_ports();
@@ -553,13 +572,23 @@ fn run(
         };
         let mut batch: Vec<Msg> = first.into_iter().collect();
         batch.extend(rx.try_iter());
+        let mut waiting = Vec::new();
         for m in batch {
+            if let Msg::Sync(done) = m {
+                waiting.push(done);
+                continue;
+            }
             if let Err(e) = w.apply(m) {
                 log::error!("policy: {e}");
             }
         }
+        // Not ready (the store has not listed everything yet): nothing is
+        // programmed, and waiting ADDs are let go rather than held.
         if w.ready() {
             recompile(agent, &mut w, &maps, &mut programmed);
+        }
+        for done in waiting {
+            let _ = done.try_send(());
         }
     }
 }
