@@ -27,6 +27,26 @@ pub const MAP_POLICY_EP: &str = "weft_policy_ep";
 pub const MAP_IDENTITY: &str = "weft_identity";
 pub const MAP_POLICY_CIDR: &str = "weft_policy_cidr";
 
+/// Every map the datapath pins (the layout test checks that the C headers
+/// declare exactly these).
+pub const ALL_MAPS: [&str; 15] = [
+    MAP_ENDPOINTS,
+    MAP_LXC,
+    MAP_CONFIG,
+    MAP_EVENTS,
+    MAP_IPCACHE,
+    MAP_CALLS,
+    MAP_STATE,
+    MAP_DROPS,
+    MAP_CT_TCP,
+    MAP_CT_ANY,
+    MAP_CT_COUNT,
+    MAP_POLICY,
+    MAP_POLICY_EP,
+    MAP_IDENTITY,
+    MAP_POLICY_CIDR,
+];
+
 /// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).
 pub const POLICY_INGRESS: u8 = 0;
 pub const POLICY_EGRESS: u8 = 1;

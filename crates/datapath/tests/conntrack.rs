@@ -240,3 +240,12 @@ fn an_empty_stage_slot_is_a_missed_tail_call_drop_not_a_silent_pass() {
     assert_eq!(drop.reason_text.as_deref(), Some("Missed tail call"));
     assert_eq!(drop.file.as_deref(), Some("lxc.c"));
 }
+
+#[test]
+fn every_map_is_pinned_so_it_outlives_the_agent() {
+    let f = fixture();
+    let dir = weft_datapath::loader::pin_dir(&f.base);
+    for name in ALL_MAPS {
+        assert!(dir.join(name).exists(), "{name} is not pinned in {}", dir.display());
+    }
+}

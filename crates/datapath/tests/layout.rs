@@ -273,3 +273,26 @@ fn event_numbers_match_the_c_headers() {
         assert_eq!(POLICY_MATCHES[v as usize], want, "{name}");
     }
 }
+
+/// The maps the C headers declare are the ones user space knows by name
+/// (tests/conntrack.rs checks a loaded datapath pins every one).
+#[test]
+fn every_map_declared_in_c_has_its_name_in_rust() {
+    let headers = [
+        include_str!("../../../bpf/lib/maps.h"),
+        include_str!("../../../bpf/lib/events.h"),
+        include_str!("../../../bpf/lib/drop.h"),
+        include_str!("../../../bpf/lib/pipeline.h"),
+        include_str!("../../../bpf/lib/conntrack.h"),
+        include_str!("../../../bpf/lib/policy.h"),
+    ];
+    let mut declared: Vec<&str> = headers
+        .iter()
+        .flat_map(|h| h.lines())
+        .filter_map(|l| l.strip_prefix("} ")?.strip_suffix(" SEC(\".maps\");"))
+        .collect();
+    declared.sort();
+    let mut known = ALL_MAPS.to_vec();
+    known.sort();
+    assert_eq!(declared, known);
+}
