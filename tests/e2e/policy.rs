@@ -145,6 +145,8 @@ fn policies_decide_new_connections_and_never_cut_established_ones() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(!connects(&lab, "pod1-3", "pod1-1", 80), "web to web: denied too");
     assert!(connects(&lab, "pod1-1", "pod1-2", 80), "the client is not isolated");
+    // The node itself (kubelet probes) is always let in, as in Cilium.
+    lab.ok("node1", &["ping", "-c", "1", "-W", "2", &lab.pod_ip("pod1-1")]);
     assert!(early.echoes(), "an established connection is not cut by a new policy");
 
     // A new pod the policy selects is protected from its first packet: the
