@@ -241,6 +241,12 @@ struct World {
     identities: Raw,
     pods: Raw,
     ns_ids: NamespaceIds,
+    /// Something besides this node's endpoints changed since the last
+    /// compile: every endpoint is compiled again. Otherwise only those
+    /// that are new or changed (an ADD costs one compile, not all).
+    model_changed: bool,
+    /// The endpoints as last compiled.
+    last: BTreeMap<u16, Endpoint>,
 }
 
 /// A pod's named ports as stored (`PodPorts`).
@@ -324,7 +330,18 @@ impl World {
         self.compiler.upsert_namespace(name, id, labels).map_err(|e| e.to_string())
     }
 
+    /// Like `namespace`, only when the compiler does not know it yet.
+    fn ensure_namespace(&mut self, name: &str) -> Result<(), String> {
+        if self.compiler.cluster().namespace(name).is_some() {
+            return Ok(());
+        }
+        self.namespace(name)
+    }
+
     fn apply(&mut self, msg: Msg) -> Result<(), String> {
+        if !matches!(msg, Msg::Local | Msg::Sync(_)) {
+            self.model_changed = true;
+        }
         match msg {
             Msg::Local | Msg::Sync(_) => {}
             Msg::Pods(u) => {
@@ -357,7 +374,7 @@ impl World {
                     match labels {
                         Some(l) => {
                             let (ns, own) = split_identity_labels(&l);
-                            self.namespace(&ns)?;
+                            self.ensure_namespace(&ns)?;
                             let identity = Identity { namespace: ns, labels: own, ..Default::default() };
                             if let Err(e) = self.compiler.upsert_identity(id, identity) {
                                 log::warn!("policy: identity {id}: {e}");
@@ -379,7 +396,7 @@ impl World {
                     match doc {
                         Some(Ok(doc)) => {
                             if let Some(ns) = &r.namespace {
-                                self.namespace(ns)?;
+                                self.ensure_namespace(ns)?;
                             }
                             if let Err(e) = self.compiler.upsert_policy(doc) {
                                 log::warn!("policy: {r} cannot be enforced: {e}");
@@ -428,8 +445,11 @@ fn kind_word(k: PolicyKind) -> String {
 fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::Programmed) {
     let endpoints = local_endpoints(agent, w);
     for (_, e) in &endpoints {
-        if let Err(e) = w.namespace(&e.namespace) {
-            log::warn!("policy: {e}");
+        if w.compiler.cluster().namespace(&e.namespace).is_none() {
+            w.model_changed = true;
+            if let Err(e) = w.ensure_namespace(&e.namespace) {
+                log::warn!("policy: {e}");
+            }
         }
     }
     let identities: BTreeMap<u32, u16> = w
@@ -446,8 +466,16 @@ fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::P
         return;
     }
     let mut statuses = BTreeMap::new();
+    let before = agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()).endpoints.clone();
     let mut rules = agent.policy.rules.lock().unwrap_or_else(|p| p.into_inner());
     for (ep, endpoint) in &endpoints {
+        if !w.model_changed
+            && w.last.get(ep) == Some(endpoint)
+            && let Some(st) = before.get(ep)
+        {
+            statuses.insert(*ep, st.clone());
+            continue;
+        }
         let mut st = EndpointStatus::default();
         match w.compiler.compile(endpoint) {
             Ok(compiled) => {
@@ -475,8 +503,15 @@ fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::P
     if let Err(e) = p.prune(maps, &eps, &identities, &classes) {
         log::error!("policy: removing stale entries failed: {e}");
     }
+    let cluster = if w.model_changed {
+        Arc::new(w.compiler.cluster().clone())
+    } else {
+        agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()).cluster.clone()
+    };
+    w.model_changed = false;
+    w.last = endpoints.iter().cloned().collect();
     let view = View {
-        cluster: Arc::new(w.compiler.cluster().clone()),
+        cluster,
         endpoints: statuses,
         namespaces: w
             .compiler
@@ -562,6 +597,8 @@ fn run(
         identities: Raw::default(),
         pods: Raw::default(),
         ns_ids,
+        model_changed: true,
+        last: BTreeMap::new(),
     };
     w.compiler.set_tier(weft_policy::calico_policy::DEFAULT_TIER, 1_000_000.0);
     loop {
