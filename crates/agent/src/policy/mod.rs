@@ -35,6 +35,9 @@ pub use program::rule_text;
 /// Messages queued to the policy thread, at most this many.
 const QUEUE: usize = 4096;
 
+/// Rule ids handed out before the table starts over.
+const RULE_IDS_MAX: usize = 1 << 16;
+
 pub enum Msg {
     Policies(Update),
     Tiers(Update),
@@ -468,6 +471,12 @@ fn recompile(agent: &Agent, w: &mut World, maps: &PolicyMaps, p: &mut program::P
     let mut statuses = BTreeMap::new();
     let before = agent.policy.view.lock().unwrap_or_else(|p| p.into_inner()).endpoints.clone();
     let mut rules = agent.policy.rules.lock().unwrap_or_else(|p| p.into_inner());
+    // Rule ids are never reused, so policy churn grows the table: past the
+    // limit, a full compile starts a fresh one (every entry's id changes
+    // once, and the difference rewrites them).
+    if w.model_changed && rules.len() > RULE_IDS_MAX {
+        *rules = program::RuleIds::default();
+    }
     for (ep, endpoint) in &endpoints {
         if !w.model_changed
             && w.last.get(ep) == Some(endpoint)

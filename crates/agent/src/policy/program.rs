@@ -39,6 +39,12 @@ impl RuleIds {
         id
     }
 
+    /// How many rules have an id (ids are never reused while the table
+    /// lives; the policy thread starts a fresh one when this grows large).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
     /// The text of a rule id (0 and unknown ids: "-").
     pub fn name(&self, id: u32) -> String {
         self.names.get((id as usize).wrapping_sub(1)).cloned().unwrap_or_else(|| "-".into())
