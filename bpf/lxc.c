@@ -198,9 +198,9 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	d->dst_id = peer_identity(daddr);
 	st->dst_id = d->dst_id;
 	t.dst_id = d->dst_id;
-	/* A new flow (or one conntrack cannot follow: a later fragment) meets
-	 * egress policy; traffic to the pod's own address never does. */
-	if ((state == CT_NEW || state == 0) && daddr != p.key.saddr) {
+	/* A new flow meets egress policy; traffic to the pod's own address
+	 * never does. */
+	if (state == CT_NEW && daddr != p.key.saddr) {
 		struct policy_flow pf;
 
 		flow_for_policy(&pf, &p, st->src_ep, POLICY_EGRESS, d->dst_id, daddr);
@@ -287,7 +287,7 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 	if (ret < 0)
 		return ret;
 	state = ct_lookup(skb, dst->ep_id, &p);
-	if ((state == CT_NEW || state == 0) && st->src_ep != dst->ep_id) {
+	if (state == CT_NEW && st->src_ep != dst->ep_id) {
 		struct policy_flow pf;
 
 		flow_for_policy(&pf, &p, dst->ep_id, POLICY_INGRESS, st->src_id, saddr);

@@ -99,6 +99,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_ct_count SEC(".maps");
 
+/* A fragmented datagram: later fragments carry no L4 header, so the first
+ * one leaves its ports here, keyed by what every fragment carries. */
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8   proto;
+	__u8   pad;
+};
+
+struct frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key);
+	__type(value, struct frag_ports);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_frags SEC(".maps");
+
+#define IP_MF     0x2000
+#define IP_OFFSET 0x1fff
+
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
@@ -116,8 +142,7 @@ struct ct_packet {
 	__u32 len;
 	__u8  tcp_flags;
 	__u8  related;      /* an ICMP error: key is the offending packet's */
-	__u8  track;        /* 0: cannot be tracked (a later fragment) */
-	__u8  pad;
+	__u16 pad;
 };
 
 static __always_inline __u32 ct_now(void)
@@ -167,6 +192,37 @@ static __always_inline int ct_ports(struct __sk_buff *skb, __u32 off, __u8 proto
 	}
 }
 
+/* A fragment: the first one records its ports (ICMP and other protocols
+ * too: an echo's id), a later one takes them from there. Without the first
+ * (lost, or overtaken), a later fragment belongs to no flow: dropped, as
+ * the datagram could never be reassembled anyway. */
+static __always_inline int ct_fragment(struct __sk_buff *skb, const struct iphdr *ip,
+				       __u32 off, struct ct_packet *p)
+{
+	struct frag_key fk = {
+		.saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
+	};
+	struct frag_ports *fp;
+	struct frag_ports ports;
+	int ret;
+
+	if (!(ip->frag_off & bpf_htons(IP_OFFSET))) {
+		ret = ct_ports(skb, off, ip->protocol, &p->key);
+		if (ret < 0)
+			return ret;
+		ports.sport = p->key.sport;
+		ports.dport = p->key.dport;
+		bpf_map_update_elem(&weft_frags, &fk, &ports, BPF_ANY);
+		return 0;
+	}
+	fp = bpf_map_lookup_elem(&weft_frags, &fk);
+	if (!fp)
+		return DROP(DROP_FRAG_NOT_FOUND);
+	p->key.sport = fp->sport;
+	p->key.dport = fp->dport;
+	return 0;
+}
+
 /* Fills `p` for the IPv4 packet `ip` seen at `scope`. */
 static __always_inline int ct_extract(struct __sk_buff *skb, const struct iphdr *ip,
 				      __u8 scope, struct ct_packet *p)
@@ -182,10 +238,8 @@ static __always_inline int ct_extract(struct __sk_buff *skb, const struct iphdr 
 	p->key.proto = ip->protocol;
 	p->key.scope = scope;
 	p->len = skb->len;
-	/* A later fragment has no ports: it cannot be matched to a flow. */
-	if (ip->frag_off & bpf_htons(0x1fff))
-		return 0;
-	p->track = 1;
+	if (ip->frag_off & bpf_htons(IP_OFFSET | IP_MF))
+		return ct_fragment(skb, ip, off, p);
 	if (ip->protocol == IPPROTO_TCP) {
 		if (bpf_skb_load_bytes(skb, off + 13, &p->tcp_flags, 1) < 0)
 			return DROP(DROP_CT_INVALID_HDR);
@@ -267,7 +321,7 @@ static __always_inline void ct_debug_lookup(struct __sk_buff *skb, __u16 ep,
 }
 
 /* Finds the packet's flow: returns CT_NEW, CT_ESTABLISHED, CT_REPLY or
- * CT_RELATED, or 0 when the packet cannot be tracked. */
+ * CT_RELATED. */
 static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 				     struct ct_packet *p)
 {
@@ -276,8 +330,6 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 	void *map;
 	int state = CT_NEW;
 
-	if (!p->track)
-		return 0;
 	map = ct_map(p->key.proto);
 	ct_debug_lookup(skb, ep, &p->key);
 	ct_key_reverse(&rev, &p->key);
@@ -327,7 +379,7 @@ static __always_inline int ct_create(struct __sk_buff *skb, __u16 ep, __u32 peer
 	__u32 created = CT_COUNT_ANY_CREATED, base = CT_COUNT_ANY_BASE;
 	__u64 *n_created, *n_base, limit;
 
-	if (!p->track || p->related)
+	if (p->related)
 		return 0;
 	limit = cfg ? cfg->ct_any_limit : 0;
 	if (p->key.proto == IPPROTO_TCP) {

@@ -33,6 +33,7 @@
 #define DROP_FIB_LOOKUP        169
 #define DROP_INVALID_IDENTITY  171
 #define DROP_UNKNOWN_SENDER    172
+#define DROP_FRAG_NOT_FOUND    175  /* a later fragment whose first was not seen */
 #define DROP_TTL_EXCEEDED      196
 #define DROP_NO_ENDPOINT       230  /* weft: pod device without an endpoint */
 #define DROP_UNROUTABLE        231  /* weft: no local endpoint for a decapsulated packet */

@@ -70,6 +70,7 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
         169 => "FIB lookup failed",
         171 => "Invalid identity",
         172 => "Unknown sender",
+        175 => "First logical datagram fragment not found",
         196 => "TTL exceeded",
         230 => "No endpoint for device",
         231 => "No local endpoint for decapsulated packet",

@@ -21,6 +21,7 @@ pub const MAP_DROPS: &str = "weft_drops";
 pub const MAP_CT_TCP: &str = "weft_ct_tcp";
 pub const MAP_CT_ANY: &str = "weft_ct_any";
 pub const MAP_CT_COUNT: &str = "weft_ct_count";
+pub const MAP_FRAGS: &str = "weft_frags";
 
 pub const MAP_POLICY: &str = "weft_policy";
 pub const MAP_POLICY_EP: &str = "weft_policy_ep";
@@ -29,7 +30,7 @@ pub const MAP_POLICY_CIDR: &str = "weft_policy_cidr";
 
 /// Every map the datapath pins (the layout test checks that the C headers
 /// declare exactly these).
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_ENDPOINTS,
     MAP_LXC,
     MAP_CONFIG,
@@ -41,6 +42,7 @@ pub const ALL_MAPS: [&str; 15] = [
     MAP_CT_TCP,
     MAP_CT_ANY,
     MAP_CT_COUNT,
+    MAP_FRAGS,
     MAP_POLICY,
     MAP_POLICY_EP,
     MAP_IDENTITY,

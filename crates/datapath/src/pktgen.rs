@@ -150,3 +150,29 @@ pub fn icmp_error(
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     ipv4_frame(src_mac, dst_mac, src, dst, 1, &icmp)
 }
+
+/// One fragment of a datagram: `offset` in 8-byte units, `more` for the
+/// MF flag, `body` what follows the IPv4 header (the L4 header only in the
+/// first fragment).
+#[allow(clippy::too_many_arguments)]
+pub fn ipv4_fragment(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    id: u16,
+    offset: u16,
+    more: bool,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut p = ipv4_frame(src_mac, dst_mac, src, dst, proto, body);
+    let ip = &mut p[14..34];
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    let flags = offset & 0x1fff | if more { 0x2000 } else { 0 };
+    ip[6..8].copy_from_slice(&flags.to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}

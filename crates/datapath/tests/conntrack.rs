@@ -249,3 +249,33 @@ fn every_map_is_pinned_so_it_outlives_the_agent() {
         assert!(dir.join(name).exists(), "{name} is not pinned in {}", dir.display());
     }
 }
+
+#[test]
+fn later_fragments_take_the_first_ones_ports_and_orphans_are_dropped() {
+    let mut f = fixture();
+    // A 2000-byte UDP datagram to port 53 in two fragments.
+    let mut first_body = vec![0u8; 1480];
+    first_body[0..2].copy_from_slice(&SPORT.to_be_bytes());
+    first_body[2..4].copy_from_slice(&53u16.to_be_bytes());
+    first_body[4..6].copy_from_slice(&2008u16.to_be_bytes());
+    let first = pkt::ipv4_fragment(MAC_A, LXC_A, POD_A, POD_B, 17, 0x4242, 0, true, &first_body);
+    let second = pkt::ipv4_fragment(MAC_A, LXC_A, POD_A, POD_B, 17, 0x4242, 185, false, &[7u8; 528]);
+    assert_eq!(run(&mut f, "from_container", &first).0, TC_ACT_REDIRECT);
+    assert!(entry(&f, key(POD_A, SPORT, POD_B, 53, 17, CT_EGRESS)).is_some());
+    events(&mut f);
+    assert_eq!(run(&mut f, "from_container", &second).0, TC_ACT_REDIRECT);
+    let ev = events(&mut f);
+    assert_eq!(
+        states(&ev),
+        vec![("from-endpoint".into(), "established".into()), ("to-endpoint".into(), "established".into())],
+        "the later fragment is the same flow"
+    );
+    assert_eq!(entry(&f, key(POD_A, SPORT, POD_B, 53, 17, CT_EGRESS)).unwrap().tx_packets, 2);
+
+    let orphan = pkt::ipv4_fragment(MAC_A, LXC_A, POD_A, POD_B, 17, 0x9999, 185, false, &[7u8; 100]);
+    assert_eq!(run(&mut f, "from_container", &orphan).0, TC_ACT_SHOT);
+    let ev = events(&mut f);
+    let drop = ev.iter().find(|e| e.kind == "drop").expect("a drop event");
+    assert_eq!(drop.reason_text.as_deref(), Some("First logical datagram fragment not found"));
+    assert_eq!(drop.file.as_deref(), Some("conntrack.h"));
+}
