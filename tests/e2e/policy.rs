@@ -140,8 +140,12 @@ impl Stream {
         let (tx, go) = std::sync::mpsc::channel::<()>();
         let (done, rx) = std::sync::mpsc::channel::<bool>();
         spawn_in_ns(&lab.netns_path(from), move || {
-            let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(1)).unwrap();
+            let mut s = match TcpStream::connect_timeout(&dst, Duration::from_secs(1)) {
+                Ok(s) => s,
+                Err(_) => return done.send(false).unwrap_or(()),
+            };
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            done.send(true).unwrap();
             while go.recv().is_ok() {
                 let mut b = [0u8; 1];
                 let ok = s.write_all(b"y").is_ok() && s.read_exact(&mut b).is_ok();
@@ -150,6 +154,11 @@ impl Stream {
                 }
             }
         });
+        // Opened before this returns: what follows sees the flow.
+        assert!(
+            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(false),
+            "{from} -> {to}:{port} did not connect"
+        );
         Stream { tx, rx }
     }
 
@@ -394,4 +403,32 @@ fn an_established_stream_across_policy_survives_sigkill_and_restart_of_the_agent
     assert!(!connects(&lab, "pod1-2", "pod1-1", 81), "denied after the restart");
     let ct = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "ct", "list"]).stdout).to_string();
     assert!(ct.contains(&format!("{}:80", lab.pod_ip("pod1-1"))) && ct.contains("established"), "{ct}");
+}
+
+#[test]
+fn a_full_conntrack_table_refuses_new_flows_keeps_established_ones_and_status_warns() {
+    // 16 TCP entries, 14 admitted: seven same-node connections (each is
+    // tracked at both ends).
+    let lab = TestLab::up_with("ctfull", 1, 2, |o| {
+        o.agent_env.push(("WEFT_CT_TCP_MAX".into(), "16".into()));
+    });
+    serve(&lab, &["pod1-1"]);
+    let streams: Vec<Stream> = (0..7).map(|_| Stream::open(&lab, "pod1-2", "pod1-1", 80)).collect();
+    assert!(!connects(&lab, "pod1-2", "pod1-1", 80), "the eighth connection is refused");
+    for s in &streams {
+        assert!(s.echoes(), "established connections keep working");
+    }
+    let status = lab.status("node1");
+    assert!(
+        status.warnings.iter().any(|w| w.contains("conntrack is full") && w.contains("new flows refused")),
+        "{:?}",
+        status.warnings
+    );
+    assert!(
+        status.drops.iter().any(|(r, n)| r.starts_with("CT: Map insertion failed") && *n > 0),
+        "{:?}",
+        status.drops
+    );
+    let text = String::from_utf8_lossy(&lab.weft("node1", &["status"]).stdout).to_string();
+    assert!(text.contains("Warning:       conntrack is full"), "{text}");
 }

@@ -122,10 +122,10 @@ struct AgentArgs {
     tc_mode: weft_agent::config::TcMode,
     /// Entries of the TCP conntrack table (default: 0.25 % of memory,
     /// two thirds of it for TCP). Applies when the maps are created.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CT_TCP_MAX")]
     ct_tcp_max: Option<u32>,
     /// Entries of the conntrack table for everything but TCP.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CT_ANY_MAX")]
     ct_any_max: Option<u32>,
     /// Seconds an established TCP flow lives without packets.
     #[arg(long, default_value_t = 21600)]
