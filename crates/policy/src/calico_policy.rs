@@ -153,15 +153,15 @@ pub struct EntityRule {
     /// The traffic is from or to an endpoint this selects. Absent: no
     /// condition at all; `all()`: some endpoint Calico knows (so not an
     /// outside address) — the two differ.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
     pub selector: Option<Selector>,
     /// The traffic is not from or to an endpoint this selects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
     pub not_selector: Option<Selector>,
     /// The endpoint is in a namespace this selects. Absent, with a
     /// selector: the policy's own namespace for a namespaced policy, any
     /// namespace for a global one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<Selector>,
     /// The port is one of these. Needs a TCP, UDP or SCTP rule. Absent or
     /// empty: any port.
@@ -179,6 +179,21 @@ pub enum CalicoPort {
     Number(u16),
     Range { first: u16, last: u16 },
     Named(String),
+}
+
+/// An entity rule's selector written as `""` is not set, as in Calico
+/// (where `all()` would mean "some endpoint Calico knows").
+fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Selector>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => Selector::parse(t).map(Some).map_err(|e| {
+            serde::de::Error::custom(format_args!(
+                "invalid selector {t:?} at offset {}: {}",
+                e.offset, e.reason
+            ))
+        }),
+    }
 }
 
 impl CalicoNetworkPolicy {
@@ -738,6 +753,23 @@ mod tests {
         let s = parse_spec(json!({}));
         assert_eq!((s.tier.as_deref(), s.tier_or_default()), (None, "default"));
         assert_eq!(serde_json::to_value(&s).expect("serializes"), json!({"selector": "all()"}));
+    }
+
+    #[test]
+    fn an_empty_entity_selector_is_not_set() {
+        let p = CalicoNetworkPolicy::from_json(&serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy", "metadata": {"name": "e"},
+            "spec": {"ingress": [{"action": "Allow", "source": {"selector": "", "notSelector": " "}}]}
+        }))
+        .unwrap();
+        assert_eq!(p.spec.ingress[0].source.selector, None);
+        assert_eq!(p.spec.ingress[0].source.not_selector, None);
+        let bad = CalicoNetworkPolicy::from_json(&serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy", "metadata": {"name": "e"},
+            "spec": {"ingress": [{"action": "Allow", "source": {"selector": "a =="}}]}
+        }))
+        .unwrap_err();
+        assert!(bad.to_string().contains("invalid selector"), "{bad}");
     }
 
     #[test]
