@@ -283,8 +283,9 @@ impl World {
     }
 
     /// Every identity's named ports: the union over the pods with its
-    /// namespace and labels (the identity's own definition).
-    fn refresh_named_ports(&mut self) {
+    /// namespace and labels (the identity's own definition). Returns
+    /// whether any changed.
+    fn refresh_named_ports(&mut self) -> bool {
         let mut by_labels: BTreeMap<(String, Labels), NamedPorts> = BTreeMap::new();
         for (key, value) in &self.pods.items {
             let Some(pod) = key.strip_prefix(objects::PODS).and_then(|k| k.strip_suffix("/ports")) else {
@@ -313,11 +314,13 @@ impl World {
                 (want != i.named_ports).then(|| (*id, Identity { named_ports: want, ..i.clone() }))
             })
             .collect();
+        let changed = !updates.is_empty();
         for (id, identity) in updates {
             if let Err(e) = self.compiler.upsert_identity(id, identity) {
                 log::warn!("policy: identity {id}: {e}");
             }
         }
+        changed
     }
 
     /// Makes sure the compiler knows namespace `name` (labels from the
@@ -342,14 +345,15 @@ impl World {
     }
 
     fn apply(&mut self, msg: Msg) -> Result<(), String> {
-        if !matches!(msg, Msg::Local | Msg::Sync(_)) {
+        // Pods matter only through their named ports (refresh says).
+        if !matches!(msg, Msg::Local | Msg::Sync(_) | Msg::Pods(_)) {
             self.model_changed = true;
         }
         match msg {
             Msg::Local | Msg::Sync(_) => {}
             Msg::Pods(u) => {
-                if !self.pods.apply(u).is_empty() {
-                    self.refresh_named_ports();
+                if !self.pods.apply(u).is_empty() && self.refresh_named_ports() {
+                    self.model_changed = true;
                 }
             }
             Msg::Tiers(u) => {
@@ -386,7 +390,7 @@ impl World {
                         None => self.compiler.remove_identity(id),
                     }
                 }
-                self.refresh_named_ports();
+                let _ = self.refresh_named_ports();
             }
             Msg::Policies(u) => {
                 for key in self.policies.apply(u) {
