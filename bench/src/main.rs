@@ -4,6 +4,7 @@
 
 mod control;
 mod datapath;
+mod policy;
 mod propagation;
 mod report;
 mod scale;
@@ -30,6 +31,9 @@ struct Args {
     only_scale: bool,
     /// Only CNI ADD/DEL latency and pods per second.
     only_cni: bool,
+    /// Only the policy figures: compile, and the datapath with conntrack
+    /// and a policy of N rules.
+    only_policy: bool,
     /// Propagation samples and window length of the scale measurement.
     scale_samples: usize,
     scale_window: u64,
@@ -48,6 +52,7 @@ fn args() -> Result<Args, String> {
         scale_nodes: 200,
         only_scale: false,
         only_cni: false,
+        only_policy: false,
         scale_samples: 50,
         scale_window: 20,
     };
@@ -69,6 +74,7 @@ fn args() -> Result<Args, String> {
             }
             "--only-scale" => a.only_scale = true,
             "--only-cni" => a.only_cni = true,
+            "--only-policy" => a.only_policy = true,
             "--quick" => {
                 a.rounds = 1;
                 a.secs = 1;
@@ -148,6 +154,18 @@ fn run() -> Result<(), String> {
     // Per-program run time and count, for as long as this fd is open
     // (BPF_ENABLE_STATS: no sysctl is touched).
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| format!("BPF stats: {e}"))?;
+    if a.only_policy {
+        policy_figures(&a, &mut s)?;
+        let header = format!(
+            "Measured {} on {}; the policy section only; {} rounds interleaved, {} s per measurement; whole run {} s.",
+            date(),
+            machine(),
+            policy_rounds(&a),
+            a.secs,
+            started.elapsed().as_secs()
+        );
+        return write_report(&a, &s.0, &header);
+    }
 
     // Data plane: every topology up at once, measured round after round.
     if !a.control_only {
@@ -204,6 +222,16 @@ fn run() -> Result<(), String> {
         }
     }
 
+    // Conntrack and policy: the compiler, and the datapath with policies
+    // of 10 to 1,000 rules. The sections after it run even if it failed.
+    if !a.control_only {
+        let t = Instant::now();
+        if let Err(e) = policy_figures(&a, &mut s) {
+            eprintln!("weft-bench: policy measurements stopped: {e}");
+        }
+        println!("# policy section: {} s", t.elapsed().as_secs());
+    }
+
     // Per-packet cost of the programs.
     println!("# BPF_PROG_TEST_RUN");
     for _ in 0..if a.control_only { 0 } else { a.rounds } {
@@ -244,6 +272,8 @@ fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String>
             ("cross node", "TCP request/response latency, p50"),
             ("same node", "TCP connections (connect, 1 B each way, close)"),
             ("cross node", "TCP connections (connect, 1 B each way, close)"),
+            policy::PANELS[0],
+            policy::PANELS[1],
         ],
         &a.out.join("latest.png"),
         std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
@@ -254,6 +284,18 @@ fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String>
     println!("{md}");
     println!("# wrote {}/latest.md, latest.png, raw.json", a.out.display());
     Ok(())
+}
+
+/// Rounds of the policy datapath section (20 subjects: at most 3 keep it
+/// under 10 minutes on 2 cores).
+fn policy_rounds(a: &Args) -> usize {
+    a.rounds.min(3)
+}
+
+/// Policy compile, then the datapath with conntrack and policy.
+fn policy_figures(a: &Args, s: &mut Samples) -> Result<(), String> {
+    policy::compile(a.rounds, s);
+    policy::datapath(policy_rounds(a), a.secs, s)
 }
 
 /// ns per packet of each weft program while a topology carried TCP.

@@ -82,15 +82,18 @@ pub fn chart(series: &[Series], panels: &[(&str, &str)], path: &Path, font: &Pat
     let font_bytes: &'static [u8] = Box::leak(font_bytes.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, font_bytes)
         .map_err(|_| "font not usable")?;
+    // Only the panels this run measured.
+    let panels: Vec<&(&str, &str)> =
+        panels.iter().filter(|(g, m)| series.iter().any(|s| s.group == *g && s.metric == *m)).collect();
+    if panels.is_empty() {
+        return Ok(());
+    }
     let height = 260 * panels.len() as u32;
     let root = BitMapBackend::new(path, (1100, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly((panels.len(), 1));
-    for ((group, metric), area) in panels.iter().zip(areas) {
-        let list: Vec<&Series> = series.iter().filter(|s| s.group == *group && s.metric == *metric).collect();
-        if list.is_empty() {
-            continue;
-        }
+    for (&&(group, metric), area) in panels.iter().zip(areas) {
+        let list: Vec<&Series> = series.iter().filter(|s| s.group == group && s.metric == metric).collect();
         let vals: Vec<(String, f64, bool)> = list
             .iter()
             .map(|s| (s.subject.clone(), median(&s.samples), s.subject.starts_with("weft")))

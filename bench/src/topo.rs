@@ -1,7 +1,10 @@
 //! The topologies compared, each a client and a server namespace. All live
 //! in namespaces named weft-bench-*, removed when the topology is dropped.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 use weft_net::{ip, netns};
 
 pub struct Topo {
@@ -13,7 +16,19 @@ pub struct Topo {
     pub server_ip: Ipv4Addr,
     /// The BPF programs this topology's agents loaded (weft only).
     pub programs: Vec<u32>,
-    cleanup: Cleanup,
+    /// Where an ingress policy on the server goes (see `crate::policy`).
+    pub enforce: Option<Enforce>,
+    /// Removes what the topology made when it is dropped.
+    _cleanup: Cleanup,
+}
+
+/// How a topology enforces an ingress policy on its server.
+pub enum Enforce {
+    /// iptables in the server's node namespace, on traffic routed out of
+    /// the server's host-side device.
+    Iptables { node: String, dev: String, client_ip: Ipv4Addr },
+    /// weft's agent of the server's node, the server's endpoint.
+    Weft { socket: PathBuf, endpoint: u16, client_ip: Ipv4Addr },
 }
 
 enum Cleanup {
@@ -21,9 +36,9 @@ enum Cleanup {
     Lab(String),
 }
 
-impl Drop for Topo {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        match &self.cleanup {
+        match self {
             Cleanup::Namespaces(v) => {
                 for ns in v {
                     let _ = netns::delete(ns);
@@ -80,7 +95,8 @@ pub fn limit_same() -> Result<Topo, String> {
         server: path(&ns[1]),
         server_ip: Ipv4Addr::new(10, 99, 0, 2),
         programs: vec![],
-        cleanup: Cleanup::Namespaces(ns),
+        enforce: None,
+        _cleanup: Cleanup::Namespaces(ns),
     })
 }
 
@@ -111,18 +127,10 @@ fn routed_pod(node: &str, pod: &str, host_dev: &str, addr: Ipv4Addr) -> Result<(
     )
 }
 
-/// routed: what Calico's iptables dataplane does on one node, with netfilter
-/// connection tracking active as kube-proxy leaves it.
-pub fn routed_same() -> Result<Topo, String> {
-    let ns = fresh(&["rn", "rc", "rs"])?;
-    sysctl(&ns[0], "net.ipv4.ip_forward", "1")?;
-    // Proxy ARP answers only for targets the node routes elsewhere; a Calico
-    // node has a default route, this one gets a route for the gateway.
-    in_ns(&ns[0], vec!["route add 169.254.1.1/32 dev lo".into()])?;
-    routed_pod(&ns[0], &ns[1], "cali1", Ipv4Addr::new(10, 98, 0, 2))?;
-    routed_pod(&ns[0], &ns[2], "cali2", Ipv4Addr::new(10, 98, 0, 3))?;
-    let node = path(&ns[0]);
-    netns::run_in(Path::new(&node), || {
+/// The FORWARD rules of a routed node: netfilter connection tracking
+/// active, as kube-proxy leaves it.
+fn conntrack_rules(node: &str) -> Result<(), String> {
+    netns::run_in(Path::new(&path(node)), || {
         for rule in [
             "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
             "-A FORWARD -m conntrack --ctstate NEW -j ACCEPT",
@@ -137,7 +145,20 @@ pub fn routed_same() -> Result<Topo, String> {
         }
         Ok(())
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+/// routed: what Calico's iptables dataplane does on one node, with netfilter
+/// connection tracking active as kube-proxy leaves it.
+pub fn routed_same() -> Result<Topo, String> {
+    let ns = fresh(&["rn", "rc", "rs"])?;
+    sysctl(&ns[0], "net.ipv4.ip_forward", "1")?;
+    // Proxy ARP answers only for targets the node routes elsewhere; a Calico
+    // node has a default route, this one gets a route for the gateway.
+    in_ns(&ns[0], vec!["route add 169.254.1.1/32 dev lo".into()])?;
+    routed_pod(&ns[0], &ns[1], "cali1", Ipv4Addr::new(10, 98, 0, 2))?;
+    routed_pod(&ns[0], &ns[2], "cali2", Ipv4Addr::new(10, 98, 0, 3))?;
+    conntrack_rules(&ns[0])?;
     Ok(Topo {
         name: "routed (Calico-style, conntrack)".into(),
         kind: "same node",
@@ -145,7 +166,58 @@ pub fn routed_same() -> Result<Topo, String> {
         server: path(&ns[2]),
         server_ip: Ipv4Addr::new(10, 98, 0, 3),
         programs: vec![],
-        cleanup: Cleanup::Namespaces(ns),
+        enforce: Some(Enforce::Iptables {
+            node: ns[0].clone(),
+            dev: "cali2".into(),
+            client_ip: Ipv4Addr::new(10, 98, 0, 2),
+        }),
+        _cleanup: Cleanup::Namespaces(ns),
+    })
+}
+
+/// routed across nodes: Calico without encapsulation (BGP-routed pod
+/// blocks): two node namespaces on one link, a route to the other node's
+/// pod block, routed pods on each, netfilter conntrack on both.
+pub fn routed_cross() -> Result<Topo, String> {
+    let ns = fresh(&["rxn1", "rxn2", "rxc", "rxs"])?;
+    // Removes the namespaces also when a step below fails.
+    let cleanup = Cleanup::Namespaces(ns.clone());
+    in_ns(
+        &ns[0],
+        vec![
+            format!("link add eth0 type veth peer name eth0 netns {}", path(&ns[1])),
+            "addr add 10.93.0.1/24 dev eth0".into(),
+            "link set eth0 up".into(),
+        ],
+    )?;
+    in_ns(&ns[1], vec!["addr add 10.93.0.2/24 dev eth0".into(), "link set eth0 up".into()])?;
+    for (n, node) in [(1u8, &ns[0]), (2u8, &ns[1])] {
+        let other = 3 - n;
+        sysctl(node, "net.ipv4.ip_forward", "1")?;
+        in_ns(
+            node,
+            vec![
+                "route add 169.254.1.1/32 dev lo".into(),
+                format!("route add 10.92.{other}.0/24 via 10.93.0.{other}"),
+            ],
+        )?;
+        conntrack_rules(node)?;
+    }
+    routed_pod(&ns[0], &ns[2], "cali1", Ipv4Addr::new(10, 92, 1, 2))?;
+    routed_pod(&ns[1], &ns[3], "cali2", Ipv4Addr::new(10, 92, 2, 2))?;
+    Ok(Topo {
+        name: "routed (Calico-style, conntrack)".into(),
+        kind: "cross node",
+        client: path(&ns[2]),
+        server: path(&ns[3]),
+        server_ip: Ipv4Addr::new(10, 92, 2, 2),
+        programs: vec![],
+        enforce: Some(Enforce::Iptables {
+            node: ns[1].clone(),
+            dev: "cali2".into(),
+            client_ip: Ipv4Addr::new(10, 92, 1, 2),
+        }),
+        _cleanup: cleanup,
     })
 }
 
@@ -185,7 +257,8 @@ pub fn bridge_same() -> Result<Topo, String> {
         server: path(&ns[2]),
         server_ip: Ipv4Addr::new(10, 97, 0, 3),
         programs: vec![],
-        cleanup: Cleanup::Namespaces(ns),
+        enforce: None,
+        _cleanup: Cleanup::Namespaces(ns),
     })
 }
 
@@ -221,7 +294,8 @@ pub fn limit_cross() -> Result<Topo, String> {
         server: path(&ns[2]),
         server_ip: Ipv4Addr::new(10, 96, 2, 2),
         programs: vec![],
-        cleanup: Cleanup::Namespaces(ns),
+        enforce: None,
+        _cleanup: Cleanup::Namespaces(ns),
     })
 }
 
@@ -286,22 +360,45 @@ pub fn flannel_cross() -> Result<Topo, String> {
         server: path(&ns[3]),
         server_ip: Ipv4Addr::new(10, 94, 2, 2),
         programs: vec![],
-        cleanup: Cleanup::Namespaces(ns),
+        enforce: None,
+        _cleanup: Cleanup::Namespaces(ns),
     })
 }
 
 /// weft itself: a lab with the release binaries.
 pub fn weft(lab: &str, nodes: usize, mode: Option<&str>) -> Result<Topo, String> {
-    let _ = weft_lab::down(lab);
     let pods = if nodes == 1 { 2 } else { 1 };
+    let (client, server) = if nodes == 1 { ("pod1-1", "pod1-2") } else { ("pod1-1", "pod2-1") };
+    weft_pods(lab, nodes, pods, mode, client, server)
+}
+
+/// weft with two pods per node, the client labelled app=client and the
+/// server app=web (the lab labels odd pods web), so a policy selects the
+/// server alone.
+pub fn weft_policy(lab: &str, nodes: usize, mode: Option<&str>) -> Result<Topo, String> {
+    let server = if nodes == 1 { "pod1-1" } else { "pod2-1" };
+    weft_pods(lab, nodes, 2, mode, "pod1-2", server)
+}
+
+fn weft_pods(
+    lab: &str,
+    nodes: usize,
+    pods: usize,
+    mode: Option<&str>,
+    client: &str,
+    server: &str,
+) -> Result<Topo, String> {
+    let _ = weft_lab::down(lab);
     let mut opts = weft_lab::Options::new(lab, nodes, pods)?;
     opts.mode = mode.map(str::to_string);
     let before = crate::tools::weft_program_ids();
     let l = weft_lab::up(&opts)?;
+    let cleanup = Cleanup::Lab(lab.to_string());
     let programs = crate::tools::weft_program_ids().into_iter().filter(|id| !before.contains(id)).collect();
-    let (client, server) = if nodes == 1 { ("pod1-1", "pod1-2") } else { ("pod1-1", "pod2-1") };
     // Give the ipcache a moment to learn the remote pod.
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (c, s) = (l.pod(client).ok_or("no client pod")?, l.pod(server).ok_or("no server pod")?);
+    let socket = l.node(&s.node).ok_or("no server node")?.socket.clone();
     Ok(Topo {
         name: match mode {
             Some(m) => format!("weft {m}"),
@@ -310,8 +407,9 @@ pub fn weft(lab: &str, nodes: usize, mode: Option<&str>) -> Result<Topo, String>
         kind: if nodes == 1 { "same node" } else { "cross node" },
         client: l.netns_of(client).unwrap(),
         server: l.netns_of(server).unwrap(),
-        server_ip: l.pod(server).unwrap().ip,
+        server_ip: s.ip,
         programs,
-        cleanup: Cleanup::Lab(lab.to_string()),
+        enforce: Some(Enforce::Weft { socket, endpoint: s.endpoint_id, client_ip: c.ip }),
+        _cleanup: cleanup,
     })
 }

@@ -29,7 +29,11 @@ impl BenchScenario {
     /// Builds the scenario (this is the "full" part of a full compile,
     /// with [`BenchScenario::compile_all`]).
     pub fn new(seed: u64) -> BenchScenario {
-        let mut s = BenchScenario { compiler: Compiler::new(), endpoints: Vec::new(), rng: seed | 1 };
+        // Pod addresses are 10.<namespace>.x.y: the pool, as the agent
+        // passes its cluster pool.
+        let pool = crate::Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).expect("a network address");
+        let compiler = Compiler::new().with_pod_pools(vec![pool]);
+        let mut s = BenchScenario { compiler, endpoints: Vec::new(), rng: seed | 1 };
         s.compiler.set_tier("security", 100.0);
         for n in 0..NAMESPACES {
             let l = labels(&[("team", format!("t{}", n % 5)), ("env", ["prod", "dev"][n % 2].into())]);
@@ -167,13 +171,18 @@ impl BenchScenario {
             .collect()
     }
 
-    /// One pod label change: identity 256 + `i` gets a new `version`, as
-    /// when a deployment rolls (the incremental part of the benchmark).
+    /// One pod label change: identity 256 + `i` moves between `tier=fe`
+    /// and `tier=be` (global rules let fe reach be), so what other
+    /// endpoints allow to and from it changes, and so do its own
+    /// endpoints' labels (the incremental part of the benchmark).
     pub fn label_change(&mut self, i: usize) {
         let id = 256 + i as u32;
         let mut identity = self.compiler.cluster().identity(id).expect("scenario identity").clone();
-        let v = identity.labels.get("version").map_or(0, |v| v[1..].parse::<usize>().unwrap_or(0));
-        identity.labels.insert("version".into(), format!("v{}", (v + 1) % 4));
+        let tier = if identity.labels.get("tier").is_some_and(|t| t == "fe") { "be" } else { "fe" };
+        identity.labels.insert("tier".into(), tier.into());
+        for e in self.endpoints.iter_mut().filter(|e| e.identity == id) {
+            e.labels = identity.labels.clone();
+        }
         self.compiler.upsert_identity(id, identity).expect("known namespace");
     }
 }
@@ -201,13 +210,24 @@ mod tests {
         let t = Instant::now();
         let again = s.compile_all();
         let recompiled = t.elapsed();
+        let differ = maps.iter().zip(&again).filter(|(a, b)| a != b).count();
         println!(
             "bench: model+policies {built:?}, compile {} endpoints {compiled:?} ({entries} entries, largest {largest}); \
-             label change {updated:?}, recompile all {recompiled:?}; classes {}",
+             label change {updated:?}, recompile all {recompiled:?} ({differ} endpoints changed); classes {}",
             maps.len(),
             s.compiler.classes().classes().len()
         );
         assert_eq!(again.len(), ENDPOINTS);
+    }
+
+    #[test]
+    fn a_label_change_changes_what_some_endpoints_allow() {
+        let mut s = BenchScenario::new(42);
+        let sample: Vec<Endpoint> = s.endpoints.iter().step_by(5).cloned().collect();
+        let before: Vec<_> = sample.iter().map(|e| s.compiler.compile(e).unwrap()).collect();
+        s.label_change(7);
+        let changed = sample.iter().zip(&before).filter(|(e, b)| s.compiler.compile(e).unwrap() != **b).count();
+        assert!(changed > 0, "the label change must matter to someone");
     }
 
     #[test]

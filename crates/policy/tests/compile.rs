@@ -220,10 +220,11 @@ fn classes_are_exposed_for_the_datapath() {
 #[test]
 fn a_pod_pool_drops_entries_no_pod_address_can_reach_and_agrees_with_decide() {
     use weft_policy::scenario::BenchScenario;
-    let full = BenchScenario::new(7);
-    let mut pooled = BenchScenario::new(7);
-    let pool = weft_policy::Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
-    pooled.compiler = pooled.compiler.clone().with_pod_pools(vec![pool]);
+    // The scenario tells its compiler the pool (10.0.0.0/8), as the agent
+    // does; `full` forgets it.
+    let mut full = BenchScenario::new(7);
+    full.compiler = full.compiler.clone().with_pod_pools(vec![]);
+    let pooled = BenchScenario::new(7);
     let sample: Vec<&Endpoint> = full.endpoints.iter().step_by(37).collect();
     let (mut n_full, mut n_pooled) = (0, 0);
     for ep in &sample {
