@@ -9,6 +9,7 @@
 #include "lib/pipeline.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/lb.h"
 
 struct endpoint_key layout_endpoint_key;
 struct endpoint_info layout_endpoint_info;
@@ -25,4 +26,9 @@ struct policy_entry layout_policy_entry;
 struct policy_endpoint layout_policy_endpoint;
 struct identity_info layout_identity_info;
 struct policy_cidr_key layout_policy_cidr_key;
+struct lb_key layout_lb_key;
+struct lb_frontend layout_lb_frontend;
+struct lb_backend layout_lb_backend;
+struct lb_revnat layout_lb_revnat;
+struct sock_revnat_key layout_sock_revnat_key;
 int layout_abi_version = WEFT_ABI_VERSION;

@@ -27,6 +27,7 @@
 #include "lib/pipeline.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/lb.h"      /* services: pinned here, used by sock.c (and per packet next) */
 #include "lib/arp.h"
 #include "lib/local.h"
 #include "lib/encap.h"

@@ -17,7 +17,8 @@ fn main() {
     }
     let multiarch = format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap());
     // Programs, the BTF-only layout object, and test-only probe wrappers.
-    let objects = ["lxc", "host", "overlay", "netdev", "layout", "tests/probe_lxc", "tests/probe_overlay"];
+    let objects =
+        ["lxc", "host", "overlay", "netdev", "sock", "layout", "tests/probe_lxc", "tests/probe_overlay"];
     for prog in objects {
         let src = root.join(format!("{prog}.c"));
         let obj = out.join(format!("{}.o", prog.trim_start_matches("tests/")));

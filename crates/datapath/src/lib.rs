@@ -6,10 +6,12 @@ pub mod conntrack;
 pub mod dissect;
 pub mod events;
 pub mod kernel;
+pub mod lb;
 pub mod loader;
 pub mod maps;
 pub mod pktgen;
 pub mod policy;
+pub mod sock;
 pub mod tc;
 pub mod tcx;
 

@@ -27,10 +27,20 @@ pub const MAP_POLICY: &str = "weft_policy";
 pub const MAP_POLICY_EP: &str = "weft_policy_ep";
 pub const MAP_IDENTITY: &str = "weft_identity";
 pub const MAP_POLICY_CIDR: &str = "weft_policy_cidr";
+pub const MAP_LB_SERVICES: &str = "weft_lb_services";
+pub const MAP_LB_BACKENDS: &str = "weft_lb_backends";
+pub const MAP_LB_REVNAT: &str = "weft_lb_revnat";
+pub const MAP_LB_SOCK_REVNAT: &str = "weft_lb_sock_revnat";
+
+/// `LB_F_*`: flags of a service frontend (`bpf/lib/lb.h`).
+pub const LB_F_NODEPORT: u8 = 0x1;
+pub const LB_F_AFFINITY: u8 = 0x2;
+pub const LB_F_LOCAL: u8 = 0x4;
+pub const LB_F_SNAT: u8 = 0x8;
 
 /// Every map the datapath pins (the layout test checks that the C headers
 /// declare exactly these).
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_ENDPOINTS,
     MAP_LXC,
     MAP_CONFIG,
@@ -47,6 +57,10 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_POLICY_EP,
     MAP_IDENTITY,
     MAP_POLICY_CIDR,
+    MAP_LB_SERVICES,
+    MAP_LB_BACKENDS,
+    MAP_LB_REVNAT,
+    MAP_LB_SOCK_REVNAT,
 ];
 
 /// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).
@@ -275,6 +289,60 @@ pub struct PolicyCidrKey {
     pub ip4: u32,
 }
 
+/// Key of `weft_lb_services`: a frontend, and which of its slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbKey {
+    pub address: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub slot: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// Value of `weft_lb_services`: the frontend (slot 0) or one backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbFrontend {
+    pub backend_id: u32,
+    pub count: u16,
+    pub rev_nat_id: u16,
+    pub affinity_timeout: u32,
+    pub flags: u8,
+    pub pad: [u8; 3],
+}
+
+/// Value of `weft_lb_backends`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbBackend {
+    pub address: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub flags: u8,
+}
+
+/// Value of `weft_lb_revnat` and `weft_lb_sock_revnat`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbRevnat {
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// Key of `weft_lb_sock_revnat`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevnatKey {
+    pub cookie: u64,
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
 /// The per-CPU record stages hand on (`struct pipeline_state`); never read
 /// by the agent, mirrored so the layout test covers it.
 #[repr(C)]
@@ -344,3 +412,8 @@ unsafe impl aya::Pod for PolicyEntry {}
 unsafe impl aya::Pod for PolicyEndpoint {}
 unsafe impl aya::Pod for IdentityInfo {}
 unsafe impl aya::Pod for PolicyCidrKey {}
+unsafe impl aya::Pod for LbKey {}
+unsafe impl aya::Pod for LbFrontend {}
+unsafe impl aya::Pod for LbBackend {}
+unsafe impl aya::Pod for LbRevnat {}
+unsafe impl aya::Pod for SockRevnatKey {}

@@ -87,6 +87,16 @@ fn c_and_rust_layouts_agree() {
     });
     check!(s, "identity_info", IdentityInfo, { "namespace_id" => namespace_id, "pad" => pad });
     check!(s, "policy_cidr_key", PolicyCidrKey, { "prefixlen" => prefixlen, "ip4" => ip4 });
+    check!(s, "lb_key", LbKey, {
+        "address" => address, "port" => port, "slot" => slot, "proto" => proto, "pad" => pad,
+    });
+    check!(s, "lb_frontend", LbFrontend, {
+        "backend_id" => backend_id, "count" => count, "rev_nat_id" => rev_nat_id,
+        "affinity_timeout" => affinity_timeout, "flags" => flags, "pad" => pad,
+    });
+    check!(s, "lb_backend", LbBackend, { "address" => address, "port" => port, "proto" => proto, "flags" => flags });
+    check!(s, "lb_revnat", LbRevnat, { "address" => address, "port" => port, "pad" => pad });
+    check!(s, "sock_revnat_key", SockRevnatKey, { "cookie" => cookie, "address" => address, "port" => port, "pad" => pad });
     check!(s, "pipeline_state", PipelineState, {
         "src_id" => src_id, "dst_id" => dst_id, "src_ep" => src_ep, "dst_ep" => dst_ep, "hook" => hook,
         "ct_state" => ct_state, "pad" => pad,
@@ -162,6 +172,16 @@ fn constants_match_the_c_headers() {
         8 * (std::mem::offset_of!(PolicyKey, proto) - std::mem::offset_of!(PolicyKey, ep_id))
     );
     assert_eq!(POLICY_FULL_BITS as usize, 8 * (size_of::<PolicyKey>() - 4));
+
+    let lb_h = include_str!("../../../bpf/lib/lb.h");
+    for (name, value) in [
+        ("LB_F_NODEPORT", LB_F_NODEPORT as u64),
+        ("LB_F_AFFINITY", LB_F_AFFINITY as u64),
+        ("LB_F_LOCAL", LB_F_LOCAL as u64),
+        ("LB_F_SNAT", LB_F_SNAT as u64),
+    ] {
+        assert_eq!(def(lb_h, name), value, "{name}");
+    }
 
     let ct_h = include_str!("../../../bpf/lib/conntrack.h");
     for (name, value) in [
@@ -285,6 +305,7 @@ fn every_map_declared_in_c_has_its_name_in_rust() {
         include_str!("../../../bpf/lib/pipeline.h"),
         include_str!("../../../bpf/lib/conntrack.h"),
         include_str!("../../../bpf/lib/policy.h"),
+        include_str!("../../../bpf/lib/lb.h"),
     ];
     let mut declared: Vec<&str> = headers
         .iter()
