@@ -157,6 +157,8 @@ pub struct AgentConfig {
     /// Policy map entries one endpoint may use; beyond, it keeps its last
     /// good policy (`--policy-max-entries`).
     pub policy_max_entries: usize,
+    /// The cgroup socket load balancing attaches to (None: no socket LB).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// Conntrack sizes and lifetimes (`--ct-*`). Sizes apply when the maps

@@ -96,6 +96,19 @@ pub struct Agent {
     dp: Mutex<Datapath>,
 }
 
+/// Attaches socket load balancing to the configured cgroup (its links are
+/// pinned: it keeps working while no agent runs).
+fn socket_lb(cfg: &AgentConfig) -> Result<(), String> {
+    let Some(cg) = &cfg.cgroup_root else {
+        log::warn!("no cgroup2 root (--cgroup-root): services are not translated at connect()");
+        return Ok(());
+    };
+    let mut lb = weft_datapath::sock::SocketLb::load(&cfg.bpffs).map_err(|e| format!("socket LB: {e}"))?;
+    lb.attach(cg, &cfg.bpffs).map_err(|e| format!("socket LB on {}: {e}", cg.display()))?;
+    log::info!("socket load balancing attached to {}", cg.display());
+    Ok(())
+}
+
 impl Agent {
     pub fn start(cfg: AgentConfig) -> Result<Arc<Agent>, String> {
         std::fs::create_dir_all(&cfg.state_dir)
@@ -129,6 +142,7 @@ impl Agent {
             log::info!("found pinned datapath state in {}: adopting it", dp.dir().display());
         }
         let events = dp.take_events().map_err(|e| format!("datapath: {e}"))?;
+        socket_lb(&cfg)?;
         let agent = Arc::new(Agent {
             identities: IdentityAllocator::new(store.clone()),
             store,

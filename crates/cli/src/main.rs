@@ -143,6 +143,10 @@ struct AgentArgs {
     /// needs more keeps its last good policy (and says so).
     #[arg(long, env = "WEFT_POLICY_MAX_ENTRIES", default_value_t = 16384)]
     policy_max_entries: usize,
+    /// The cgroup whose processes get socket load balancing (services
+    /// translated at connect): default the cgroup2 root; "none" turns it off.
+    #[arg(long, env = "WEFT_CGROUP_ROOT")]
+    cgroup_root: Option<PathBuf>,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -350,5 +354,10 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
             lifetime_any: a.ct_lifetime_any,
         },
         policy_max_entries: a.policy_max_entries,
+        cgroup_root: match a.cgroup_root {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p),
+            None => weft_net::cgroup::cgroup2_root(),
+        },
     })
 }

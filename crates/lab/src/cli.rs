@@ -177,6 +177,12 @@ fn exec(lab: &str, target: &str, cmd: &[String]) -> ExitCode {
         let node = l.pod(target).map(|p| p.node.clone()).unwrap_or_else(|| target.to_string());
         l.node(&node).map(|n| n.socket.clone())
     });
+    // Into the node's cgroup: that node's socket load balancing applies.
+    let node =
+        state.as_ref().map(|l| l.pod(target).map(|p| p.node.clone()).unwrap_or_else(|| target.to_string()));
+    if let Some(cg) = node.and_then(|n| layout::node_cgroup(lab, &n)).filter(|c| c.exists()) {
+        let _ = weft_net::cgroup::join(&cg);
+    }
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
     if let Some(s) = socket {

@@ -84,6 +84,17 @@ pub fn pki_dir(lab: &str) -> PathBuf {
     dir(lab).join("pki")
 }
 
+/// The lab's cgroups (cgroup2): one per node, where `weft lab exec`
+/// puts commands, so each node's socket load balancing sees its own pods'
+/// sockets only. None without cgroup2.
+pub fn cgroup_dir(lab: &str) -> Option<PathBuf> {
+    weft_net::cgroup::cgroup2_root().map(|r| r.join(format!("weft-{lab}")))
+}
+
+pub fn node_cgroup(lab: &str, node: &str) -> Option<PathBuf> {
+    cgroup_dir(lab).map(|d| d.join(node))
+}
+
 pub fn bpffs(lab: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/weft-{lab}"))
 }

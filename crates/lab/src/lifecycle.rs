@@ -442,6 +442,15 @@ pub fn start_agent(opts: &Options, lab: &Lab, node: &LabNode) -> Result<(u32, Ag
     if let Some(m) = lab.mtu {
         cmd.args(["--mtu", &m.to_string()]);
     }
+    match layout::node_cgroup(&lab.name, &node.name) {
+        Some(cg) => {
+            std::fs::create_dir_all(&cg).map_err(|e| format!("creating cgroup {}: {e}", cg.display()))?;
+            cmd.arg("--cgroup-root").arg(cg);
+        }
+        None => {
+            cmd.args(["--cgroup-root", "none"]);
+        }
+    }
     detach(&mut cmd);
     let child =
         in_ns(&node.netns, move || cmd.spawn().map_err(|e| weft_net::Error(format!("starting agent: {e}"))))?;
@@ -593,6 +602,10 @@ pub fn down(name: &str) -> Result<Vec<String>, String> {
         netns::delete(&ns).map_err(|e| e.to_string())?;
         removed.push(format!("netns {ns}"));
     }
+    if let Some(cg) = layout::cgroup_dir(name).filter(|d| d.exists()) {
+        remove_cgroups(&cg);
+        removed.push(cg.display().to_string());
+    }
     for dir in [layout::bpffs(name), layout::dir(name)] {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
@@ -600,6 +613,25 @@ pub fn down(name: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(removed)
+}
+
+/// Removes the lab's cgroups, moving any process still in one (a `weft
+/// lab exec` command) to the cgroup2 root first.
+fn remove_cgroups(dir: &Path) {
+    let root = weft_net::cgroup::cgroup2_root();
+    let nodes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    for cg in nodes.iter().chain(std::iter::once(&dir.to_path_buf())) {
+        if let (Some(root), Ok(procs)) = (&root, std::fs::read_to_string(cg.join("cgroup.procs"))) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(root.join("cgroup.procs"), pid);
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(cg) {
+            eprintln!("weft lab: removing cgroup {}: {e}", cg.display());
+        }
+    }
 }
 
 /// Processes of the lab: agents and etcd, whose command lines name the

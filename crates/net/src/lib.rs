@@ -5,6 +5,7 @@
 //! from its own process: no exec per pod. [`ip`] (iproute2) stays for the
 //! lab, which builds test topologies with it.
 
+pub mod cgroup;
 pub mod ip;
 pub mod netlink;
 pub mod netns;

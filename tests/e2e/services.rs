@@ -1,0 +1,62 @@
+//! End to end: socket load balancing on a lab node. A ClusterIP written
+//! into the node's service maps, a real client in a pod (`weft lab exec`
+//! puts it in the node's cgroup) connecting to it, and the backend pod
+//! answering; across an agent restart too.
+
+use std::{
+    io::Write,
+    net::{Ipv4Addr, TcpListener},
+    time::Duration,
+};
+use weft_datapath::lb::{Backend, Frontend, FrontendInfo, ServiceMaps};
+use weft_e2e::{TestLab, spawn_in_ns};
+
+/// A client in `pod` connecting to `addr:port`: what it read.
+fn fetch(lab: &TestLab, pod: &str, addr: &str, port: u16) -> String {
+    let script = format!("exec 3<>/dev/tcp/{addr}/{port} && timeout 2 head -c 64 <&3");
+    let out = lab.exec(pod, &["bash", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart() {
+    let mut lab = TestLab::up("svc", 1, 2);
+    let backend: Ipv4Addr = lab.pod_ip("pod1-2").parse().unwrap();
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path("pod1-2"), move || {
+        let l = TcpListener::bind((backend, 8080)).unwrap();
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            let mut c = c;
+            let _ = c.write_all(b"hello from the backend");
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    let node = lab.lab.node("node1").unwrap().clone();
+    let maps = ServiceMaps::open(&node.bpffs).expect("the agent pinned the service maps");
+    let fe = Frontend { address: Ipv4Addr::new(10, 96, 0, 10), port: 80, proto: 6 };
+    let be = Backend { id: 1, address: backend, port: 8080, proto: 6 };
+    maps.put(fe, FrontendInfo { rev_nat_id: 1, ..Default::default() }, &[be]).unwrap();
+
+    let got = fetch(&lab, "pod1-1", "10.96.0.10", 80);
+    assert!(got.contains("hello from the backend"), "{got}");
+    // No service there: nothing answers (the pod network has no 10.96/16).
+    let none = fetch(&lab, "pod1-1", "10.96.0.99", 80);
+    assert!(!none.contains("hello"), "{none}");
+
+    // The links are pinned: the agent's death and restart change nothing.
+    weft_lab::lifecycle::kill_and_wait(node.pid);
+    assert!(fetch(&lab, "pod1-1", "10.96.0.10", 80).contains("hello from the backend"), "without an agent");
+    let pid = weft_lab::lifecycle::restart_agent(&lab.lab, "node1").unwrap();
+    lab.lab.nodes[0].pid = pid;
+    assert!(fetch(&lab, "pod1-1", "10.96.0.10", 80).contains("hello from the backend"), "after the restart");
+    let links = std::fs::read_dir(weft_datapath::loader::pin_dir(&node.bpffs).join("links"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("sock_"))
+        .count();
+    assert_eq!(links, 4, "one pinned link per socket program, not two after a restart");
+    let cg = weft_lab::layout::cgroup_dir(lab.name()).unwrap();
+    drop(lab);
+    assert!(!cg.exists(), "lab down removes the lab's cgroups");
+}
