@@ -38,6 +38,9 @@ fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart()
     let be = Backend { id: 1, address: backend, port: 8080, proto: 6 };
     maps.put(fe, FrontendInfo { rev_nat_id: 1, ..Default::default() }, &[be]).unwrap();
 
+    let lb = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "lb", "list"]).stdout).to_string();
+    assert!(lb.contains("10.96.0.10:80/TCP") && lb.contains(&format!("{backend}:8080 (id 1)")), "{lb}");
+
     let got = fetch(&lab, "pod1-1", "10.96.0.10", 80);
     assert!(got.contains("hello from the backend"), "{got}");
     // No service there: nothing answers (the pod network has no 10.96/16).

@@ -37,6 +37,7 @@ pub fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::NamespaceLabel(r) => crate::policy::objects::label_namespace(agent, &r).map(ok),
         Request::NamespaceList => Ok(ok(crate::policy::namespaces(agent))),
         Request::BpfPolicyGet(r) => crate::policy::bpf_get(agent, r.endpoint).map(ok),
+        Request::BpfLbList => lb_list(agent).map(ok),
         Request::AgentStatus => Ok(ok(status(agent))),
         Request::PodPorts(p) => crate::policy::objects::set_pod_ports(agent, &p).map(|_| ok(())),
         Request::PodLabels(p) => pod_labels_valid(&p).and_then(|_| label_pod(agent, &p)).map(ok),
@@ -102,6 +103,41 @@ fn endpoints(agent: &Agent) -> Vec<EndpointView> {
             },
         })
         .collect()
+}
+
+/// `weft bpf lb list`: the service maps as the kernel holds them.
+fn lb_list(agent: &Agent) -> Result<Vec<weft_api::LbView>, ApiError> {
+    use weft_datapath::maps::{LB_F_AFFINITY, LB_F_LOCAL, LB_F_NODEPORT, LB_F_SNAT};
+    let err = |e: weft_datapath::Error| {
+        ApiError::new(code::DATAPATH, "reading the service maps failed", e.to_string())
+    };
+    let maps = weft_datapath::lb::ServiceMaps::open(&agent.cfg.bpffs).map_err(err)?;
+    let proto = |p: u8| match p {
+        6 => "TCP".to_string(),
+        17 => "UDP".to_string(),
+        132 => "SCTP".to_string(),
+        n => n.to_string(),
+    };
+    Ok(maps
+        .list()
+        .map_err(err)?
+        .into_iter()
+        .map(|(fe, info, backends)| weft_api::LbView {
+            frontend: format!("{}:{}/{}", fe.address, fe.port, proto(fe.proto)),
+            rev_nat_id: info.rev_nat_id,
+            flags: [
+                (LB_F_NODEPORT, "nodeport"),
+                (LB_F_AFFINITY, "affinity"),
+                (LB_F_LOCAL, "local"),
+                (LB_F_SNAT, "snat"),
+            ]
+            .iter()
+            .filter(|(bit, _)| info.flags & bit != 0)
+            .map(|(_, n)| n.to_string())
+            .collect(),
+            backends: backends.iter().map(|b| format!("{}:{} (id {})", b.address, b.port, b.id)).collect(),
+        })
+        .collect())
 }
 
 /// An endpoint's enforcement in one direction, for `weft endpoint list`.

@@ -67,6 +67,8 @@ pub enum Request {
     NamespaceList,
     /// One endpoint's policy map entries, readable (`weft bpf policy get`).
     BpfPolicyGet(BpfPolicyGet),
+    /// The service maps: frontends and their backends (`weft bpf lb list`).
+    BpfLbList,
     AgentStatus,
     /// Changes the labels of a pod (they decide its identity); running
     /// endpoints of the pod take the new identity on every node.
@@ -282,6 +284,18 @@ pub struct NamespaceView {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BpfPolicyGet {
     pub endpoint: u16,
+}
+
+/// One service frontend as the datapath holds it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LbView {
+    /// "10.96.0.10:80/TCP".
+    pub frontend: String,
+    pub rev_nat_id: u16,
+    /// nodeport, affinity, local, snat.
+    pub flags: Vec<String>,
+    /// "10.244.1.3:8080 (id 4)".
+    pub backends: Vec<String>,
 }
 
 /// One policy map entry of an endpoint.

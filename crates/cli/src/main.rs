@@ -197,6 +197,15 @@ enum BpfCmd {
     /// Policy: the entries an endpoint's traffic is decided by.
     #[command(subcommand)]
     Policy(BpfPolicyCmd),
+    /// Services: frontends (ClusterIP:port/proto) and their backends.
+    #[command(subcommand)]
+    Lb(BpfLbCmd),
+}
+
+#[derive(Subcommand)]
+enum BpfLbCmd {
+    /// List frontends, their reverse-NAT id, flags and backends.
+    List(Output),
 }
 
 #[derive(Subcommand)]
@@ -296,6 +305,7 @@ fn main() -> ExitCode {
         Cmd::Bpf(BpfCmd::Ipcache(BpfIpcacheCmd::List(o))) => views::ipcache(&client, o.format),
         Cmd::Bpf(BpfCmd::Endpoint(BpfEndpointCmd::List(o))) => views::bpf_endpoints(&client, o.format),
         Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::List(o))) => views::ct_list(&client, o.format),
+        Cmd::Bpf(BpfCmd::Lb(BpfLbCmd::List(o))) => views::lb_list(&client, o.format),
         Cmd::Bpf(BpfCmd::Policy(BpfPolicyCmd::Get { endpoint, output })) => {
             views::bpf_policy(&client, endpoint, output.format)
         }

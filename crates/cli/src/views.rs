@@ -3,8 +3,8 @@
 use crate::{Format, table};
 use weft_api::{
     AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, EndpointView,
-    IdentityView, IpcacheView, NamespaceLabel, NamespaceView, NodeView, PolicyApply, PolicyApplyResult,
-    PolicyName, PolicyView, Request, SelectorView,
+    IdentityView, IpcacheView, LbView, NamespaceLabel, NamespaceView, NodeView, PolicyApply,
+    PolicyApplyResult, PolicyName, PolicyView, Request, SelectorView,
 };
 
 type R = Result<(), String>;
@@ -337,6 +337,23 @@ pub fn bpf_policy(c: &Client, endpoint: u16, f: Format) -> R {
         })
         .collect();
     table::print(&["DIRECTION", "PEER", "CIDR", "PROTO", "PORTS", "ACTION", "RULE"], &rows);
+    Ok(())
+}
+
+pub fn lb_list(c: &Client, f: Format) -> R {
+    let list: Vec<LbView> = c.call_as(&Request::BpfLbList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|l| {
+            let backends =
+                if l.backends.is_empty() { "<none: rejected>".into() } else { l.backends.join("\n") };
+            vec![l.frontend.clone(), l.rev_nat_id.to_string(), l.flags.join(","), backends]
+        })
+        .collect();
+    table::print(&["SERVICE ADDRESS", "REVNAT", "FLAGS", "BACKEND ADDRESS"], &rows);
     Ok(())
 }
 

@@ -142,4 +142,49 @@ impl ServiceMaps {
             Err(e) => Err(Error(format!("{MAP_LB_BACKENDS}: {e}"))),
         }
     }
+
+    /// Every frontend with its info and backends (in slot order), sorted.
+    pub fn list(&self) -> Result<Vec<(Frontend, FrontendInfo, Vec<Backend>)>, Error> {
+        let svc = self.services()?;
+        let be_map: BpfHashMap<MapData, u32, LbBackend> =
+            BpfHashMap::try_from(self.map(MAP_LB_BACKENDS)?).map_err(err(MAP_LB_BACKENDS))?;
+        let mut heads = Vec::new();
+        let mut slots: std::collections::BTreeMap<(LbKey, u16), u32> = Default::default();
+        for item in svc.iter() {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(Error(format!("{MAP_LB_SERVICES}: {e}"))),
+            };
+            if k.slot == 0 {
+                heads.push((k, v));
+            } else {
+                slots.insert((LbKey { slot: 0, ..k }, k.slot), v.backend_id);
+            }
+        }
+        let mut out = Vec::new();
+        for (k, v) in heads {
+            let fe = Frontend { address: be_to_ip(k.address), port: u16::from_be(k.port), proto: k.proto };
+            let info = FrontendInfo {
+                rev_nat_id: v.rev_nat_id,
+                flags: v.flags,
+                affinity_timeout: v.affinity_timeout,
+            };
+            let mut backends = Vec::new();
+            for slot in 1..=v.count {
+                let Some(id) = slots.get(&(k, slot)) else { continue };
+                if let Ok(b) = be_map.get(id, 0) {
+                    backends.push(Backend {
+                        id: *id,
+                        address: be_to_ip(b.address),
+                        port: u16::from_be(b.port),
+                        proto: b.proto,
+                    });
+                }
+            }
+            out.push((fe, info, backends));
+        }
+        out.sort_by_key(|(fe, _, _)| *fe);
+        Ok(out)
+    }
 }
