@@ -12,6 +12,7 @@
 #define EVENT_CAPTURE 3
 #define EVENT_TRACE   4
 #define EVENT_POLICY_VERDICT 5  /* subtype: POLICY_MATCH_*; arg1: action | direction << 8 | flags << 16, arg2: protocol, arg3: rule */
+#define EVENT_TRACE_SOCK 6      /* subtype: SOCK_EV_*; orig_ip: service, arg1: backend, arg2: service port << 16 | backend port, arg3: protocol; hash: socket cookie */
 
 #define EVENT_CAP_LEN 128
 
@@ -74,6 +75,20 @@ event_start(struct __sk_buff *skb, __u8 type, __u8 subtype, __u16 source)
 		if (n > 0 && bpf_skb_load_bytes(skb, 0, e->data, n) == 0)
 			e->cap_len = n;
 	}
+	return e;
+}
+
+/* Reserves a record for an event without a packet (socket programs). */
+static __always_inline struct weft_event *event_start_nopkt(__u8 type, __u8 subtype)
+{
+	struct weft_event *e = bpf_ringbuf_reserve(&weft_events, sizeof(*e), 0);
+
+	if (!e)
+		return NULL;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->subtype = subtype;
+	e->ktime = bpf_ktime_get_ns();
 	return e;
 }
 

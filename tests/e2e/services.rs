@@ -41,8 +41,16 @@ fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart()
     let lb = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "lb", "list"]).stdout).to_string();
     assert!(lb.contains("10.96.0.10:80/TCP") && lb.contains(&format!("{backend}:8080 (id 1)")), "{lb}");
 
+    let mon = lab.monitor("node1", &["-t", "trace-sock"]);
     let got = fetch(&lab, "pod1-1", "10.96.0.10", 80);
     assert!(got.contains("hello from the backend"), "{got}");
+    let ev = mon
+        .wait_for(Duration::from_secs(3), |v| v["type"] == "trace-sock")
+        .expect("a trace-sock event for the translation");
+    let want = format!("connect 10.96.0.10:80/tcp -> {backend}:8080 (service to backend)");
+    assert_eq!(ev["message"].as_str(), Some(want.as_str()), "{ev}");
+    assert_eq!(ev["origIP"], "10.96.0.10");
+    drop(mon);
     // No service there: nothing answers (the pod network has no 10.96/16).
     let none = fetch(&lab, "pod1-1", "10.96.0.99", 80);
     assert!(!none.contains("hello"), "{none}");

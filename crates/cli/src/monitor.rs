@@ -12,7 +12,8 @@ pub struct MonitorArgs {
     /// Only events about this endpoint (as source or destination).
     #[arg(long = "related-to")]
     related_to: Option<u16>,
-    /// Only these event types: trace, drop, debug, capture, policy-verdict.
+    /// Only these event types: trace, drop, debug, capture, policy-verdict,
+    /// trace-sock (socket load balancing).
     #[arg(short = 't', long = "type")]
     types: Vec<String>,
     /// Also show debug and capture events.
@@ -29,7 +30,7 @@ pub struct MonitorArgs {
     count: Option<u64>,
 }
 
-const TYPES: [&str; 5] = ["trace", "drop", "debug", "capture", "policy-verdict"];
+const TYPES: [&str; 6] = ["trace", "drop", "debug", "capture", "policy-verdict", "trace-sock"];
 
 pub fn run(client: &Client, a: MonitorArgs) -> Result<(), String> {
     for t in &a.types {

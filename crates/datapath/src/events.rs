@@ -10,6 +10,10 @@ pub const EVENT_DEBUG: u8 = 2;
 pub const EVENT_CAPTURE: u8 = 3;
 pub const EVENT_TRACE: u8 = 4;
 pub const EVENT_POLICY_VERDICT: u8 = 5;
+pub const EVENT_TRACE_SOCK: u8 = 6;
+
+/// What a socket LB event saw (`SOCK_EV_*` in bpf/sock.c).
+pub const SOCK_EVENTS: [&str; 5] = ["connect", "sendmsg", "recvmsg", "getpeername", "reject"];
 
 /// Match kinds of a policy verdict (`POLICY_MATCH_*`), in Cilium's words.
 pub const POLICY_MATCHES: [&str; 5] = ["none", "L3-Only", "L3-L4", "L4-Only", "all"];
@@ -113,6 +117,30 @@ pub fn ct_state_text(state: u8) -> &'static str {
     }
 }
 
+/// A socket LB event as words: what happened, service and backend.
+fn sock_text(e: &WeftEvent) -> String {
+    let kind = SOCK_EVENTS.get(e.subtype as usize).copied().unwrap_or("unknown");
+    let proto = match e.arg3 {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        n => n.to_string(),
+    };
+    let (svc_port, be_port) = (e.arg2 >> 16, e.arg2 & 0xffff);
+    match e.subtype {
+        0 | 1 => format!(
+            "{kind} {}:{svc_port}/{proto} -> {}:{be_port} (service to backend)",
+            ip(e.orig_ip),
+            ip(e.arg1)
+        ),
+        2 | 3 => format!(
+            "{kind} {}:{be_port}/{proto} -> {}:{svc_port} (backend read as the service)",
+            ip(e.arg1),
+            ip(e.orig_ip)
+        ),
+        _ => format!("{kind} {}:{svc_port}/{proto}: the service has no backend", ip(e.orig_ip)),
+    }
+}
+
 fn ip(v: u32) -> Ipv4Addr {
     crate::maps::be_to_ip(v)
 }
@@ -201,6 +229,7 @@ impl MonitorEvent {
             EVENT_CAPTURE => "capture",
             EVENT_TRACE => "trace",
             EVENT_POLICY_VERDICT => "policy-verdict",
+            EVENT_TRACE_SOCK => "trace-sock",
             _ => "unknown",
         };
         let mut ev = MonitorEvent {
@@ -238,6 +267,9 @@ impl MonitorEvent {
             }
             EVENT_DEBUG => {
                 ev.message = Some(debug_text(e.subtype, e.arg1, e.arg2, e.arg3));
+            }
+            EVENT_TRACE_SOCK => {
+                ev.message = Some(sock_text(e));
             }
             EVENT_POLICY_VERDICT => {
                 ev.policy = Some(PolicyVerdict {
@@ -301,6 +333,9 @@ impl MonitorEvent {
                 self.message.as_deref().unwrap_or("")
             ),
             "capture" => format!("-> {}: {}", self.ifname_or_index(), self.summary),
+            "trace-sock" => {
+                format!("[sock] cookie {:#x} {}", self.flow, self.message.as_deref().unwrap_or(""))
+            }
             "policy-verdict" => {
                 let p = self.policy.as_ref();
                 format!(

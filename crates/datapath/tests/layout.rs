@@ -260,6 +260,14 @@ fn event_numbers_match_the_c_headers() {
     assert_eq!(types["EVENT_CAPTURE"], events::EVENT_CAPTURE as u64);
     assert_eq!(types["EVENT_TRACE"], events::EVENT_TRACE as u64);
     assert_eq!(types["EVENT_POLICY_VERDICT"], events::EVENT_POLICY_VERDICT as u64);
+    assert_eq!(types["EVENT_TRACE_SOCK"], events::EVENT_TRACE_SOCK as u64);
+    let sock_c = include_str!("../../../bpf/sock.c");
+    let sock_events = defines(sock_c, "SOCK_EV_");
+    assert_eq!(sock_events.len(), events::SOCK_EVENTS.len());
+    for (name, v) in sock_events {
+        let word = name.trim_start_matches("SOCK_EV_").to_lowercase();
+        assert_eq!(events::SOCK_EVENTS[v as usize], word, "{name}");
+    }
 
     let trace_h = include_str!("../../../bpf/lib/trace.h");
     let points = defines(trace_h, "TRACE_TO_").into_iter().chain(defines(trace_h, "TRACE_FROM_"));
