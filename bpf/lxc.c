@@ -7,15 +7,17 @@
  *   2. anti-spoofing: the source MAC and IPv4 address must be the endpoint's;
  *   3. ARP: answer for any address but the pod's own, with this device's MAC;
  *   4. IPv4: on to stage ipv4_from_lxc.
- * ipv4_from_lxc: conntrack at the pod's egress (lib/conntrack.h), the
- *   destination's identity (from the ipcache), egress policy for a new
+ * ipv4_from_lxc: a service address becomes a backend (lib/lb.h), conntrack
+ *   at the pod's egress (lib/conntrack.h), the destination's identity
+ *   (from the ipcache), egress policy for a new
  *   flow (lib/policy.h), then forward: to another
  *   local pod (stage ipv4_to_endpoint), to the host stack for one of the
  *   node's addresses, encapsulated to the node of a remote pod
  *   (lib/encap.h), or to the stack.
  * ipv4_to_endpoint, for anything bound for a local pod, whichever program it
- *   entered by: conntrack at the pod's ingress, ingress policy for a new
- *   flow, then delivery (lib/local.h).
+ *   entered by: conntrack at the pod's ingress (a service's reply gets the
+ *   service's address back), ingress policy for a new flow, then delivery
+ *   (lib/local.h).
  * Replies and established flows pass on their conntrack entry alone; a pod
  * is never isolated from itself. */
 #include "lib/common.h"
@@ -27,7 +29,7 @@
 #include "lib/pipeline.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
-#include "lib/lb.h"      /* services: pinned here, used by sock.c (and per packet next) */
+#include "lib/lb.h"
 #include "lib/arp.h"
 #include "lib/local.h"
 #include "lib/encap.h"
@@ -182,15 +184,23 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	struct ct_packet p;
 	struct iphdr *ip;
 	__be32 daddr;
+	__u32 l4_off;
+	__s64 vip;
 	int ret, state;
 
 	ip = ip4_hdr(skb);
 	if (!ip)
 		return DROP(DROP_INVALID);
-	daddr = ip->daddr;
+	l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
 	ret = ct_extract(skb, ip, CT_EGRESS, &p);
 	if (ret < 0)
 		return ret;
+	/* A service address becomes the flow's backend (lib/lb.h). */
+	vip = lb_translate(skb, l4_off, &p);
+	if (vip < 0)
+		return (int)vip;
+	t.orig_ip = (__be32)vip;
+	daddr = p.key.daddr;
 	state = ct_lookup(skb, st->src_ep, &p);
 	t.state = state;
 	c.state = state;
@@ -272,12 +282,14 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 	struct ct_packet p;
 	struct iphdr *ip;
 	__be32 saddr;
+	__u32 ihl;
 	int ret, state;
 
 	ip = ip4_hdr(skb);
 	if (!ip)
 		return DROP(DROP_INVALID);
 	saddr = ip->saddr;
+	ihl = ip->ihl;
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST))
 		return DROP(DROP_UNROUTABLE);
@@ -288,6 +300,12 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 	if (ret < 0)
 		return ret;
 	state = ct_lookup(skb, dst->ep_id, &p);
+	/* A reply from a service's backend: from the service again. */
+	if (state == CT_REPLY) {
+		ret = lb_reverse(skb, sizeof(struct ethhdr) + ihl * 4, &p);
+		if (ret < 0)
+			return ret;
+	}
 	if (state == CT_NEW && st->src_ep != dst->ep_id) {
 		struct policy_flow pf;
 

@@ -24,6 +24,7 @@
 /* Scopes (printed as Cilium's "flags" in the lookup debug message). */
 #define CT_EGRESS  0
 #define CT_INGRESS 1
+#define CT_SERVICE 2  /* client -> service address: which backend it got */
 
 /* What a lookup found; also the state in trace events (0: untracked). */
 #define CT_NEW         1
@@ -73,6 +74,9 @@ struct ct_entry {
 	__u32 peer_id;     /* identity of the other side when it was created */
 	__u16 ep_id;       /* the local endpoint */
 	__u16 flags;       /* CT_F_* */
+	__u16 rev_nat_id;  /* replies are translated back to this service (0: none) */
+	__u16 pad;
+	__u32 backend_id;  /* CT_SERVICE entries: the backend the flow got */
 };
 
 struct {
@@ -142,7 +146,7 @@ struct ct_packet {
 	__u32 len;
 	__u8  tcp_flags;
 	__u8  related;      /* an ICMP error: key is the offending packet's */
-	__u16 pad;
+	__u16 rev_nat_id;   /* lookup: the found entry's; create: the one to store */
 };
 
 static __always_inline __u32 ct_now(void)
@@ -361,6 +365,7 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 		if (e) {
 			send_debug(skb, DBG_CT_FOUND, ep, e->expires - ct_now(), 0, 0);
 			ct_update(e, p, 1);
+			p->rev_nat_id = e->rev_nat_id;
 			state = CT_REPLY;
 		}
 	}
@@ -396,6 +401,7 @@ static __always_inline int ct_create(struct __sk_buff *skb, __u16 ep, __u32 peer
 	e.created = ct_now();
 	e.peer_id = peer_id;
 	e.ep_id = ep;
+	e.rev_nat_id = p->rev_nat_id;
 	e.tx_packets = 1;
 	e.tx_bytes = p->len;
 	if (p->tcp_flags & TCP_FLAG_RST)

@@ -34,6 +34,7 @@
 #define DROP_INVALID_IDENTITY  171
 #define DROP_UNKNOWN_SENDER    172
 #define DROP_FRAG_NOT_FOUND    175  /* a later fragment whose first was not seen */
+#define DROP_NO_SERVICE_BACKEND 158 /* "Service backend not found" */
 #define DROP_TTL_EXCEEDED      196
 #define DROP_NO_ENDPOINT       230  /* weft: pod device without an endpoint */
 #define DROP_UNROUTABLE        231  /* weft: no local endpoint for a decapsulated packet */
@@ -54,6 +55,7 @@
 	!__builtin_strcmp(name, "pipeline.h")  ? 9 :  \
 	!__builtin_strcmp(name, "arp.h")       ? 10 : \
 	!__builtin_strcmp(name, "icmp.h")      ? 11 : \
+	!__builtin_strcmp(name, "lb.h")        ? 12 : \
 	0)
 
 /* reason | line << 8 | file << 24, negated: always < 0, never a verdict. */

@@ -13,6 +13,8 @@
 #define WEFT_LB_H
 
 #include "common.h"
+#include "drop.h"
+#include "conntrack.h"
 
 #ifndef WEFT_LB_MAX
 #define WEFT_LB_MAX 65536
@@ -124,6 +126,133 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 		return NULL;
 	*id = slot->backend_id;
 	return bpf_map_lookup_elem(&weft_lb_backends, id);
+}
+
+/* Per-packet translation, for what socket LB did not translate (a
+ * process outside the cgroup, a pod of another runtime): the first packet
+ * of a flow to a service picks a backend and remembers it in a CT_SERVICE
+ * conntrack entry, so every packet of the flow reaches the same backend;
+ * the flow's own entry keeps the reverse-NAT id, and replies get the
+ * service's address back at the client's ingress. */
+
+#define IP_CSUM_OFF  (sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check))
+#define IP_DST_OFF   (sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, daddr))
+#define IP_SRC_OFF   (sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, saddr))
+
+/* Where the L4 checksum is, for TCP and UDP (0: no checksum to fix). */
+static __always_inline __u32 l4_csum_off(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return __builtin_offsetof(struct tcphdr, check);
+	if (proto == IPPROTO_UDP)
+		return __builtin_offsetof(struct udphdr, check);
+	return 0;
+}
+
+/* Rewrites one address and the port next to it (destination when `dst`,
+ * else source), fixing the IPv4 and L4 checksums. Returns 0 or < 0. */
+static __always_inline int lb_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8 proto, int dst,
+				      __be32 old_ip, __be32 new_ip, __be16 old_port, __be16 new_port)
+{
+	__u32 csum = l4_csum_off(proto);
+	__u32 ip_off = dst ? IP_DST_OFF : IP_SRC_OFF;
+	__u32 port_off = l4_off + (dst ? 2 : 0);
+	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(__be32);
+
+	if (proto == IPPROTO_UDP)
+		flags |= BPF_F_MARK_MANGLED_0;
+	if (csum) {
+		if (bpf_l4_csum_replace(skb, l4_off + csum, old_ip, new_ip, flags) < 0)
+			return -1;
+		if (bpf_l4_csum_replace(skb, l4_off + csum, old_port, new_port,
+					sizeof(__be16) | (proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
+			return -1;
+	}
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ip, new_ip, sizeof(__be32)) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, ip_off, &new_ip, sizeof(new_ip), 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+		return -1;
+	return 0;
+}
+
+/* The backend a flow to a service was given, remembered in a CT_SERVICE
+ * entry (or chosen now and remembered). */
+static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet *p,
+							  const struct lb_frontend *fe)
+{
+	struct ct_key k = p->key;
+	struct ct_entry *e, fresh = {};
+	struct lb_backend *be;
+	__u32 id = 0;
+
+	k.scope = CT_SERVICE;
+	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
+	if (e) {
+		be = bpf_map_lookup_elem(&weft_lb_backends, &e->backend_id);
+		if (be) {
+			ct_update(e, p, 0);
+			return be;
+		}
+		/* That backend is gone: the flow moves to another. */
+	}
+	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id);
+	if (!be)
+		return NULL;
+	fresh.created = ct_now();
+	fresh.backend_id = id;
+	fresh.rev_nat_id = fe->rev_nat_id;
+	fresh.tx_packets = 1;
+	fresh.tx_bytes = p->len;
+	fresh.expires = fresh.created + ct_lifetime(&fresh, k.proto);
+	bpf_map_update_elem(ct_map(k.proto), &k, &fresh, BPF_ANY);
+	return be;
+}
+
+/* A packet to a service: DNAT to the flow's backend, and `p` follows
+ * (its tuple is the backend's, its rev_nat_id the service's). Returns the
+ * service address (for traces' orig-ip), 0 when not a service, or a
+ * DROP() code. */
+static __always_inline __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off, struct ct_packet *p)
+{
+	struct lb_frontend *fe;
+	struct lb_backend *be;
+	__be32 vip = p->key.daddr;
+	__be16 vport = p->key.dport;
+
+	if (p->related || (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP))
+		return 0;
+	fe = lb_lookup(vip, vport, p->key.proto);
+	if (!fe)
+		return 0;
+	be = lb_flow_backend(p, fe);
+	if (!be)
+		return DROP(DROP_NO_SERVICE_BACKEND);
+	if (lb_rewrite(skb, l4_off, p->key.proto, 1, vip, be->address, vport, be->port) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	p->key.daddr = be->address;
+	p->key.dport = be->port;
+	p->rev_nat_id = fe->rev_nat_id;
+	return vip;
+}
+
+/* A reply of a translated flow: the backend's address becomes the
+ * service's again. Returns 0 or a DROP() code. */
+static __always_inline int lb_reverse(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+{
+	struct lb_revnat *rn;
+	__u16 id = p->rev_nat_id;
+
+	if (!id)
+		return 0;
+	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
+	if (!rn)
+		return 0;
+	/* The reply travels backend -> client: its source is the backend. */
+	if (lb_rewrite(skb, l4_off, p->key.proto, 0, p->key.saddr, rn->address, p->key.sport, rn->port) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return 0;
 }
 
 #endif /* WEFT_LB_H */

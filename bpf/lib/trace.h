@@ -30,6 +30,7 @@ struct trace_ctx {
 	__u32 dst_id;
 	__u32 ifindex;    /* 0: the device the program runs on */
 	__u8  state;      /* CT_* (0: untracked) */
+	__be32 orig_ip;   /* the service address before translation, 0 if none */
 };
 
 static __always_inline void send_trace(struct __sk_buff *skb, __u8 point,
@@ -48,6 +49,7 @@ static __always_inline void send_trace(struct __sk_buff *skb, __u8 point,
 	if (t->ifindex)
 		e->ifindex = t->ifindex;
 	e->reason = t->state;
+	e->orig_ip = t->orig_ip;
 	event_submit(e);
 }
 

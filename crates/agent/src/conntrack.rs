@@ -20,7 +20,8 @@ use weft_datapath::{
     conntrack::{Conntrack, GcPass, Table, now},
     loader::LoadOptions,
     maps::{
-        CT_EGRESS, CT_F_RX_CLOSING, CT_F_SEEN_REPLY, CT_F_TX_CLOSING, CtEntry, CtKey, WeftConfig, be_to_ip,
+        CT_EGRESS, CT_F_RX_CLOSING, CT_F_SEEN_REPLY, CT_F_TX_CLOSING, CT_SERVICE, CtEntry, CtKey, WeftConfig,
+        be_to_ip,
     },
 };
 
@@ -199,7 +200,12 @@ pub fn view(k: &CtKey, e: &CtEntry, now: u32) -> CtView {
     }
     let port = |p: u16| u16::from_be(p);
     CtView {
-        scope: if k.scope == CT_EGRESS { "egress" } else { "ingress" }.into(),
+        scope: match k.scope {
+            CT_EGRESS => "egress",
+            CT_SERVICE => "service",
+            _ => "ingress",
+        }
+        .into(),
         proto,
         src: format!("{}:{}", be_to_ip(k.saddr), port(k.sport)),
         dst: format!("{}:{}", be_to_ip(k.daddr), port(k.dport)),

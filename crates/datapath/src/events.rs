@@ -69,6 +69,7 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
         141 => "Error writing to packet",
         147 => "Error retrieving tunnel key",
         155 => "CT: Map insertion failed",
+        158 => "Service backend not found",
         160 => "No tunnel/encapsulation endpoint (datapath BUG!)",
         166 => "Unsupported L2 protocol",
         169 => "FIB lookup failed",
@@ -85,7 +86,7 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
 
 /// Source files that decide drops, by the ids of `WEFT_SOURCE_ID` in
 /// `bpf/lib/drop.h` (index = id).
-pub const SOURCE_FILES: [&str; 12] = [
+pub const SOURCE_FILES: [&str; 13] = [
     "unknown",
     "lxc.c",
     "host.c",
@@ -98,6 +99,7 @@ pub const SOURCE_FILES: [&str; 12] = [
     "pipeline.h",
     "arp.h",
     "icmp.h",
+    "lb.h",
 ];
 
 /// Source file of a drop.

@@ -83,6 +83,8 @@ pub const CALL_IPV4_TO_ENDPOINT: u32 = 1;
 /// Conntrack scopes (`CT_EGRESS` / `CT_INGRESS` in `bpf/lib/conntrack.h`).
 pub const CT_EGRESS: u8 = 0;
 pub const CT_INGRESS: u8 = 1;
+/// A client's flow to a service address: the backend it was given.
+pub const CT_SERVICE: u8 = 2;
 
 /// What a conntrack lookup found; the state of trace events (0: untracked).
 pub const CT_NEW: u8 = 1;
@@ -235,6 +237,9 @@ pub struct CtEntry {
     pub peer_id: u32,
     pub ep_id: u16,
     pub flags: u16,
+    pub rev_nat_id: u16,
+    pub pad: u16,
+    pub backend_id: u32,
 }
 
 /// Key of `weft_policy` (an LPM trie): see `bpf/lib/policy.h`.

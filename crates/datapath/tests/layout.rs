@@ -74,6 +74,7 @@ fn c_and_rust_layouts_agree() {
     check!(s, "ct_entry", CtEntry, {
         "tx_packets" => tx_packets, "tx_bytes" => tx_bytes, "rx_packets" => rx_packets, "rx_bytes" => rx_bytes,
         "expires" => expires, "created" => created, "peer_id" => peer_id, "ep_id" => ep_id, "flags" => flags,
+        "rev_nat_id" => rev_nat_id, "pad" => pad, "backend_id" => backend_id,
     });
     check!(s, "policy_key", PolicyKey, {
         "prefixlen" => prefixlen, "ep_id" => ep_id, "direction" => direction, "peer_kind" => peer_kind,
@@ -187,6 +188,7 @@ fn constants_match_the_c_headers() {
     for (name, value) in [
         ("CT_EGRESS", CT_EGRESS as u64),
         ("CT_INGRESS", CT_INGRESS as u64),
+        ("CT_SERVICE", CT_SERVICE as u64),
         ("CT_NEW", CT_NEW as u64),
         ("CT_ESTABLISHED", CT_ESTABLISHED as u64),
         ("CT_REPLY", CT_REPLY as u64),

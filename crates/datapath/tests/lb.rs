@@ -1,0 +1,105 @@
+//! BPF_PROG_TEST_RUN tests of per-packet service translation (lib/lb.h):
+//! a packet to a ClusterIP is rewritten to a backend with valid IPv4 and
+//! L4 checksums, every packet of the flow keeps its backend, the reply is
+//! translated back, and a service without backends is a drop that says so.
+
+mod fixture;
+
+use fixture::*;
+use std::net::Ipv4Addr;
+use weft_datapath::{
+    conntrack::Conntrack,
+    lb::{Backend, Frontend, FrontendInfo, ServiceMaps},
+    maps::*,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// The L4 checksum over the pseudo header verifies (sums to zero).
+fn l4_ok(frame: &[u8]) -> bool {
+    let ip = &frame[14..34];
+    let l4 = &frame[34..];
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&ip[12..20]);
+    buf.extend_from_slice(&[0, ip[9]]);
+    buf.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    buf.extend_from_slice(l4);
+    pkt::csum(&buf) == 0
+}
+
+fn addr(b: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+}
+
+fn service(f: &Fixture, backends: &[Backend]) {
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let fe = Frontend { address: VIP, port: 80, proto: 6 };
+    maps.put(fe, FrontendInfo { rev_nat_id: 7, ..Default::default() }, backends).unwrap();
+}
+
+#[test]
+fn a_cluster_ip_becomes_the_flows_backend_and_the_reply_the_service_again() {
+    let mut f = fixture();
+    service(&f, &[Backend { id: 1, address: POD_B, port: 8080, proto: 6 }]);
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, VIP, 80, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_container", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(addr(&out[30..34]), POD_B, "destination rewritten to the backend");
+    assert_eq!(u16::from_be_bytes([out[36], out[37]]), 8080, "port rewritten");
+    assert_eq!(pkt::csum(&out[14..34]), 0, "IPv4 checksum still valid");
+    assert!(l4_ok(&out), "TCP checksum still valid");
+    let ev = events(&mut f);
+    let from = ev.iter().find(|e| e.observation_point.as_deref() == Some("from-endpoint")).unwrap();
+    assert_eq!(from.orig_ip, VIP, "the trace names the service");
+    let ct = Conntrack::open(&f.base).unwrap().entries().unwrap();
+    let svc = ct.iter().find(|(k, _)| k.scope == CT_SERVICE).expect("the flow's backend is remembered");
+    assert_eq!((svc.1.backend_id, svc.1.rev_nat_id), (1, 7));
+    let egress = ct.iter().find(|(k, _)| k.scope == CT_EGRESS).unwrap();
+    assert_eq!((ip_to_be(POD_B), egress.1.rev_nat_id), (egress.0.daddr, 7), "tracked as to the backend");
+
+    // B answers from 8080: A receives it from the service.
+    f.dp.lxc().unwrap().insert(TEST_IFINDEX, LxcInfo { ip4: ip_to_be(POD_B), ep_id: 22, pad: 0 }, 0).unwrap();
+    let synack = pkt::tcp(MAC_B, LXC_B, POD_B, 8080, POD_A, 40000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (verdict, out) = run(&mut f, "from_container", &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(addr(&out[26..30]), VIP, "source is the service again");
+    assert_eq!(u16::from_be_bytes([out[34], out[35]]), 80);
+    assert_eq!(pkt::csum(&out[14..34]), 0);
+    assert!(l4_ok(&out), "TCP checksum still valid after reverse NAT");
+}
+
+#[test]
+fn every_packet_of_a_flow_keeps_its_backend_and_udp_checksums_hold() {
+    let mut f = fixture();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let dns = Frontend { address: VIP, port: 53, proto: 17 };
+    let b: Vec<Backend> = (0..4)
+        .map(|i| Backend {
+            id: 10 + i,
+            address: Ipv4Addr::new(10, 244, 2, 10 + i as u8),
+            port: 5353,
+            proto: 17,
+        })
+        .collect();
+    maps.put(dns, FrontendInfo { rev_nat_id: 9, ..Default::default() }, &b).unwrap();
+    let mut chosen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let q = pkt::udp(MAC_A, LXC_A, POD_A, 41000, VIP, 53, 20);
+        let (_, out) = run(&mut f, "from_container", &q);
+        chosen.insert(addr(&out[30..34]));
+        assert!(l4_ok(&out), "UDP checksum");
+    }
+    assert_eq!(chosen.len(), 1, "one flow, one backend: {chosen:?}");
+}
+
+#[test]
+fn a_service_without_backends_is_a_drop_that_names_it() {
+    let mut f = fixture();
+    service(&f, &[]);
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, VIP, 80, pkt::TCP_SYN);
+    assert_eq!(run(&mut f, "from_container", &syn).0, TC_ACT_SHOT);
+    let ev = events(&mut f);
+    let drop = ev.iter().find(|e| e.kind == "drop").unwrap();
+    assert_eq!(drop.reason_text.as_deref(), Some("Service backend not found"));
+    assert_eq!(drop.file.as_deref(), Some("lb.h"));
+}
