@@ -71,3 +71,44 @@ fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart()
     drop(lab);
     assert!(!cg.exists(), "lab down removes the lab's cgroups");
 }
+
+/// A client outside the node's cgroup (a thread of this test in the pod's
+/// namespace) is not translated at connect(): the per-packet path does it,
+/// to a backend on the other node, and the reply comes back from the
+/// service's address.
+#[test]
+fn the_per_packet_path_reaches_a_backend_on_another_node_and_replies_from_the_service() {
+    use std::io::Read;
+    let lab = TestLab::up("svcpp", 2, 1);
+    let backend: Ipv4Addr = lab.pod_ip("pod2-1").parse().unwrap();
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path("pod2-1"), move || {
+        let l = TcpListener::bind((backend, 8080)).unwrap();
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            let mut c = c;
+            let _ = c.write_all(b"from node2");
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    let maps = ServiceMaps::open(&lab.lab.node("node1").unwrap().bpffs).unwrap();
+    let fe = Frontend { address: Ipv4Addr::new(10, 96, 0, 20), port: 80, proto: 6 };
+    let be = Backend { id: 1, address: backend, port: 8080, proto: 6 };
+    maps.put(fe, FrontendInfo { rev_nat_id: 1, ..Default::default() }, &[be]).unwrap();
+    lab.eventually(Duration::from_secs(5), "node1 knows pod2-1", || {
+        lab.ipcache("node1").iter().any(|e| e.prefix == format!("{backend}/32"))
+    });
+    let (text, peer) = spawn_in_ns(&lab.netns_path("pod1-1"), || {
+        let vip = std::net::SocketAddr::from(([10, 96, 0, 20], 80));
+        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        (text, s.peer_addr().unwrap())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(text, "from node2");
+    assert_eq!(peer, std::net::SocketAddr::from(([10, 96, 0, 20], 80)));
+    let ct = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "ct", "list"]).stdout).to_string();
+    assert!(ct.contains("service") && ct.contains("10.96.0.20:80"), "{ct}");
+}
