@@ -112,3 +112,85 @@ fn the_per_packet_path_reaches_a_backend_on_another_node_and_replies_from_the_se
     let ct = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "ct", "list"]).stdout).to_string();
     assert!(ct.contains("service") && ct.contains("10.96.0.20:80"), "{ct}");
 }
+
+fn apply_yaml(lab: &TestLab, node: &str, yaml: &str) -> String {
+    let path = std::env::temp_dir().join(format!("weft-svc-{}-{}.yaml", lab.name(), std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    let out = lab.weft(node, &["service", "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Services through the API: a Service gets a ClusterIP from the store,
+/// its EndpointSlice's pods on both nodes become its backends on every
+/// node, both are reached; without endpoints it refuses at once; deleted,
+/// it is gone from the maps.
+#[test]
+fn a_service_applied_through_the_api_spreads_over_pods_on_both_nodes() {
+    let lab = TestLab::up("svcapi", 2, 2);
+    let backends = [lab.pod_ip("pod1-2"), lab.pod_ip("pod2-2")];
+    let (ready, listening) = std::sync::mpsc::channel();
+    for pod in ["pod1-2", "pod2-2"] {
+        let ip: Ipv4Addr = lab.pod_ip(pod).parse().unwrap();
+        let ready = ready.clone();
+        spawn_in_ns(&lab.netns_path(pod), move || {
+            let l = TcpListener::bind((ip, 8080)).unwrap();
+            ready.send(()).unwrap();
+            for c in l.incoming().flatten() {
+                let mut c = c;
+                let _ = c.write_all(ip.to_string().as_bytes());
+            }
+        });
+    }
+    for _ in 0..2 {
+        listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    let out = apply_yaml(
+        &lab,
+        "node1",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  ports: [{{port: 80, targetPort: 8080}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\n\
+             addressType: IPv4\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n\
+             - {{addresses: [{}], nodeName: node1}}\n- {{addresses: [{}], nodeName: node2}}\n",
+            backends[0], backends[1]
+        ),
+    );
+    assert!(out.contains("Service default/web stored (ClusterIP 10.96.1.1)"), "{out}");
+    for node in ["node1", "node2"] {
+        lab.eventually(Duration::from_secs(5), "both backends in the maps", || {
+            let lb = String::from_utf8_lossy(&lab.weft(node, &["bpf", "lb", "list"]).stdout).to_string();
+            backends.iter().all(|b| lb.contains(&format!("{b}:8080")))
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(fetch(&lab, "pod1-1", "10.96.1.1", 80).trim().to_string());
+    }
+    let want: std::collections::BTreeSet<String> = backends.iter().cloned().collect();
+    assert_eq!(seen, want, "connections spread over both backends");
+    let list = String::from_utf8_lossy(&lab.weft("node1", &["service", "list"]).stdout).to_string();
+    assert!(list.contains("10.96.1.1") && list.contains("web"), "{list}");
+
+    // No endpoints left: refused at once, not a timeout.
+    let out = lab.weft("node1", &["service", "delete", "web-1", "--kind", "endpointslice"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.eventually(Duration::from_secs(5), "the frontend has no backend", || {
+        String::from_utf8_lossy(&lab.weft("node1", &["bpf", "lb", "list"]).stdout)
+            .contains("<none: rejected>")
+    });
+    let t = std::time::Instant::now();
+    let refused = fetch(&lab, "pod1-1", "10.96.1.1", 80);
+    assert!(
+        !refused.contains("10.244") && t.elapsed() < Duration::from_secs(1),
+        "{refused} after {:?}",
+        t.elapsed()
+    );
+
+    let out = lab.weft("node1", &["service", "delete", "web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.eventually(Duration::from_secs(5), "the frontend is gone", || {
+        !String::from_utf8_lossy(&lab.weft("node2", &["bpf", "lb", "list"]).stdout).contains("10.96.1.1")
+    });
+}

@@ -34,6 +34,7 @@ pub mod removal;
 pub mod requests;
 pub mod routes;
 pub mod server;
+pub mod services;
 pub mod state;
 pub mod timing;
 

@@ -90,6 +90,8 @@ pub struct Agent {
     pub ct: crate::conntrack::CtState,
     /// The policy thread's queue and what it last programmed.
     pub policy: crate::policy::PolicyState,
+    /// What the services thread last programmed.
+    pub services: crate::services::ServicesState,
     /// Lock order: `pods` before `dp` where a caller needs both.
     pods: Mutex<Pods>,
     /// The loaded datapath: map updates and attaches (microseconds each).
@@ -161,6 +163,7 @@ impl Agent {
             monitor: Monitor::default(),
             ct: Default::default(),
             policy: Default::default(),
+            services: Default::default(),
             ipcache_tx: Default::default(),
             pods: Mutex::new(Pods { ipam, endpoints: BTreeMap::new(), ids: EndpointIds::default() }),
             dp: Mutex::new(dp),
@@ -176,6 +179,7 @@ impl Agent {
         crate::monitor::start_reader(agent.clone(), events);
         crate::conntrack::start_gc(agent.clone())?;
         crate::policy::start(agent.clone())?;
+        crate::services::start(agent.clone())?;
         crate::linkwatch::start(agent.clone())?;
         log::info!(
             "agent ready: node {} ({}) pod CIDR {} gateway {} mode {} pod MTU {} store {}",

@@ -69,6 +69,10 @@ pub enum Request {
     BpfPolicyGet(BpfPolicyGet),
     /// The service maps: frontends and their backends (`weft bpf lb list`).
     BpfLbList,
+    /// Stores Services and EndpointSlices (`weft service apply`).
+    ServiceApply(PolicyApply),
+    ServiceList,
+    ServiceDelete(ServiceName),
     AgentStatus,
     /// Changes the labels of a pod (they decide its identity); running
     /// endpoints of the pod take the new identity on every node.
@@ -284,6 +288,32 @@ pub struct NamespaceView {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BpfPolicyGet {
     pub endpoint: u16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceApplyResult {
+    pub results: Vec<String>,
+}
+
+/// A Service (or, with kind "endpointslice", a slice) by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceName {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    /// ClusterIP or NodePort.
+    pub kind: String,
+    pub cluster_ip: String,
+    /// "10.96.1.1:80/Tcp -> 10.244.1.3:8080,10.244.2.4:8080".
+    pub frontends: Vec<String>,
 }
 
 /// One service frontend as the datapath holds it.

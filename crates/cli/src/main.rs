@@ -48,6 +48,9 @@ enum Cmd {
     /// Namespaces and their labels (namespaceSelector matches these).
     #[command(subcommand)]
     Namespace(NamespaceCmd),
+    /// Services and EndpointSlices (ClusterIP, NodePort), kept in the store.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Stream datapath events (trace, drop, debug, capture).
     Monitor(monitor::MonitorArgs),
     /// A whole cluster on this machine, in network namespaces.
@@ -251,6 +254,30 @@ impl PolicyNameArgs {
 }
 
 #[derive(Subcommand)]
+enum ServiceCmd {
+    /// Store the Services and EndpointSlices of a YAML or JSON file; a
+    /// Service gets its ClusterIP (10.96.0.0/16) and NodePorts
+    /// (30000-32767) allocated unless it names them.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Services, their ClusterIP and frontends with the backends this node uses.
+    List(Output),
+    /// Remove a Service (releasing its address and ports) or, with
+    /// --kind endpointslice, a slice.
+    Delete {
+        name: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum NamespaceCmd {
     /// Set (k=v) or remove (k-) labels of a namespace.
     Label { namespace: String, labels: Vec<String> },
@@ -318,6 +345,13 @@ fn main() -> ExitCode {
             views::namespace_label(&client, namespace, labels)
         }
         Cmd::Namespace(NamespaceCmd::List(o)) => views::namespace_list(&client, o.format),
+        Cmd::Service(ServiceCmd::Apply { file, output }) => {
+            views::service_apply(&client, &file, output.format)
+        }
+        Cmd::Service(ServiceCmd::List(o)) => views::service_list(&client, o.format),
+        Cmd::Service(ServiceCmd::Delete { name, namespace, kind }) => {
+            views::service_delete(&client, weft_api::ServiceName { kind, namespace, name })
+        }
         Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::Flush(o))) => views::ct_flush(&client, o.format),
         Cmd::Pod(PodCmd::Label { pod, labels }) => views::label_pod(&client, &pod, &labels),
         Cmd::Monitor(m) => monitor::run(&client, m),

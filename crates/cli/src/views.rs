@@ -207,15 +207,7 @@ pub fn ct_list(c: &Client, f: Format) -> R {
 }
 
 pub fn policy_apply(c: &Client, file: &std::path::Path, f: Format) -> R {
-    let text = if file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| format!("reading stdin: {e}"))?;
-        s
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
-    };
-    let documents = weft_policy::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let documents = read_objects(file)?;
     let r: PolicyApplyResult =
         c.call_as(&Request::PolicyApply(PolicyApply { documents })).map_err(|e| e.to_string())?;
     if f == Format::Json {
@@ -224,6 +216,58 @@ pub fn policy_apply(c: &Client, file: &std::path::Path, f: Format) -> R {
     for line in r.results {
         println!("{line}");
     }
+    Ok(())
+}
+
+/// A YAML or JSON file's objects, for the apply commands.
+fn read_objects(file: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
+    };
+    weft_policy::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+pub fn service_apply(c: &Client, file: &std::path::Path, f: Format) -> R {
+    let documents = read_objects(file)?;
+    let r: weft_api::ServiceApplyResult =
+        c.call_as(&Request::ServiceApply(PolicyApply { documents })).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&r);
+    }
+    r.results.iter().for_each(|l| println!("{l}"));
+    Ok(())
+}
+
+pub fn service_list(c: &Client, f: Format) -> R {
+    let list: Vec<weft_api::ServiceView> = c.call_as(&Request::ServiceList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.namespace.clone(),
+                s.name.clone(),
+                s.kind.clone(),
+                s.cluster_ip.clone(),
+                s.frontends.join("\n"),
+            ]
+        })
+        .collect();
+    table::print(&["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "FRONTENDS -> BACKENDS"], &rows);
+    Ok(())
+}
+
+pub fn service_delete(c: &Client, n: weft_api::ServiceName) -> R {
+    let what = n.name.clone();
+    let _: () = c.call_as(&Request::ServiceDelete(n)).map_err(|e| e.to_string())?;
+    println!("{what} deleted");
     Ok(())
 }
 

@@ -226,7 +226,8 @@ mod tests {
         let sample: Vec<Endpoint> = s.endpoints.iter().step_by(5).cloned().collect();
         let before: Vec<_> = sample.iter().map(|e| s.compiler.compile(e).unwrap()).collect();
         s.label_change(7);
-        let changed = sample.iter().zip(&before).filter(|(e, b)| s.compiler.compile(e).unwrap() != **b).count();
+        let changed =
+            sample.iter().zip(&before).filter(|(e, b)| s.compiler.compile(e).unwrap() != **b).count();
         assert!(changed > 0, "the label change must matter to someone");
     }
 
