@@ -111,6 +111,33 @@ run in_lab node1 "$WEFT" endpoint list
 EP1=$(in_lab node1 "$WEFT" bpf endpoint list | awk -v ip="$POD1:0" '$1 == ip { sub("id=", "", $2); print $2 }')
 run in_lab node1 "$WEFT" bpf policy get "$EP1"
 
+say "A Service: ClusterIP allocated from the store, pod1-2 as its backend; pod1-1 connects to the ClusterIP"
+SVC=$(mktemp /tmp/weft-demo-svc.XXXXXX)
+cat >"$SVC" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-1, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{port: 8080, protocol: TCP}]
+endpoints: [{addresses: [$POD2], nodeName: node1}]
+YAML
+run in_lab node1 "$WEFT" service apply -f "$SVC"
+rm -f "$SVC"
+sleep 0.5
+run in_lab node1 "$WEFT" service list
+run in_lab node1 "$WEFT" bpf lb list
+in_lab pod1-2 busybox nc -l -p 8080 >/dev/null 2>&1 &
+NC=$!
+sleep 0.3
+watch "-t trace-sock" sh -c "echo hello service | $WEFT lab exec $LAB pod1-1 busybox nc -w 1 10.96.1.1 80"
+kill $NC 2>/dev/null || true
+
 say "node -> pod1-1: from-host delivers as identity 1 (host), allowed under any policy (kubelet probes)"
 watch "" in_lab node1 ping -c 1 -W 2 "$POD1"
 
