@@ -61,7 +61,7 @@ fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart()
     let pid = weft_lab::lifecycle::restart_agent(&lab.lab, "node1").unwrap();
     lab.lab.nodes[0].pid = pid;
     assert!(fetch(&lab, "pod1-1", "10.96.0.10", 80).contains("hello from the backend"), "after the restart");
-    let links = std::fs::read_dir(weft_datapath::loader::pin_dir(&node.bpffs).join("links"))
+    let links = std::fs::read_dir(weft_datapath::sock::links_dir(&node.bpffs))
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("sock_"))

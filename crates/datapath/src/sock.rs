@@ -17,6 +17,11 @@ pub const SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The programs and the names their link pins get.
 pub const PROGRAMS: [&str; 4] = ["sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"];
 
+/// Where the cgroup links are pinned (the devices' tc links have `links`).
+pub fn links_dir(base: &Path) -> std::path::PathBuf {
+    pin_dir(base).join("cgroup_links")
+}
+
 pub struct SocketLb {
     bpf: Ebpf,
 }
@@ -49,12 +54,13 @@ impl SocketLb {
     }
 
     /// Attaches every program to `cgroup` and pins its link under
-    /// `<pins>/links`. A link pinned before (an agent restart) is replaced
-    /// without a gap: the new one is attached (several may run: the second
-    /// sees a backend address, not a service, and leaves it) and takes the
-    /// old one's pin name, which ends the old link.
+    /// `<pins>/cgroup_links` (apart from the devices' tc links). A link
+    /// pinned before (an agent restart) is replaced without a gap: the new
+    /// one is attached (several may run: the second sees a backend address,
+    /// not a service, and leaves it) and takes the old one's pin name,
+    /// which ends the old link.
     pub fn attach(&mut self, cgroup: &Path, base: &Path) -> Result<(), Error> {
-        let links = pin_dir(base).join("links");
+        let links = links_dir(base);
         fs::create_dir_all(&links).map_err(err(format!("creating {}", links.display())))?;
         let cg = fs::File::open(cgroup).map_err(err(format!("opening cgroup {}", cgroup.display())))?;
         for name in PROGRAMS {
@@ -85,13 +91,13 @@ impl SocketLb {
 
     /// Whether every socket LB link is pinned (it runs without an agent).
     pub fn is_attached(base: &Path) -> bool {
-        let links = pin_dir(base).join("links");
+        let links = links_dir(base);
         PROGRAMS.iter().all(|p| links.join(p).exists())
     }
 
     /// Removes the links (the programs stop running).
     pub fn detach(base: &Path) {
-        let links = pin_dir(base).join("links");
+        let links = links_dir(base);
         for p in PROGRAMS {
             let _ = fs::remove_file(links.join(p));
         }
