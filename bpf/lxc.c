@@ -173,6 +173,29 @@ static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* A service without a usable backend: the packet is a drop (an event
+ * says why) and the client gets "port unreachable" from the service at
+ * once, never a silent timeout. */
+static __always_inline int refuse_no_backend(struct __sk_buff *skb, int code, struct drop_ctx *d)
+{
+	struct endpoint_info *self;
+	struct iphdr *ip = ip4_hdr(skb);
+	__u8 lxc_mac[ETH_ALEN_];
+	__be32 vip;
+
+	if (!ip)
+		return DROP(DROP_INVALID);
+	vip = ip->daddr;
+	self = lookup_endpoint(ip->saddr);
+	if (!self)
+		return DROP(DROP_NO_ENDPOINT);
+	mac_copy(lxc_mac, self->node_mac);
+	drop_finish(skb, code, d);
+	if (icmp_unreachable(skb, vip, ICMP_PORT_UNREACH, 0, lxc_mac) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
 					 struct drop_ctx *d)
 {
@@ -197,6 +220,8 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 		return ret;
 	/* A service address becomes the flow's backend (lib/lb.h). */
 	vip = lb_translate(skb, l4_off, &p);
+	if (vip < 0 && drop_reason((int)vip) == DROP_NO_SERVICE_BACKEND)
+		return refuse_no_backend(skb, (int)vip, d);
 	if (vip < 0)
 		return (int)vip;
 	t.orig_ip = (__be32)vip;

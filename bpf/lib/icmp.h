@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* ICMP "fragmentation needed" back to a pod whose packet (DF set) does not
- * fit the path to another node once encapsulated, so the pod's stack lowers
- * its path MTU instead of the packet vanishing. The packet is rewritten in
- * place into the ICMP error from the gateway and sent back to the pod. */
+/* ICMP errors back to a pod, rewritten in place from the packet that
+ * caused them: "fragmentation needed" when a packet (DF set) does not fit
+ * the path to another node once encapsulated, so the pod's stack lowers
+ * its path MTU instead of the packet vanishing; "port unreachable" from a
+ * service without a usable backend, so the client fails at once (TCP
+ * reports connection refused) instead of timing out. */
 #ifndef WEFT_ICMP_H
 #define WEFT_ICMP_H
 
@@ -10,6 +12,7 @@
 #include "ipip.h"
 
 #define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
 #define ICMP_FRAG_NEEDED  4
 #define IP_DF             0x4000
 
@@ -32,9 +35,11 @@ static __always_inline int too_big(struct __sk_buff *skb, const struct iphdr *ip
 	       bpf_ntohs(ip->tot_len) > mtu;
 }
 
-/* Rewrites the packet into "fragmentation needed, MTU mtu" from `gw` with
- * source MAC `gw_mac`. Returns 0 on success. */
-static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 gw, __u32 mtu, const __u8 *gw_mac)
+/* Rewrites the packet into "destination unreachable, `code`" from `src`
+ * (with `mtu` for fragmentation needed), the frame from `src_mac` back to
+ * the sender. Returns 0 on success. */
+static __always_inline int icmp_unreachable(struct __sk_buff *skb, __be32 src, __u8 code, __u32 mtu,
+					    const __u8 *src_mac)
 {
 	struct frag_needed r = {};
 	struct ethhdr eth;
@@ -50,15 +55,15 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 gw, __
 	r.ip.ttl = 64;
 	r.ip.protocol = IPPROTO_ICMP;
 	r.ip.tot_len = bpf_htons(sizeof(r));
-	r.ip.saddr = gw;
+	r.ip.saddr = src;
 	r.ip.daddr = orig_src;
 	r.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
 	r.type = ICMP_DEST_UNREACH;
-	r.code = ICMP_FRAG_NEEDED;
+	r.code = code;
 	r.mtu = bpf_htons((__u16)mtu);
 	r.csum = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0));
 	mac_copy(eth.h_dest, eth.h_source);
-	mac_copy(eth.h_source, gw_mac);
+	mac_copy(eth.h_source, src_mac);
 	if (bpf_skb_change_tail(skb, sizeof(eth) + sizeof(r), 0) < 0)
 		return -1;
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
@@ -66,6 +71,11 @@ static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 gw, __
 	if (bpf_skb_store_bytes(skb, sizeof(eth), &r, sizeof(r), 0) < 0)
 		return -1;
 	return 0;
+}
+
+static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 gw, __u32 mtu, const __u8 *gw_mac)
+{
+	return icmp_unreachable(skb, gw, ICMP_FRAG_NEEDED, mtu, gw_mac);
 }
 
 #endif /* WEFT_ICMP_H */

@@ -109,6 +109,23 @@ fn the_per_packet_path_reaches_a_backend_on_another_node_and_replies_from_the_se
     .unwrap();
     assert_eq!(text, "from node2");
     assert_eq!(peer, std::net::SocketAddr::from(([10, 96, 0, 20], 80)));
+    // No backend: "port unreachable" from the service, refused at once.
+    let empty = Frontend { address: Ipv4Addr::new(10, 96, 0, 21), port: 80, proto: 6 };
+    maps.put(empty, FrontendInfo { rev_nat_id: 2, ..Default::default() }, &[]).unwrap();
+    let (kind, took) = spawn_in_ns(&lab.netns_path("pod1-1"), || {
+        let t = std::time::Instant::now();
+        let e = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([10, 96, 0, 21], 80)),
+            Duration::from_secs(3),
+        )
+        .err()
+        .map(|e| e.kind());
+        (e, t.elapsed())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused), "after {took:?}");
+    assert!(took < Duration::from_secs(1), "refused at once, not after {took:?}");
     let ct = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "ct", "list"]).stdout).to_string();
     assert!(ct.contains("service") && ct.contains("10.96.0.20:80"), "{ct}");
 }

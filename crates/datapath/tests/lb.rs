@@ -93,11 +93,19 @@ fn every_packet_of_a_flow_keeps_its_backend_and_udp_checksums_hold() {
 }
 
 #[test]
-fn a_service_without_backends_is_a_drop_that_names_it() {
+fn a_service_without_backends_answers_port_unreachable_at_once_and_says_why() {
     let mut f = fixture();
     service(&f, &[]);
     let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, VIP, 80, pkt::TCP_SYN);
-    assert_eq!(run(&mut f, "from_container", &syn).0, TC_ACT_SHOT);
+    let (verdict, out) = run(&mut f, "from_container", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer goes back to the pod");
+    assert_eq!(&out[0..6], &MAC_A, "to the client");
+    assert_eq!(&out[6..12], &LXC_A, "from its gateway MAC");
+    assert_eq!((out[23], out[34], out[35]), (1, 3, 3), "ICMP destination unreachable, port unreachable");
+    assert_eq!((addr(&out[26..30]), addr(&out[30..34])), (VIP, POD_A), "from the service to the client");
+    assert_eq!(&out[42..62], &syn[14..34], "quoting the client's IPv4 header");
+    assert_eq!(pkt::csum(&out[14..34]), 0);
+    assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
     let ev = events(&mut f);
     let drop = ev.iter().find(|e| e.kind == "drop").unwrap();
     assert_eq!(drop.reason_text.as_deref(), Some("Service backend not found"));
