@@ -31,4 +31,6 @@ struct lb_frontend layout_lb_frontend;
 struct lb_backend layout_lb_backend;
 struct lb_revnat layout_lb_revnat;
 struct sock_revnat_key layout_sock_revnat_key;
+struct lb_affinity_key layout_lb_affinity_key;
+struct lb_affinity layout_lb_affinity;
 int layout_abi_version = WEFT_ABI_VERSION;

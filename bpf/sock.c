@@ -45,6 +45,16 @@ static __always_inline void send_trace_sock(struct bpf_sock_addr *ctx, __u8 kind
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
 
+/* The client for session affinity: at connect() the source address is
+ * not chosen yet, so the client is the socket's network namespace (a pod),
+ * as Cilium's socket LB does; folded to the key's 32 bits. */
+static __always_inline __be32 sock_client(struct bpf_sock_addr *ctx)
+{
+	__u64 c = bpf_get_netns_cookie(ctx);
+
+	return (__u32)c ^ (__u32)(c >> 32);
+}
+
 /* Translates the socket's destination if it is a service. */
 static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int remember, __u8 kind)
 {
@@ -58,7 +68,7 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int remembe
 	fe = lb_lookup(addr, port, proto);
 	if (!fe)
 		return SYS_PROCEED;
-	be = lb_pick(addr, port, proto, fe, &id);
+	be = lb_pick(addr, port, proto, fe, &id, sock_client(ctx));
 	if (!be) {
 		send_trace_sock(ctx, SOCK_EV_REJECT, addr, port, 0, 0);
 		return SYS_REJECT;

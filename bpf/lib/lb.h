@@ -85,6 +85,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_lb_revnat SEC(".maps");
 
+/* Session affinity (ClientIP): which backend a client address got from a
+ * service, and when it last used it. */
+struct lb_affinity_key {
+	__be32 client;
+	__u16  rev_nat_id;
+	__u16  pad;
+};
+
+struct lb_affinity {
+	__u32 backend_id;
+	__u32 last_used;    /* monotonic seconds */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_LB_MAX);
+	__type(key, struct lb_affinity_key);
+	__type(value, struct lb_affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_lb_affinity SEC(".maps");
+
 /* UDP translations of socket LB (bpf/sock.c), by socket: what recvmsg
  * and getpeername turn back into the service's address. */
 struct sock_revnat_key {
@@ -110,21 +131,58 @@ static __always_inline struct lb_frontend *lb_lookup(__be32 addr, __be16 port, _
 	return bpf_map_lookup_elem(&weft_lb_services, &k);
 }
 
+static __always_inline __u32 lb_now(void)
+{
+	return bpf_ktime_get_ns() / 1000000000ULL;
+}
+
 /* A backend of the frontend, chosen at random among its slots (NULL when
- * it has none, or the maps are mid-update). */
+ * it has none, or the maps are mid-update). With session affinity, the
+ * backend this client had, while it is still used within the timeout and
+ * still one of the service's. */
 static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8 proto,
-						  const struct lb_frontend *fe, __u32 *id)
+						  const struct lb_frontend *fe, __u32 *id,
+						  __be32 client)
 {
 	struct lb_key k = { .address = addr, .port = port, .proto = proto };
+	struct lb_affinity_key ak = { .client = client, .rev_nat_id = fe->rev_nat_id };
+	struct lb_affinity *aff = NULL, fresh = {};
+	struct lb_backend *be;
 	struct lb_frontend *slot;
+	__u32 now = 0;
+	__u16 i;
 
 	if (!fe->count)
 		return NULL;
+	if (fe->flags & LB_F_AFFINITY) {
+		now = lb_now();
+		aff = bpf_map_lookup_elem(&weft_lb_affinity, &ak);
+		if (aff && now - aff->last_used <= fe->affinity_timeout) {
+			/* Still one of the service's backends? (bounded walk) */
+			for (i = 1; i <= 64 && i <= fe->count; i++) {
+				k.slot = i;
+				slot = bpf_map_lookup_elem(&weft_lb_services, &k);
+				if (slot && slot->backend_id == aff->backend_id) {
+					be = bpf_map_lookup_elem(&weft_lb_backends, &aff->backend_id);
+					if (be) {
+						*id = aff->backend_id;
+						aff->last_used = now;
+						return be;
+					}
+				}
+			}
+		}
+	}
 	k.slot = (bpf_get_prandom_u32() % fe->count) + 1;
 	slot = bpf_map_lookup_elem(&weft_lb_services, &k);
 	if (!slot)
 		return NULL;
 	*id = slot->backend_id;
+	if (fe->flags & LB_F_AFFINITY) {
+		fresh.backend_id = *id;
+		fresh.last_used = now;
+		bpf_map_update_elem(&weft_lb_affinity, &ak, &fresh, BPF_ANY);
+	}
 	return bpf_map_lookup_elem(&weft_lb_backends, id);
 }
 
@@ -197,7 +255,7 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 		}
 		/* That backend is gone: the flow moves to another. */
 	}
-	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id);
+	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr);
 	if (!be)
 		return NULL;
 	fresh.created = ct_now();

@@ -31,6 +31,7 @@ pub const MAP_LB_SERVICES: &str = "weft_lb_services";
 pub const MAP_LB_BACKENDS: &str = "weft_lb_backends";
 pub const MAP_LB_REVNAT: &str = "weft_lb_revnat";
 pub const MAP_LB_SOCK_REVNAT: &str = "weft_lb_sock_revnat";
+pub const MAP_LB_AFFINITY: &str = "weft_lb_affinity";
 
 /// `LB_F_*`: flags of a service frontend (`bpf/lib/lb.h`).
 pub const LB_F_NODEPORT: u8 = 0x1;
@@ -40,7 +41,7 @@ pub const LB_F_SNAT: u8 = 0x8;
 
 /// Every map the datapath pins (the layout test checks that the C headers
 /// declare exactly these).
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 21] = [
     MAP_ENDPOINTS,
     MAP_LXC,
     MAP_CONFIG,
@@ -61,6 +62,7 @@ pub const ALL_MAPS: [&str; 20] = [
     MAP_LB_BACKENDS,
     MAP_LB_REVNAT,
     MAP_LB_SOCK_REVNAT,
+    MAP_LB_AFFINITY,
 ];
 
 /// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).
@@ -338,6 +340,23 @@ pub struct LbRevnat {
     pub pad: u16,
 }
 
+/// Key of `weft_lb_affinity`: a client and a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbAffinityKey {
+    pub client: u32,
+    pub rev_nat_id: u16,
+    pub pad: u16,
+}
+
+/// Value of `weft_lb_affinity`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbAffinity {
+    pub backend_id: u32,
+    pub last_used: u32,
+}
+
 /// Key of `weft_lb_sock_revnat`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -422,3 +441,5 @@ unsafe impl aya::Pod for LbFrontend {}
 unsafe impl aya::Pod for LbBackend {}
 unsafe impl aya::Pod for LbRevnat {}
 unsafe impl aya::Pod for SockRevnatKey {}
+unsafe impl aya::Pod for LbAffinityKey {}
+unsafe impl aya::Pod for LbAffinity {}

@@ -97,6 +97,8 @@ fn c_and_rust_layouts_agree() {
     });
     check!(s, "lb_backend", LbBackend, { "address" => address, "port" => port, "proto" => proto, "flags" => flags });
     check!(s, "lb_revnat", LbRevnat, { "address" => address, "port" => port, "pad" => pad });
+    check!(s, "lb_affinity_key", LbAffinityKey, { "client" => client, "rev_nat_id" => rev_nat_id, "pad" => pad });
+    check!(s, "lb_affinity", LbAffinity, { "backend_id" => backend_id, "last_used" => last_used });
     check!(s, "sock_revnat_key", SockRevnatKey, { "cookie" => cookie, "address" => address, "port" => port, "pad" => pad });
     check!(s, "pipeline_state", PipelineState, {
         "src_id" => src_id, "dst_id" => dst_id, "src_ep" => src_ep, "dst_ep" => dst_ep, "hook" => hook,

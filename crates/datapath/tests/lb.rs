@@ -111,3 +111,36 @@ fn a_service_without_backends_answers_port_unreachable_at_once_and_says_why() {
     assert_eq!(drop.reason_text.as_deref(), Some("Service backend not found"));
     assert_eq!(drop.file.as_deref(), Some("lb.h"));
 }
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_backend_across_flows() {
+    let mut f = fixture();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let fe = Frontend { address: VIP, port: 80, proto: 6 };
+    let b: Vec<Backend> = (0..8)
+        .map(|i| Backend {
+            id: 20 + i,
+            address: Ipv4Addr::new(10, 244, 2, 20 + i as u8),
+            port: 8080,
+            proto: 6,
+        })
+        .collect();
+    let sticky = FrontendInfo { rev_nat_id: 11, flags: LB_F_AFFINITY, affinity_timeout: 10800 };
+    maps.put(fe, sticky, &b).unwrap();
+    let mut chosen = std::collections::BTreeSet::new();
+    for sport in 42000..42020 {
+        let syn = pkt::tcp(MAC_A, LXC_A, POD_A, sport, VIP, 80, pkt::TCP_SYN);
+        let (_, out) = run(&mut f, "from_container", &syn);
+        chosen.insert(addr(&out[30..34]));
+    }
+    assert_eq!(chosen.len(), 1, "twenty flows of one client, one backend: {chosen:?}");
+    // Without affinity the same twenty flows spread.
+    maps.put(fe, FrontendInfo { rev_nat_id: 12, ..Default::default() }, &b).unwrap();
+    let mut spread = std::collections::BTreeSet::new();
+    for sport in 43000..43020 {
+        let syn = pkt::tcp(MAC_A, LXC_A, POD_A, sport, VIP, 80, pkt::TCP_SYN);
+        let (_, out) = run(&mut f, "from_container", &syn);
+        spread.insert(addr(&out[30..34]));
+    }
+    assert!(spread.len() > 1, "random without affinity: {spread:?}");
+}

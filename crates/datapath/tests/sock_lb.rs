@@ -118,6 +118,10 @@ fn services_are_translated_at_connect_and_replies_read_as_the_service() {
     maps.put(Frontend { address: vip, port: 80, proto: TCP }, info, &backends).unwrap();
     let empty = Frontend { address: Ipv4Addr::new(10, 96, 0, 11), port: 80, proto: TCP };
     maps.put(empty, FrontendInfo { rev_nat_id: 2, ..Default::default() }, &[]).unwrap();
+    let sticky = Frontend { address: Ipv4Addr::new(10, 96, 0, 13), port: 80, proto: TCP };
+    let aff =
+        FrontendInfo { rev_nat_id: 4, flags: weft_datapath::maps::LB_F_AFFINITY, affinity_timeout: 10800 };
+    maps.put(sticky, aff, &backends).unwrap();
     let dns = Frontend { address: Ipv4Addr::new(10, 96, 0, 12), port: 53, proto: UDP };
     let udp_backend = Backend { id: 3, address: b[0], port: 5353, proto: UDP };
     maps.put(dns, FrontendInfo { rev_nat_id: 3, ..Default::default() }, &[udp_backend]).unwrap();
@@ -135,6 +139,17 @@ fn services_are_translated_at_connect_and_replies_read_as_the_service() {
             s.read_to_string(&mut who).unwrap();
             seen.insert(who);
         }
+        // Session affinity: one backend for every connection of this client.
+        let mut sticky_seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::from(([10, 96, 0, 13], 80)), Duration::from_secs(1))
+                    .unwrap();
+            let mut who = String::new();
+            s.read_to_string(&mut who).unwrap();
+            sticky_seen.insert(who);
+        }
+        assert_eq!(sticky_seen.len(), 1, "affinity: {sticky_seen:?}");
         // No usable backend: refused at once, not a timeout.
         let t = Instant::now();
         let refused =
