@@ -131,6 +131,25 @@ static __always_inline struct lb_frontend *lb_lookup(__be32 addr, __be16 port, _
 	return bpf_map_lookup_elem(&weft_lb_services, &k);
 }
 
+/* The backend `id` if it is still one of the frontend's (a bounded walk
+ * of its first 64 slots: a service with more re-picks, which is only a
+ * lost affinity, never a wrong backend), else NULL. */
+static __always_inline struct lb_backend *lb_member(__be32 addr, __be16 port, __u8 proto,
+						    const struct lb_frontend *fe, __u32 id)
+{
+	struct lb_key k = { .address = addr, .port = port, .proto = proto };
+	struct lb_frontend *slot;
+	__u16 i;
+
+	for (i = 1; i <= 64 && i <= fe->count; i++) {
+		k.slot = i;
+		slot = bpf_map_lookup_elem(&weft_lb_services, &k);
+		if (slot && slot->backend_id == id)
+			return bpf_map_lookup_elem(&weft_lb_backends, &id);
+	}
+	return NULL;
+}
+
 static __always_inline __u32 lb_now(void)
 {
 	return bpf_ktime_get_ns() / 1000000000ULL;
@@ -150,7 +169,6 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 	struct lb_backend *be;
 	struct lb_frontend *slot;
 	__u32 now = 0;
-	__u16 i;
 
 	if (!fe->count)
 		return NULL;
@@ -158,18 +176,11 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 		now = lb_now();
 		aff = bpf_map_lookup_elem(&weft_lb_affinity, &ak);
 		if (aff && now - aff->last_used <= fe->affinity_timeout) {
-			/* Still one of the service's backends? (bounded walk) */
-			for (i = 1; i <= 64 && i <= fe->count; i++) {
-				k.slot = i;
-				slot = bpf_map_lookup_elem(&weft_lb_services, &k);
-				if (slot && slot->backend_id == aff->backend_id) {
-					be = bpf_map_lookup_elem(&weft_lb_backends, &aff->backend_id);
-					if (be) {
-						*id = aff->backend_id;
-						aff->last_used = now;
-						return be;
-					}
-				}
+			be = lb_member(addr, port, proto, fe, aff->backend_id);
+			if (be) {
+				*id = aff->backend_id;
+				aff->last_used = now;
+				return be;
 			}
 		}
 	}
@@ -248,12 +259,13 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 	k.scope = CT_SERVICE;
 	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
 	if (e) {
-		be = bpf_map_lookup_elem(&weft_lb_backends, &e->backend_id);
+		be = lb_member(k.daddr, k.dport, k.proto, fe, e->backend_id);
 		if (be) {
 			ct_update(e, p, 0);
 			return be;
 		}
-		/* That backend is gone: the flow moves to another. */
+		/* That backend left the service: the flow moves to another
+		 * (a UDP client on a fixed port notices at its next datagram). */
 	}
 	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr);
 	if (!be)

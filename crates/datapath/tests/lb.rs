@@ -144,3 +144,20 @@ fn session_affinity_keeps_a_client_on_one_backend_across_flows() {
     }
     assert!(spread.len() > 1, "random without affinity: {spread:?}");
 }
+
+#[test]
+fn a_flow_whose_backend_leaves_the_service_moves_to_another_at_its_next_packet() {
+    let mut f = fixture();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let dns = Frontend { address: VIP, port: 53, proto: 17 };
+    let one = Backend { id: 31, address: Ipv4Addr::new(10, 244, 2, 31), port: 5353, proto: 17 };
+    let two = Backend { id: 32, address: Ipv4Addr::new(10, 244, 2, 32), port: 5353, proto: 17 };
+    let info = FrontendInfo { rev_nat_id: 13, ..Default::default() };
+    maps.put(dns, info, &[one]).unwrap();
+    let q = pkt::udp(MAC_A, LXC_A, POD_A, 41000, VIP, 53, 20);
+    assert_eq!(addr(&run(&mut f, "from_container", &q).1[30..34]), one.address);
+    // `one` leaves the service (it stays in the backend map: others may
+    // use it); the same flow's next datagram goes to `two`.
+    maps.put(dns, info, &[two]).unwrap();
+    assert_eq!(addr(&run(&mut f, "from_container", &q).1[30..34]), two.address);
+}
