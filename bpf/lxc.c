@@ -227,6 +227,22 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	t.orig_ip = (__be32)vip;
 	daddr = p.key.daddr;
 	state = ct_lookup(skb, st->src_ep, &p);
+	/* The reply of a NodePort flow: from the node's address and port
+	 * again, straight out of the node's device (the stack would take a
+	 * packet from its own address coming in from a pod for a martian). */
+	if (state == CT_REPLY && p.rev_nat_id) {
+		ret = lb_reverse(skb, l4_off, &p);
+		if (ret < 0)
+			return ret;
+		cfg = config_get();
+		ip = ip4_hdr(skb);
+		if (cfg && ip && cfg->underlay_ifindex && ip->saddr == cfg->node_ip4) {
+			t.state = state;
+			t.ifindex = cfg->underlay_ifindex;
+			send_trace(skb, TRACE_TO_NETWORK, &t);
+			return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+		}
+	}
 	t.state = state;
 	c.state = state;
 	send_trace(skb, TRACE_FROM_ENDPOINT, &t);
@@ -340,6 +356,9 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 			return ret;
 	}
 	if (state == CT_NEW) {
+		/* A NodePort flow (netdev.c translated it): replies are
+		 * translated back on their way out of the pod. */
+		p.rev_nat_id = st->rev_nat_id;
 		ret = ct_create(skb, dst->ep_id, st->src_id, &p);
 		if (ret < 0)
 			return ret;

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* from-network: tc ingress of the node's underlay device (IP-in-IP and
- * native modes).
+/* from-network: tc ingress of the node's underlay device.
  *
  * IP-in-IP: a protocol-4 packet from a known node is decapsulated here and
  * goes on to the delivery stage (lxc.c ipv4_to_endpoint). Native: a packet
  * for a local pod, routed here by another node, goes to the delivery stage
  * as it is. IP-in-IP and native carry no identity, so the source's comes
- * from the ipcache. Everything else is the node's own traffic: untouched. */
+ * from the ipcache. NodePort: a connection to the node's address on a
+ * service's node port goes to a backend on this node. Everything else is
+ * the node's own traffic: untouched. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
@@ -14,6 +15,8 @@
 #include "lib/drop.h"
 #include "lib/dbg.h"
 #include "lib/pipeline.h"
+#include "lib/conntrack.h"
+#include "lib/lb.h"
 #include "lib/ipip.h"
 
 /* Identity of a source address: a pod's, a node's, or world. A remote
@@ -48,6 +51,48 @@ static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct dro
 	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
 }
 
+/* A connection from outside to one of the node's addresses on a NodePort:
+ * translated to a backend on this node (lib/lb.h) and on to the delivery
+ * stage, which keeps the reverse-NAT id in the flow's entry. Returns 1
+ * when the packet is not for a NodePort. */
+static __always_inline int nodeport_in(struct __sk_buff *skb, struct iphdr *ip, struct drop_ctx *d)
+{
+	struct trace_ctx t = {};
+	struct pipeline_state *st;
+	struct endpoint_info *dst;
+	struct lb_frontend *fe;
+	struct ct_packet p;
+	__u32 l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
+	__s64 vip;
+	int ret;
+
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 1;
+	ret = ct_extract(skb, ip, CT_INGRESS, &p);
+	if (ret < 0)
+		return ret;
+	fe = lb_lookup(p.key.daddr, p.key.dport, p.key.proto);
+	if (!fe || !(fe->flags & LB_F_NODEPORT))
+		return 1;
+	d->src_id = source_identity(p.key.saddr);
+	vip = lb_translate(skb, l4_off, &p);
+	if (vip < 0)
+		return (int)vip;
+	dst = lookup_endpoint(p.key.daddr);
+	if (!dst || (dst->flags & ENDPOINT_F_HOST))
+		return DROP(DROP_UNROUTABLE);
+	t.src_id = d->src_id;
+	t.orig_ip = (__be32)vip;
+	send_trace(skb, TRACE_FROM_NETWORK, &t);
+	d->dst_ep = dst->ep_id;
+	d->dst_id = dst->sec_identity;
+	st = pipeline_start(0, d->src_id, HOOK_INGRESS);
+	if (!st)
+		return DROP(DROP_NO_STATE);
+	st->rev_nat_id = p.rev_nat_id;
+	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+}
+
 static __always_inline int from_network_ipv4(struct __sk_buff *skb, struct drop_ctx *d)
 {
 	struct trace_ctx t = {};
@@ -79,6 +124,16 @@ static __always_inline int from_network_ipv4(struct __sk_buff *skb, struct drop_
 		send_debug(skb, DBG_DECAP, 0, outer, t.src_id, 0);
 		send_trace(skb, TRACE_FROM_NETWORK, &t);
 		return to_endpoint_or_host(skb, d);
+	}
+	/* A NodePort on one of this node's addresses. */
+	if (ip->daddr == cfg->node_ip4) {
+		int ret = nodeport_in(skb, ip, d);
+
+		if (ret != 1)
+			return ret;
+		ip = ip4_hdr(skb);
+		if (!ip)
+			return CTX_ACT_OK;
 	}
 	if (cfg->mode != MODE_NATIVE)
 		return CTX_ACT_OK;

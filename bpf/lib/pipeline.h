@@ -50,7 +50,7 @@ struct pipeline_state {
 	__u16 dst_ep;    /* local endpoint it is for (0: none) */
 	__u8  hook;      /* HOOK_* of the entry program */
 	__u8  ct_state;  /* CT_* of the sender's side, for traces */
-	__u16 pad;
+	__u16 rev_nat_id; /* a NodePort translation the new flow's entry keeps */
 };
 
 struct {
@@ -82,7 +82,7 @@ pipeline_start(__u16 src_ep, __u32 src_id, __u8 hook)
 	st->dst_ep = 0;
 	st->hook = hook;
 	st->ct_state = 0;
-	st->pad = 0;
+	st->rev_nat_id = 0;
 	return st;
 }
 

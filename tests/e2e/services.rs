@@ -211,3 +211,40 @@ fn a_service_applied_through_the_api_spreads_over_pods_on_both_nodes() {
         !String::from_utf8_lossy(&lab.weft("node2", &["bpf", "lb", "list"]).stdout).contains("10.96.1.1")
     });
 }
+
+/// A NodePort from outside the cluster: a client on the underlay (the
+/// lab's etcd namespace) connects to the node's address and port; a
+/// backend on that node answers, and the reply leaves as the node.
+#[test]
+fn a_nodeport_from_outside_the_cluster_reaches_a_backend_on_the_node() {
+    let lab = TestLab::up_with("svcnp", 1, 2, |o| o.store = Some("etcd".into()));
+    let backend: Ipv4Addr = lab.pod_ip("pod1-2").parse().unwrap();
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path("pod1-2"), move || {
+        let l = TcpListener::bind((backend, 8080)).unwrap();
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            let mut c = c;
+            let _ = c.write_all(b"hello from the nodeport backend");
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    let out = apply_yaml(
+        &lab,
+        "node1",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: np}}\nspec:\n  type: NodePort\n  \
+             ports: [{{port: 80, targetPort: 8080, nodePort: 30080}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: np-1, labels: {{kubernetes.io/service-name: np}}}}\n\
+             addressType: IPv4\nports: [{{port: 8080, protocol: TCP}}]\nendpoints: [{{addresses: [{backend}], nodeName: node1}}]\n"
+        ),
+    );
+    assert!(out.contains("Service default/np stored"), "{out}");
+    let node_ip = lab.lab.node("node1").unwrap().underlay_ip.to_string();
+    lab.eventually(Duration::from_secs(5), "the NodePort frontend", || {
+        String::from_utf8_lossy(&lab.weft("node1", &["bpf", "lb", "list"]).stdout)
+            .contains(&format!("{node_ip}:30080/TCP"))
+    });
+    let got = fetch(&lab, "net", &node_ip, 30080);
+    assert!(got.contains("hello from the nodeport backend"), "{got}");
+}

@@ -36,10 +36,9 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
     if vxlan_ifindex != 0 {
         dp.attach_overlay(VXLAN_DEV).map_err(|e| format!("datapath: {e}"))?;
     }
-    // IP-in-IP and native packets arrive on the underlay device itself.
-    if agent.cluster && agent.mode != Mode::Vxlan {
-        dp.attach_netdev(&agent.underlay_dev).map_err(|e| format!("datapath: {e}"))?;
-    }
+    // IP-in-IP and native packets arrive on the underlay device itself,
+    // and so do connections to NodePorts, in every mode.
+    dp.attach_netdev(&agent.underlay_dev).map_err(|e| format!("datapath: {e}"))?;
     for addr in host_addresses {
         dp.put_endpoint(addr, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
             .map_err(|e| format!("datapath: {e}"))?;

@@ -378,7 +378,7 @@ pub struct PipelineState {
     pub dst_ep: u16,
     pub hook: u8,
     pub ct_state: u8,
-    pub pad: u16,
+    pub rev_nat_id: u16,
 }
 
 #[repr(C)]

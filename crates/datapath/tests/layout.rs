@@ -102,7 +102,7 @@ fn c_and_rust_layouts_agree() {
     check!(s, "sock_revnat_key", SockRevnatKey, { "cookie" => cookie, "address" => address, "port" => port, "pad" => pad });
     check!(s, "pipeline_state", PipelineState, {
         "src_id" => src_id, "dst_id" => dst_id, "src_ep" => src_ep, "dst_ep" => dst_ep, "hook" => hook,
-        "ct_state" => ct_state, "pad" => pad,
+        "ct_state" => ct_state, "rev_nat_id" => rev_nat_id,
     });
     check!(s, "ipcache_key", IpcacheKey, { "prefixlen" => prefixlen, "ip4" => ip4 });
     check!(s, "ipcache_info", IpcacheInfo, {

@@ -161,3 +161,38 @@ fn a_flow_whose_backend_leaves_the_service_moves_to_another_at_its_next_packet()
     maps.put(dns, info, &[two]).unwrap();
     assert_eq!(addr(&run(&mut f, "from_container", &q).1[30..34]), two.address);
 }
+
+#[test]
+fn a_nodeport_from_outside_reaches_a_local_backend_and_the_reply_leaves_as_the_node() {
+    let mut f = fixture();
+    let node = Ipv4Addr::new(198, 18, 0, 11);
+    let client = Ipv4Addr::new(203, 0, 113, 5);
+    let mut c = f.dp.config().unwrap();
+    c.node_ip4 = ip_to_be(node);
+    c.underlay_ifindex = TEST_IFINDEX;
+    f.dp.set_config(c).unwrap();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let np = Frontend { address: node, port: 30080, proto: 6 };
+    let info = FrontendInfo { rev_nat_id: 21, flags: LB_F_NODEPORT | LB_F_LOCAL, affinity_timeout: 0 };
+    maps.put(np, info, &[Backend { id: 5, address: POD_B, port: 8080, proto: 6 }]).unwrap();
+
+    let mac = [0x02, 0, 0, 0, 0, 0x33];
+    let syn = pkt::tcp(mac, mac, client, 50000, node, 30080, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_network", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into the backend pod");
+    assert_eq!((addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])), (POD_B, 8080));
+    assert_eq!(&out[0..6], &MAC_B);
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+    let ev = events(&mut f);
+    let t = ev.iter().find(|e| e.observation_point.as_deref() == Some("from-network")).unwrap();
+    assert_eq!((t.orig_ip, t.src_identity), (node, 2), "from the world, to the node's port");
+
+    f.dp.lxc().unwrap().insert(TEST_IFINDEX, LxcInfo { ip4: ip_to_be(POD_B), ep_id: 22, pad: 0 }, 0).unwrap();
+    let synack = pkt::tcp(MAC_B, LXC_B, POD_B, 8080, client, 50000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (verdict, out) = run(&mut f, "from_container", &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "straight out of the node's device");
+    assert_eq!((addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])), (node, 30080), "as the node");
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+    let ev = events(&mut f);
+    assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("to-network")));
+}
