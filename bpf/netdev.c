@@ -66,7 +66,15 @@ static __always_inline int nodeport_in(struct __sk_buff *skb, struct iphdr *ip, 
 	__s64 vip;
 	int ret;
 
+	struct weft_config *cfg = config_get();
+	__be16 dport;
+
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 1;
+	/* Most of what reaches the node (VXLAN, its own connections) is not
+	 * in the node port range: no map lookup for it. */
+	if (!cfg || bpf_skb_load_bytes(skb, l4_off + 2, &dport, sizeof(dport)) < 0 ||
+	    bpf_ntohs(dport) < cfg->nodeport_min || bpf_ntohs(dport) > cfg->nodeport_max)
 		return 1;
 	ret = ct_extract(skb, ip, CT_INGRESS, &p);
 	if (ret < 0)

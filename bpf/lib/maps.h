@@ -77,7 +77,8 @@ struct weft_config {
 	__u32 ct_lifetime_syn;
 	__u32 ct_lifetime_close;
 	__u32 ct_lifetime_any;
-	__u32 pad;
+	__u16 nodeport_min;  /* the node port range; 0, 0: no NodePorts */
+	__u16 nodeport_max;
 };
 
 struct {

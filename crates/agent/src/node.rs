@@ -52,6 +52,10 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         vxlan_ifindex,
         underlay_ifindex,
         path_mtu,
+        // Services' node port range (crates/service): from-network looks
+        // up NodePorts only there.
+        nodeport_min: weft_service::NodePortRange::default().first(),
+        nodeport_max: weft_service::NodePortRange::default().last(),
         ..crate::conntrack::datapath_config(agent)?
     };
     dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;

@@ -186,7 +186,8 @@ pub struct WeftConfig {
     pub ct_lifetime_syn: u32,
     pub ct_lifetime_close: u32,
     pub ct_lifetime_any: u32,
-    pub pad: u32,
+    pub nodeport_min: u16,
+    pub nodeport_max: u16,
 }
 
 #[repr(C)]

@@ -65,7 +65,7 @@ fn c_and_rust_layouts_agree() {
         "vxlan_ifindex" => vxlan_ifindex, "underlay_ifindex" => underlay_ifindex, "path_mtu" => path_mtu,
         "ct_tcp_limit" => ct_tcp_limit, "ct_any_limit" => ct_any_limit, "ct_lifetime_tcp" => ct_lifetime_tcp,
         "ct_lifetime_syn" => ct_lifetime_syn, "ct_lifetime_close" => ct_lifetime_close,
-        "ct_lifetime_any" => ct_lifetime_any, "pad" => pad,
+        "ct_lifetime_any" => ct_lifetime_any, "nodeport_min" => nodeport_min, "nodeport_max" => nodeport_max,
     });
     check!(s, "ct_key", CtKey, {
         "saddr" => saddr, "daddr" => daddr, "sport" => sport, "dport" => dport, "proto" => proto,

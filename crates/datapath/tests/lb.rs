@@ -170,6 +170,8 @@ fn a_nodeport_from_outside_reaches_a_local_backend_and_the_reply_leaves_as_the_n
     let mut c = f.dp.config().unwrap();
     c.node_ip4 = ip_to_be(node);
     c.underlay_ifindex = TEST_IFINDEX;
+    c.nodeport_min = 30000;
+    c.nodeport_max = 32767;
     f.dp.set_config(c).unwrap();
     let maps = ServiceMaps::open(&f.base).unwrap();
     let np = Frontend { address: node, port: 30080, proto: 6 };
