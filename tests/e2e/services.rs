@@ -18,20 +18,29 @@ fn fetch(lab: &TestLab, pod: &str, addr: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
-#[test]
-fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart() {
-    let mut lab = TestLab::up("svc", 1, 2);
-    let backend: Ipv4Addr = lab.pod_ip("pod1-2").parse().unwrap();
+/// A TCP server in `pod` on port 8080 that writes `text` (or, when None,
+/// its own address) to every connection; returns the pod's address once
+/// it listens.
+fn serve(lab: &TestLab, pod: &str, text: Option<&'static str>) -> Ipv4Addr {
+    let ip: Ipv4Addr = lab.pod_ip(pod).parse().unwrap();
     let (ready, listening) = std::sync::mpsc::channel();
-    spawn_in_ns(&lab.netns_path("pod1-2"), move || {
-        let l = TcpListener::bind((backend, 8080)).unwrap();
+    spawn_in_ns(&lab.netns_path(pod), move || {
+        let l = TcpListener::bind((ip, 8080)).unwrap();
         ready.send(()).unwrap();
         for c in l.incoming().flatten() {
             let mut c = c;
-            let _ = c.write_all(b"hello from the backend");
+            let own = ip.to_string();
+            let _ = c.write_all(text.unwrap_or(&own).as_bytes());
         }
     });
     listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    ip
+}
+
+#[test]
+fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart() {
+    let mut lab = TestLab::up("svc", 1, 2);
+    let backend = serve(&lab, "pod1-2", Some("hello from the backend"));
     let node = lab.lab.node("node1").unwrap().clone();
     let maps = ServiceMaps::open(&node.bpffs).expect("the agent pinned the service maps");
     let fe = Frontend { address: Ipv4Addr::new(10, 96, 0, 10), port: 80, proto: 6 };
@@ -80,17 +89,7 @@ fn a_pod_reaches_a_cluster_ip_translated_at_connect_and_after_an_agent_restart()
 fn the_per_packet_path_reaches_a_backend_on_another_node_and_replies_from_the_service() {
     use std::io::Read;
     let lab = TestLab::up("svcpp", 2, 1);
-    let backend: Ipv4Addr = lab.pod_ip("pod2-1").parse().unwrap();
-    let (ready, listening) = std::sync::mpsc::channel();
-    spawn_in_ns(&lab.netns_path("pod2-1"), move || {
-        let l = TcpListener::bind((backend, 8080)).unwrap();
-        ready.send(()).unwrap();
-        for c in l.incoming().flatten() {
-            let mut c = c;
-            let _ = c.write_all(b"from node2");
-        }
-    });
-    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    let backend = serve(&lab, "pod2-1", Some("from node2"));
     let maps = ServiceMaps::open(&lab.lab.node("node1").unwrap().bpffs).unwrap();
     let fe = Frontend { address: Ipv4Addr::new(10, 96, 0, 20), port: 80, proto: 6 };
     let be = Backend { id: 1, address: backend, port: 8080, proto: 6 };
@@ -146,23 +145,7 @@ fn apply_yaml(lab: &TestLab, node: &str, yaml: &str) -> String {
 #[test]
 fn a_service_applied_through_the_api_spreads_over_pods_on_both_nodes() {
     let lab = TestLab::up("svcapi", 2, 2);
-    let backends = [lab.pod_ip("pod1-2"), lab.pod_ip("pod2-2")];
-    let (ready, listening) = std::sync::mpsc::channel();
-    for pod in ["pod1-2", "pod2-2"] {
-        let ip: Ipv4Addr = lab.pod_ip(pod).parse().unwrap();
-        let ready = ready.clone();
-        spawn_in_ns(&lab.netns_path(pod), move || {
-            let l = TcpListener::bind((ip, 8080)).unwrap();
-            ready.send(()).unwrap();
-            for c in l.incoming().flatten() {
-                let mut c = c;
-                let _ = c.write_all(ip.to_string().as_bytes());
-            }
-        });
-    }
-    for _ in 0..2 {
-        listening.recv_timeout(Duration::from_secs(5)).unwrap();
-    }
+    let backends = [serve(&lab, "pod1-2", None).to_string(), serve(&lab, "pod2-2", None).to_string()];
     let out = apply_yaml(
         &lab,
         "node1",
@@ -218,17 +201,7 @@ fn a_service_applied_through_the_api_spreads_over_pods_on_both_nodes() {
 #[test]
 fn a_nodeport_from_outside_the_cluster_reaches_a_backend_on_the_node() {
     let lab = TestLab::up_with("svcnp", 1, 2, |o| o.store = Some("etcd".into()));
-    let backend: Ipv4Addr = lab.pod_ip("pod1-2").parse().unwrap();
-    let (ready, listening) = std::sync::mpsc::channel();
-    spawn_in_ns(&lab.netns_path("pod1-2"), move || {
-        let l = TcpListener::bind((backend, 8080)).unwrap();
-        ready.send(()).unwrap();
-        for c in l.incoming().flatten() {
-            let mut c = c;
-            let _ = c.write_all(b"hello from the nodeport backend");
-        }
-    });
-    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    let backend = serve(&lab, "pod1-2", Some("hello from the nodeport backend"));
     let out = apply_yaml(
         &lab,
         "node1",
