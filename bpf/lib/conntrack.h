@@ -147,6 +147,8 @@ struct ct_packet {
 	__u8  tcp_flags;
 	__u8  related;      /* an ICMP error: key is the offending packet's */
 	__u16 rev_nat_id;   /* lookup: the found entry's; create: the one to store */
+	__u8  later_fragment; /* no L4 header here: ports came from the first */
+	__u8  pad[3];
 };
 
 static __always_inline __u32 ct_now(void)
@@ -224,6 +226,7 @@ static __always_inline int ct_fragment(struct __sk_buff *skb, const struct iphdr
 		return DROP(DROP_FRAG_NOT_FOUND);
 	p->key.sport = fp->sport;
 	p->key.dport = fp->dport;
+	p->later_fragment = 1;
 	return 0;
 }
 

@@ -219,11 +219,13 @@ static __always_inline __u32 l4_csum_off(__u8 proto)
 }
 
 /* Rewrites one address and the port next to it (destination when `dst`,
- * else source), fixing the IPv4 and L4 checksums. Returns 0 or < 0. */
-static __always_inline int lb_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8 proto, int dst,
+ * else source), fixing the IPv4 and L4 checksums. A later fragment has no
+ * L4 header (`l4` 0): only its address changes — the datagram's checksum,
+ * in the first fragment, was fixed there. Returns 0 or < 0. */
+static __always_inline int lb_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8 proto, int dst, int l4,
 				      __be32 old_ip, __be32 new_ip, __be16 old_port, __be16 new_port)
 {
-	__u32 csum = l4_csum_off(proto);
+	__u32 csum = l4 ? l4_csum_off(proto) : 0;
 	__u32 ip_off = dst ? IP_DST_OFF : IP_SRC_OFF;
 	__u32 port_off = l4_off + (dst ? 2 : 0);
 	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(__be32);
@@ -241,7 +243,7 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8 
 		return -1;
 	if (bpf_skb_store_bytes(skb, ip_off, &new_ip, sizeof(new_ip), 0) < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+	if (l4 && bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
 		return -1;
 	return 0;
 }
@@ -299,7 +301,7 @@ static __always_inline __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off, s
 	be = lb_flow_backend(p, fe);
 	if (!be)
 		return DROP(DROP_NO_SERVICE_BACKEND);
-	if (lb_rewrite(skb, l4_off, p->key.proto, 1, vip, be->address, vport, be->port) < 0)
+	if (lb_rewrite(skb, l4_off, p->key.proto, 1, !p->later_fragment, vip, be->address, vport, be->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	p->key.daddr = be->address;
 	p->key.dport = be->port;
@@ -320,7 +322,8 @@ static __always_inline int lb_reverse(struct __sk_buff *skb, __u32 l4_off, const
 	if (!rn)
 		return 0;
 	/* The reply travels backend -> client: its source is the backend. */
-	if (lb_rewrite(skb, l4_off, p->key.proto, 0, p->key.saddr, rn->address, p->key.sport, rn->port) < 0)
+	if (lb_rewrite(skb, l4_off, p->key.proto, 0, !p->later_fragment, p->key.saddr, rn->address, p->key.sport,
+		       rn->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	return 0;
 }

@@ -127,6 +127,34 @@ fn the_per_packet_path_reaches_a_backend_on_another_node_and_replies_from_the_se
     assert!(took < Duration::from_secs(1), "refused at once, not after {took:?}");
     let ct = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "ct", "list"]).stdout).to_string();
     assert!(ct.contains("service") && ct.contains("10.96.0.20:80"), "{ct}");
+
+    // A 2000-byte UDP datagram (two fragments each way) through a ClusterIP.
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path("pod2-1"), move || {
+        let s = std::net::UdpSocket::bind((backend, 5353)).unwrap();
+        ready.send(()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    let dns = Frontend { address: Ipv4Addr::new(10, 96, 0, 22), port: 53, proto: 17 };
+    let udp_be = Backend { id: 2, address: backend, port: 5353, proto: 17 };
+    maps.put(dns, FrontendInfo { rev_nat_id: 3, ..Default::default() }, &[udp_be]).unwrap();
+    let (n, from, same) = spawn_in_ns(&lab.netns_path("pod1-1"), || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let data: Vec<u8> = (0..2000).map(|i| (i % 251) as u8).collect();
+        s.send_to(&data, std::net::SocketAddr::from(([10, 96, 0, 22], 53))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (n, from, buf[..n] == data[..])
+    })
+    .join()
+    .unwrap();
+    assert_eq!((n, same), (2000, true), "the datagram comes back whole");
+    assert_eq!(from, std::net::SocketAddr::from(([10, 96, 0, 22], 53)), "from the service");
 }
 
 fn apply_yaml(lab: &TestLab, node: &str, yaml: &str) -> String {

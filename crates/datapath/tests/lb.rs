@@ -198,3 +198,30 @@ fn a_nodeport_from_outside_reaches_a_local_backend_and_the_reply_leaves_as_the_n
     let ev = events(&mut f);
     assert!(ev.iter().any(|e| e.observation_point.as_deref() == Some("to-network")));
 }
+
+#[test]
+fn a_fragmented_datagram_to_a_cluster_ip_keeps_its_payload_and_reaches_one_backend() {
+    let mut f = fixture();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let dns = Frontend { address: VIP, port: 53, proto: 17 };
+    maps.put(
+        dns,
+        FrontendInfo { rev_nat_id: 14, ..Default::default() },
+        &[Backend { id: 40, address: POD_B, port: 5353, proto: 17 }],
+    )
+    .unwrap();
+    let mut first_body = vec![0x11u8; 1480];
+    first_body[0..2].copy_from_slice(&41000u16.to_be_bytes());
+    first_body[2..4].copy_from_slice(&53u16.to_be_bytes());
+    first_body[4..6].copy_from_slice(&2008u16.to_be_bytes());
+    let first = pkt::ipv4_fragment(MAC_A, LXC_A, POD_A, VIP, 17, 0x7777, 0, true, &first_body);
+    let rest = [0x5au8; 528];
+    let second = pkt::ipv4_fragment(MAC_A, LXC_A, POD_A, VIP, 17, 0x7777, 185, false, &rest);
+    let (v1, out1) = run(&mut f, "from_container", &first);
+    let (v2, out2) = run(&mut f, "from_container", &second);
+    assert_eq!((v1, v2), (TC_ACT_REDIRECT, TC_ACT_REDIRECT));
+    assert_eq!((addr(&out1[30..34]), u16::from_be_bytes([out1[36], out1[37]])), (POD_B, 5353));
+    assert_eq!(addr(&out2[30..34]), POD_B, "the later fragment follows the first");
+    assert_eq!(&out2[34..], &rest[..], "and its payload is untouched (it has no UDP header)");
+    assert_eq!((pkt::csum(&out1[14..34]), pkt::csum(&out2[14..34])), (0, 0));
+}
