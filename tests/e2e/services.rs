@@ -249,3 +249,45 @@ fn a_nodeport_from_outside_the_cluster_reaches_a_backend_on_the_node() {
     let got = fetch(&lab, "net", &node_ip, 30080);
     assert!(got.contains("hello from the nodeport backend"), "{got}");
 }
+
+/// externalTrafficPolicy Local: the backend sees the client's own address,
+/// and when the node's only endpoint is terminating (not ready, still
+/// serving) it still serves rather than the NodePort going dark (the
+/// upstream test Cilium fails, issue #37613).
+#[test]
+fn a_local_nodeport_keeps_the_client_address_and_falls_back_to_a_terminating_endpoint() {
+    let lab = TestLab::up_with("svcloc", 1, 2, |o| o.store = Some("etcd".into()));
+    let backend: Ipv4Addr = lab.pod_ip("pod1-2").parse().unwrap();
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path("pod1-2"), move || {
+        let l = TcpListener::bind((backend, 8080)).unwrap();
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            let mut c = c;
+            let peer = c.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
+            let _ = c.write_all(format!("you are {peer}").as_bytes());
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+    apply_yaml(
+        &lab,
+        "node1",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: loc}}\nspec:\n  type: NodePort\n  externalTrafficPolicy: Local\n  \
+             ports: [{{port: 80, targetPort: 8080, nodePort: 30081}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: loc-1, labels: {{kubernetes.io/service-name: loc}}}}\n\
+             addressType: IPv4\nports: [{{port: 8080, protocol: TCP}}]\n\
+             endpoints: [{{addresses: [{backend}], nodeName: node1, conditions: {{ready: false, serving: true, terminating: true}}}}]\n"
+        ),
+    );
+    let node_ip = lab.lab.node("node1").unwrap().underlay_ip.to_string();
+    lab.eventually(Duration::from_secs(5), "the NodePort has the terminating backend", || {
+        let lb = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "lb", "list"]).stdout).to_string();
+        lb.contains(&format!("{node_ip}:30081/TCP")) && lb.contains(&format!("{backend}:8080"))
+    });
+    let got = fetch(&lab, "net", &node_ip, 30081);
+    assert!(
+        got.contains(&format!("you are {}", weft_lab::layout::ETCD_IP)),
+        "the client's own address: {got}"
+    );
+}
