@@ -152,10 +152,9 @@ static __always_inline void flow_for_policy(struct policy_flow *f, const struct 
 		f->dport = p->key.dport;
 }
 
-/* The pod's packet does not fit the path to the remote node: answer with
- * ICMP fragmentation needed, as a router would, and drop it. */
-static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
-					  const struct weft_config *cfg)
+/* Answers the pod's packet with "destination unreachable, `code`" from
+ * `src`, sent back out of the pod's device (from its gateway MAC). */
+static __always_inline int answer_unreachable(struct __sk_buff *skb, __be32 src, __u8 code, __u32 mtu)
 {
 	struct endpoint_info *self;
 	struct iphdr *ip = ip4_hdr(skb);
@@ -167,10 +166,18 @@ static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
 	if (!self)
 		return DROP(DROP_NO_ENDPOINT);
 	mac_copy(lxc_mac, self->node_mac);
-	send_debug(skb, DBG_FRAG_NEEDED, ep, cfg->path_mtu, 0, 0);
-	if (icmp_frag_needed(skb, cfg->gw_ip4, cfg->path_mtu, lxc_mac) < 0)
+	if (icmp_unreachable(skb, src, code, mtu, lxc_mac) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* The pod's packet does not fit the path to the remote node: answer with
+ * ICMP fragmentation needed, as a router would, and drop it. */
+static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
+					  const struct weft_config *cfg)
+{
+	send_debug(skb, DBG_FRAG_NEEDED, ep, cfg->path_mtu, 0, 0);
+	return answer_unreachable(skb, cfg->gw_ip4, ICMP_FRAG_NEEDED, cfg->path_mtu);
 }
 
 /* A service without a usable backend: the packet is a drop (an event
@@ -178,22 +185,12 @@ static __always_inline int refuse_too_big(struct __sk_buff *skb, __u16 ep,
  * once, never a silent timeout. */
 static __always_inline int refuse_no_backend(struct __sk_buff *skb, int code, struct drop_ctx *d)
 {
-	struct endpoint_info *self;
 	struct iphdr *ip = ip4_hdr(skb);
-	__u8 lxc_mac[ETH_ALEN_];
-	__be32 vip;
 
 	if (!ip)
 		return DROP(DROP_INVALID);
-	vip = ip->daddr;
-	self = lookup_endpoint(ip->saddr);
-	if (!self)
-		return DROP(DROP_NO_ENDPOINT);
-	mac_copy(lxc_mac, self->node_mac);
 	drop_finish(skb, code, d);
-	if (icmp_unreachable(skb, vip, ICMP_PORT_UNREACH, 0, lxc_mac) < 0)
-		return DROP(DROP_WRITE_ERROR);
-	return bpf_redirect(skb->ifindex, 0);
+	return answer_unreachable(skb, ip->daddr, ICMP_PORT_UNREACH, 0);
 }
 
 static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,

@@ -73,9 +73,4 @@ static __always_inline int icmp_unreachable(struct __sk_buff *skb, __be32 src, _
 	return 0;
 }
 
-static __always_inline int icmp_frag_needed(struct __sk_buff *skb, __be32 gw, __u32 mtu, const __u8 *gw_mac)
-{
-	return icmp_unreachable(skb, gw, ICMP_FRAG_NEEDED, mtu, gw_mac);
-}
-
 #endif /* WEFT_ICMP_H */

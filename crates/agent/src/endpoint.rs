@@ -103,6 +103,10 @@ fn check_netns(req: &AddRequest) -> Result<(), ApiError> {
         .map_err(|e| ApiError::new(code::INVALID_ENV, "CNI_NETNS cannot hold a pod", e))
 }
 
+/// What a failed call of the cluster store is reported as, where no more
+/// precise words fit.
+pub(crate) const STORE: &str = "the cluster store failed";
+
 pub(crate) fn store_err(what: &'static str) -> impl FnOnce(weft_store::StoreError) -> ApiError {
     move |e| {
         let code = if matches!(e, weft_store::StoreError::Unavailable { .. }) {

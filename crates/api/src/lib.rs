@@ -485,6 +485,11 @@ impl ApiError {
     pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
         Self { code, msg: msg.into(), details: details.into() }
     }
+
+    /// The request itself is wrong (`code::BAD_REQUEST`).
+    pub fn bad_request(msg: impl Into<String>, details: impl Into<String>) -> Self {
+        Self::new(code::BAD_REQUEST, msg, details)
+    }
 }
 
 impl fmt::Display for ApiError {

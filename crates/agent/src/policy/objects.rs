@@ -10,7 +10,10 @@
 //! the datapath can enforce it) and then writes them in one transaction:
 //! a file with one bad document changes nothing.
 
-use crate::state::Agent;
+use crate::{
+    endpoint::{STORE, store_err},
+    state::Agent,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -109,18 +112,10 @@ fn parse(v: &Value) -> Result<Doc, String> {
     Ok(Doc::Policy(Box::new(doc), v.clone()))
 }
 
-fn bad(msg: impl Into<String>, details: impl Into<String>) -> ApiError {
-    ApiError::new(code::BAD_REQUEST, msg, details)
-}
-
-fn store_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(code::TRY_AGAIN, "the cluster store failed", e.to_string())
-}
-
 /// Tiers as stored: name -> order.
 pub fn stored_tiers(store: &dyn Store) -> Result<BTreeMap<String, f64>, ApiError> {
     let mut out = BTreeMap::new();
-    for (k, v) in store.list(TIERS).map_err(store_err)? {
+    for (k, v) in store.list(TIERS).map_err(store_err(STORE))? {
         let name = k.strip_prefix(TIERS).unwrap_or(&k).to_string();
         out.insert(name, tier_order(&v));
     }
@@ -148,12 +143,13 @@ fn check_enforceable(doc: &PolicyDocument, tiers: &BTreeMap<String, f64>) -> Res
 /// `weft policy apply`: every document valid and enforceable, or nothing.
 pub fn apply(agent: &Agent, req: &PolicyApply) -> Result<PolicyApplyResult, ApiError> {
     if req.documents.is_empty() {
-        return Err(bad("no documents to apply", "the file holds no policy"));
+        return Err(ApiError::bad_request("no documents to apply", "the file holds no policy"));
     }
     let mut docs = Vec::new();
     for (i, v) in req.documents.iter().enumerate() {
-        let doc =
-            parse(v).map_err(|e| bad(format!("document {} is invalid, nothing was applied", i + 1), e))?;
+        let doc = parse(v).map_err(|e| {
+            ApiError::bad_request(format!("document {} is invalid, nothing was applied", i + 1), e)
+        })?;
         docs.push(doc);
     }
     let mut tiers = stored_tiers(agent.store.as_ref())?;
@@ -168,7 +164,10 @@ pub fn apply(agent: &Agent, req: &PolicyApply) -> Result<PolicyApplyResult, ApiE
         let (key, value, what) = match d {
             Doc::Policy(doc, value) => {
                 check_enforceable(doc, &tiers).map_err(|e| {
-                    bad(format!("document {} cannot be enforced, nothing was applied", i + 1), e.to_string())
+                    ApiError::bad_request(
+                        format!("document {} cannot be enforced, nothing was applied", i + 1),
+                        e.to_string(),
+                    )
                 })?;
                 let r = PolicyRef::of(doc);
                 (policy_key(&r), value, r.to_string())
@@ -176,7 +175,7 @@ pub fn apply(agent: &Agent, req: &PolicyApply) -> Result<PolicyApplyResult, ApiE
             Doc::Tier { name, value, .. } => (format!("{TIERS}{name}"), value, format!("Tier {name}")),
         };
         let bytes = serde_json::to_vec(value).expect("JSON values serialize");
-        let old = agent.store.get(&key).map_err(store_err)?;
+        let old = agent.store.get(&key).map_err(store_err(STORE))?;
         let verb = match old {
             None => "created",
             Some(o) if serde_json::from_slice::<Value>(&o).ok().as_ref() == Some(value) => "unchanged",
@@ -185,8 +184,12 @@ pub fn apply(agent: &Agent, req: &PolicyApply) -> Result<PolicyApplyResult, ApiE
         results.push(format!("{what} {verb}"));
         ops.push(Op::Put(key, bytes));
     }
-    if !agent.store.txn(&[], &ops).map_err(store_err)? {
-        return Err(store_err("the transaction was not applied"));
+    if !agent.store.txn(&[], &ops).map_err(store_err(STORE))? {
+        return Err(ApiError::new(
+            code::TRY_AGAIN,
+            "the cluster store did not apply the transaction",
+            "try again",
+        ));
     }
     for r in &results {
         log::info!("policy apply: {r}");
@@ -199,7 +202,10 @@ fn find(store: &dyn Store, n: &PolicyName) -> Result<Vec<(String, String)>, ApiE
     let kinds: Vec<&str> = match n.kind.as_deref() {
         Some(k @ ("k8s" | "calico" | "global" | "tier")) => vec![k],
         Some(other) => {
-            return Err(bad(format!("unknown policy kind {other:?}"), "use k8s, calico, global or tier"));
+            return Err(ApiError::bad_request(
+                format!("unknown policy kind {other:?}"),
+                "use k8s, calico, global or tier",
+            ));
         }
         None => vec!["k8s", "calico", "global", "tier"],
     };
@@ -211,7 +217,7 @@ fn find(store: &dyn Store, n: &PolicyName) -> Result<Vec<(String, String)>, ApiE
             "global" => format!("{POLICIES}global/_/{}", n.name),
             k => format!("{POLICIES}{k}/{ns}/{}", n.name),
         };
-        if store.get(&key).map_err(store_err)?.is_some() {
+        if store.get(&key).map_err(store_err(STORE))?.is_some() {
             out.push((key, k.to_string()));
         }
     }
@@ -222,7 +228,7 @@ fn find(store: &dyn Store, n: &PolicyName) -> Result<Vec<(String, String)>, ApiE
             "see `weft policy list`",
         )),
         1 => Ok(out),
-        _ => Err(bad(
+        _ => Err(ApiError::bad_request(
             format!("{:?} names more than one object", n.name),
             format!("give --kind: {}", out.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>().join(", ")),
         )),
@@ -231,21 +237,21 @@ fn find(store: &dyn Store, n: &PolicyName) -> Result<Vec<(String, String)>, ApiE
 
 pub fn get(agent: &Agent, n: &PolicyName) -> Result<Value, ApiError> {
     let (key, _) = find(agent.store.as_ref(), n)?.remove(0);
-    let bytes = agent.store.get(&key).map_err(store_err)?.unwrap_or_default();
+    let bytes = agent.store.get(&key).map_err(store_err(STORE))?.unwrap_or_default();
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(code::INTERNAL, format!("stored {key} is not JSON"), e.to_string()))
 }
 
 pub fn delete(agent: &Agent, n: &PolicyName) -> Result<(), ApiError> {
     let (key, _) = find(agent.store.as_ref(), n)?.remove(0);
-    agent.store.delete(&key).map_err(store_err)?;
+    agent.store.delete(&key).map_err(store_err(STORE))?;
     log::info!("policy delete: {key}");
     Ok(())
 }
 
 /// Stored namespace labels (without the implied name label).
 pub fn namespace_labels(store: &dyn Store, name: &str) -> Result<Labels, ApiError> {
-    match store.get(&format!("{NAMESPACES}{name}")).map_err(store_err)? {
+    match store.get(&format!("{NAMESPACES}{name}")).map_err(store_err(STORE))? {
         Some(b) => serde_json::from_slice(&b)
             .map_err(|e| ApiError::new(code::INTERNAL, "stored namespace labels", e.to_string())),
         None => Ok(Labels::new()),
@@ -254,10 +260,11 @@ pub fn namespace_labels(store: &dyn Store, name: &str) -> Result<Labels, ApiErro
 
 /// `weft namespace label NS k=v k2-`: a compare-and-swap on the labels.
 pub fn label_namespace(agent: &Agent, req: &NamespaceLabel) -> Result<Labels, ApiError> {
-    weft_api::validate::pod_namespace(&req.name).map_err(|e| bad("invalid namespace name", e.to_string()))?;
+    weft_api::validate::pod_namespace(&req.name)
+        .map_err(|e| ApiError::bad_request("invalid namespace name", e.to_string()))?;
     let key = format!("{NAMESPACES}{}", req.name);
     for _ in 0..10 {
-        let old = agent.store.get(&key).map_err(store_err)?;
+        let old = agent.store.get(&key).map_err(store_err(STORE))?;
         let mut labels: Labels = match &old {
             Some(b) => serde_json::from_slice(b).unwrap_or_default(),
             None => Labels::new(),
@@ -267,13 +274,16 @@ pub fn label_namespace(agent: &Agent, req: &NamespaceLabel) -> Result<Labels, Ap
                 labels.remove(k);
             } else if let Some((k, v)) = l.split_once('=') {
                 weft_api::validate::label(k, v)
-                    .map_err(|e| bad(format!("invalid label {l:?}"), e.to_string()))?;
+                    .map_err(|e| ApiError::bad_request(format!("invalid label {l:?}"), e.to_string()))?;
                 if k == weft_policy::model::NAMESPACE_NAME_LABEL {
-                    return Err(bad(format!("{k} is the namespace's name"), "it cannot be set"));
+                    return Err(ApiError::bad_request(
+                        format!("{k} is the namespace's name"),
+                        "it cannot be set",
+                    ));
                 }
                 labels.insert(k.to_string(), v.to_string());
             } else {
-                return Err(bad(
+                return Err(ApiError::bad_request(
                     format!("invalid label change {l:?}"),
                     "use key=value to set or key- to remove",
                 ));
@@ -284,7 +294,7 @@ pub fn label_namespace(agent: &Agent, req: &NamespaceLabel) -> Result<Labels, Ap
             Some(o) => Cmp::ValueIs(key.clone(), o),
             None => Cmp::Absent(key.clone()),
         };
-        if agent.store.txn(&[cmp], &[Op::Put(key.clone(), bytes)]).map_err(store_err)? {
+        if agent.store.txn(&[cmp], &[Op::Put(key.clone(), bytes)]).map_err(store_err(STORE))? {
             log::info!("namespace {}: labels {:?}", req.name, labels);
             return Ok(labels);
         }
@@ -296,7 +306,7 @@ pub fn label_namespace(agent: &Agent, req: &NamespaceLabel) -> Result<Labels, Ap
 /// rules resolve a port name on the destination pod, wherever it runs).
 pub fn set_pod_ports(agent: &Agent, p: &weft_api::PodPorts) -> Result<(), ApiError> {
     use weft_api::validate as v;
-    let invalid = |e: String| bad("invalid pod ports", e);
+    let invalid = |e: String| ApiError::bad_request("invalid pod ports", e);
     v::pod_namespace(&p.namespace).map_err(|e| invalid(e.to_string()))?;
     v::pod_name(&p.name).map_err(|e| invalid(e.to_string()))?;
     if p.ports.len() > 256 {
@@ -316,5 +326,5 @@ pub fn set_pod_ports(agent: &Agent, p: &weft_api::PodPorts) -> Result<(), ApiErr
         }
     }
     let bytes = serde_json::to_vec(&p.ports).expect("ports serialize");
-    agent.store.put(&pod_ports_key(&p.namespace, &p.name), &bytes).map_err(store_err)
+    agent.store.put(&pod_ports_key(&p.namespace, &p.name), &bytes).map_err(store_err(STORE))
 }

@@ -5,7 +5,10 @@
 //! `weft_service::ServiceTable` (pure, in its own crate), touching only the
 //! services a change concerns.
 
-use crate::state::Agent;
+use crate::{
+    endpoint::{STORE, store_err},
+    state::Agent,
+};
 use serde_json::Value;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -38,14 +41,6 @@ fn proto(p: Protocol) -> u8 {
     }
 }
 
-fn store_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(code::TRY_AGAIN, "the cluster store failed", e.to_string())
-}
-
-fn bad(msg: impl Into<String>, details: impl Into<String>) -> ApiError {
-    ApiError::new(code::BAD_REQUEST, msg, details)
-}
-
 fn service_key(k: &ServiceKey) -> String {
     format!("{SERVICES}{}/{}", k.namespace, k.name)
 }
@@ -64,8 +59,12 @@ fn claims(s: &Service) -> (Option<Ipv4Addr>, Vec<u16>) {
 pub fn apply(agent: &Agent, documents: &[Value]) -> Result<ServiceApplyResult, ApiError> {
     let mut docs = Vec::new();
     for (i, v) in documents.iter().enumerate() {
-        let d = ServiceDocument::from_json(v)
-            .map_err(|e| bad(format!("document {} is invalid, nothing was applied", i + 1), e.to_string()))?;
+        let d = ServiceDocument::from_json(v).map_err(|e| {
+            ApiError::bad_request(
+                format!("document {} is invalid, nothing was applied", i + 1),
+                e.to_string(),
+            )
+        })?;
         docs.push(d);
     }
     let mut results = Vec::new();
@@ -75,7 +74,7 @@ pub fn apply(agent: &Agent, documents: &[Value]) -> Result<ServiceApplyResult, A
             ServiceDocument::EndpointSlice(sl) => {
                 let (ns, name) = sl.slice_key();
                 let bytes = serde_json::to_vec(&sl).expect("slices serialize");
-                agent.store.put(&format!("{SLICES}{ns}/{name}"), &bytes).map_err(store_err)?;
+                agent.store.put(&format!("{SLICES}{ns}/{name}"), &bytes).map_err(store_err(STORE))?;
                 results.push(format!("EndpointSlice {ns}/{name} stored"));
             }
         }
@@ -87,7 +86,7 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
     let key = s.key();
     let skey = service_key(&key);
     for _ in 0..10 {
-        let old = agent.store.get(&skey).map_err(store_err)?;
+        let old = agent.store.get(&skey).map_err(store_err(STORE))?;
         let old_svc: Option<Service> = old.as_ref().and_then(|b| serde_json::from_slice(b).ok());
         let (old_ip, old_ports) = old_svc.as_ref().map(claims).unwrap_or((None, vec![]));
         // An update keeps its address unless it names another.
@@ -99,7 +98,7 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
         let mut used_ips: BTreeSet<Ipv4Addr> = agent
             .store
             .list(IPS)
-            .map_err(store_err)?
+            .map_err(store_err(STORE))?
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(IPS)?.parse().ok())
             .filter(|ip| Some(*ip) != old_ip)
@@ -107,7 +106,7 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
         let mut used_ports: BTreeSet<u16> = agent
             .store
             .list(NODEPORTS)
-            .map_err(store_err)?
+            .map_err(store_err(STORE))?
             .iter()
             .filter_map(|(k, _)| k.strip_prefix(NODEPORTS)?.parse().ok())
             .filter(|p| !old_ports.contains(p))
@@ -119,7 +118,12 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
             &NodePortRange::default(),
             &mut used_ports,
         )
-        .map_err(|e| bad(format!("service {}/{}: {}", key.namespace, key.name, e.field), e.to_string()))?;
+        .map_err(|e| {
+            ApiError::bad_request(
+                format!("service {}/{}: {}", key.namespace, key.name, e.field),
+                e.to_string(),
+            )
+        })?;
         let (ip, ports) = claims(&s);
         let owner = format!("{}/{}", key.namespace, key.name).into_bytes();
         let mut cmps = vec![match &old {
@@ -141,7 +145,7 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
         for p in old_ports.iter().filter(|p| !ports.contains(p)) {
             ops.push(Op::Delete(format!("{NODEPORTS}{p}")));
         }
-        if agent.store.txn(&cmps, &ops).map_err(store_err)? {
+        if agent.store.txn(&cmps, &ops).map_err(store_err(STORE))? {
             let ip = ip.map(|i| i.to_string()).unwrap_or_else(|| "None".into());
             return Ok(format!("Service {}/{} stored (ClusterIP {ip})", key.namespace, key.name));
         }
@@ -153,11 +157,15 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
 pub fn delete(agent: &Agent, n: &ServiceName) -> Result<(), ApiError> {
     let ns = n.namespace.as_deref().unwrap_or("default");
     if n.kind.as_deref() == Some("endpointslice") {
-        let found = agent.store.delete(&format!("{SLICES}{ns}/{}", n.name)).map_err(store_err)?;
-        return if found { Ok(()) } else { Err(bad(format!("no EndpointSlice {ns}/{}", n.name), "")) };
+        let found = agent.store.delete(&format!("{SLICES}{ns}/{}", n.name)).map_err(store_err(STORE))?;
+        return if found {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!("no EndpointSlice {ns}/{}", n.name), ""))
+        };
     }
     let skey = format!("{SERVICES}{ns}/{}", n.name);
-    let Some(old) = agent.store.get(&skey).map_err(store_err)? else {
+    let Some(old) = agent.store.get(&skey).map_err(store_err(STORE))? else {
         return Err(ApiError::new(
             code::UNKNOWN_CONTAINER,
             format!("no service {ns}/{}", n.name),
@@ -169,7 +177,7 @@ pub fn delete(agent: &Agent, n: &ServiceName) -> Result<(), ApiError> {
     let mut ops = vec![Op::Delete(skey.clone())];
     ops.extend(ip.map(|ip| Op::Delete(format!("{IPS}{ip}"))));
     ops.extend(ports.iter().map(|p| Op::Delete(format!("{NODEPORTS}{p}"))));
-    agent.store.txn(&[Cmp::ValueIs(skey, old)], &ops).map_err(store_err)?;
+    agent.store.txn(&[Cmp::ValueIs(skey, old)], &ops).map_err(store_err(STORE))?;
     Ok(())
 }
 
