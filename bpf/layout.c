@@ -10,6 +10,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/lb.h"
+#include "lib/nat.h"
 
 struct endpoint_key layout_endpoint_key;
 struct endpoint_info layout_endpoint_info;
@@ -33,4 +34,6 @@ struct lb_revnat layout_lb_revnat;
 struct sock_revnat_key layout_sock_revnat_key;
 struct lb_affinity_key layout_lb_affinity_key;
 struct lb_affinity layout_lb_affinity;
+struct nat_key layout_nat_key;
+struct nat_entry layout_nat_entry;
 int layout_abi_version = WEFT_ABI_VERSION;

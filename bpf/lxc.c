@@ -13,7 +13,8 @@
  *   flow (lib/policy.h), then forward: to another
  *   local pod (stage ipv4_to_endpoint), to the host stack for one of the
  *   node's addresses, encapsulated to the node of a remote pod
- *   (lib/encap.h), or to the stack.
+ *   (lib/encap.h), out of the node's device as the node when it leaves the
+ *   cluster (masquerade, lib/nat.h), or to the stack.
  * ipv4_to_endpoint, for anything bound for a local pod, whichever program it
  *   entered by: conntrack at the pod's ingress (a service's reply gets the
  *   service's address back), ingress policy for a new flow, then delivery
@@ -30,6 +31,7 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 #include "lib/lb.h"
+#include "lib/nat.h"
 #include "lib/arp.h"
 #include "lib/local.h"
 #include "lib/encap.h"
@@ -193,6 +195,23 @@ static __always_inline int refuse_no_backend(struct __sk_buff *skb, int code, st
 	return answer_unreachable(skb, ip->daddr, ICMP_PORT_UNREACH, 0);
 }
 
+/* A flow the pod opened to an address outside the cluster leaves as the
+ * node (lib/nat.h), straight out of the node's device: the stack would
+ * take a packet from its own address coming in from a pod for a martian.
+ * Every packet of such a flow is translated or dropped, never sent on with
+ * the pod's address. */
+static __always_inline int masquerade(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p,
+				      struct trace_ctx *t, const struct weft_config *cfg)
+{
+	int ret = snat_out(skb, l4_off, p, cfg->node_ip4, 0, t->source);
+
+	if (ret < 0)
+		return ret;
+	t->ifindex = cfg->underlay_ifindex;
+	send_trace(skb, TRACE_TO_NETWORK, t);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+}
+
 static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
 					 struct drop_ctx *d)
 {
@@ -284,13 +303,22 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 			return DROP(DROP_INVALID);
 		if (cfg && too_big(skb, ip, cfg->path_mtu)) {
 			/* The pod's packet is gone (a drop event says why);
-			 * what leaves is the ICMP error back to the pod. */
+			 * what leaves is the ICMP error back to the pod,
+			 * quoting the packet as the pod sent it. */
 			drop_finish(skb, DROP(DROP_FRAG_NEEDED), d);
+			ret = t.orig_ip ? lb_untranslate(skb, l4_off, &p) : 0;
+			if (ret < 0)
+				return ret;
 			return refuse_too_big(skb, st->src_ep, cfg);
 		}
 		return encap_to_node(skb, &c, remote);
 	}
 	send_debug(skb, DBG_IP_ID_MAP_FAILED4, st->src_ep, daddr, 0, 0);
+	if (d->dst_id == IDENTITY_WORLD && (state == CT_NEW || state == CT_ESTABLISHED)) {
+		cfg = config_get();
+		if (cfg && (cfg->flags & CFG_F_MASQUERADE) && cfg->underlay_ifindex)
+			return masquerade(skb, l4_off, &p, &t, cfg);
+	}
 	send_trace(skb, TRACE_TO_STACK, &t);
 	return CTX_ACT_OK;
 }

@@ -6,8 +6,11 @@
  * for a local pod, routed here by another node, goes to the delivery stage
  * as it is. IP-in-IP and native carry no identity, so the source's comes
  * from the ipcache. NodePort: a connection to the node's address on a
- * service's node port goes to a backend on this node. Everything else is
- * the node's own traffic: untouched. */
+ * service's node port goes to a backend, on this node as it is, on another
+ * node as the node (SNAT, lib/nat.h). Replies to translated flows (a
+ * masqueraded pod's, a NodePort's from another node's backend) go back to
+ * where the flow came from. Everything else is the node's own traffic:
+ * untouched. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
@@ -17,6 +20,8 @@
 #include "lib/pipeline.h"
 #include "lib/conntrack.h"
 #include "lib/lb.h"
+#include "lib/nat.h"
+#include "lib/encap.h"
 #include "lib/ipip.h"
 
 /* Identity of a source address: a pod's, a node's, or world. A remote
@@ -40,6 +45,10 @@ static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct dro
 		return DROP(DROP_INVALID);
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST)) {
+		int ret = nat_reply(skb, d);
+
+		if (ret != 1)
+			return ret;
 		t.dst_id = IDENTITY_HOST;
 		send_trace(skb, TRACE_TO_HOST, &t);
 		return CTX_ACT_OK;
@@ -49,6 +58,27 @@ static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct dro
 	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
 		return DROP(DROP_NO_STATE);
 	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+}
+
+/* A NodePort flow whose backend is on another node (externalTrafficPolicy
+ * Cluster): it goes on from the node's own address and a port of its own
+ * (lib/nat.h), so the backend answers this node, which answers the client
+ * as the service (nat_reply). The backend's node sees the remote-node
+ * identity, as with any SNAT. */
+static __always_inline int nodeport_to_node(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p,
+					    const struct weft_config *cfg, struct drop_ctx *d)
+{
+	struct encap_ctx c = { .src_id = IDENTITY_HOST };
+	struct ipcache_info *remote = ipcache_lookup(p->key.daddr);
+	int ret;
+
+	if (!remote || !remote->tunnel_endpoint)
+		return DROP(DROP_UNROUTABLE);
+	d->dst_id = remote->sec_identity;
+	ret = snat_out(skb, l4_off, p, cfg->node_ip4, p->rev_nat_id, 0);
+	if (ret < 0)
+		return ret;
+	return encap_to_node(skb, &c, remote);
 }
 
 /* A connection from outside to one of the node's addresses on a NodePort:
@@ -86,12 +116,14 @@ static __always_inline int nodeport_in(struct __sk_buff *skb, struct iphdr *ip, 
 	vip = lb_translate(skb, l4_off, &p);
 	if (vip < 0)
 		return (int)vip;
-	dst = lookup_endpoint(p.key.daddr);
-	if (!dst || (dst->flags & ENDPOINT_F_HOST))
-		return DROP(DROP_UNROUTABLE);
 	t.src_id = d->src_id;
 	t.orig_ip = (__be32)vip;
 	send_trace(skb, TRACE_FROM_NETWORK, &t);
+	dst = lookup_endpoint(p.key.daddr);
+	if (!dst)
+		return nodeport_to_node(skb, l4_off, &p, cfg, d);
+	if (dst->flags & ENDPOINT_F_HOST)
+		return DROP(DROP_UNROUTABLE);
 	d->dst_ep = dst->ep_id;
 	d->dst_id = dst->sec_identity;
 	st = pipeline_start(0, d->src_id, HOOK_INGRESS);
@@ -133,10 +165,17 @@ static __always_inline int from_network_ipv4(struct __sk_buff *skb, struct drop_
 		send_trace(skb, TRACE_FROM_NETWORK, &t);
 		return to_endpoint_or_host(skb, d);
 	}
-	/* A NodePort on one of this node's addresses. */
+	/* A reply to a translated flow, or a NodePort on one of this node's
+	 * addresses. */
 	if (ip->daddr == cfg->node_ip4) {
-		int ret = nodeport_in(skb, ip, d);
+		int ret = nat_reply(skb, d);
 
+		if (ret != 1)
+			return ret;
+		ip = ip4_hdr(skb);
+		if (!ip)
+			return CTX_ACT_OK;
+		ret = nodeport_in(skb, ip, d);
 		if (ret != 1)
 			return ret;
 		ip = ip4_hdr(skb);

@@ -7,7 +7,8 @@
  * remote host (identity 1 on its own node) is the remote-node identity (6)
  * here. Then the inner packet goes on to the delivery stage (lxc.c
  * ipv4_to_endpoint), or to the host stack when it is for one of this
- * node's addresses. */
+ * node's addresses (unless it answers a flow this node translated:
+ * lib/nat.h). */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
@@ -15,6 +16,7 @@
 #include "lib/drop.h"
 #include "lib/dbg.h"
 #include "lib/pipeline.h"
+#include "lib/nat.h"
 
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
@@ -74,6 +76,11 @@ static __always_inline int from_overlay_checks(struct __sk_buff *skb, struct dro
 	if (!dst)
 		return DROP(DROP_UNROUTABLE);
 	if (dst->flags & ENDPOINT_F_HOST) {
+		/* The answer to a NodePort flow this node sent on. */
+		int ret = nat_reply(skb, d);
+
+		if (ret != 1)
+			return ret;
 		t.dst_id = IDENTITY_HOST;
 		send_trace(skb, TRACE_TO_HOST, &t);
 		return CTX_ACT_OK;

@@ -16,7 +16,7 @@
 
 /* Bumped whenever a map key/value layout changes. The agent pins maps under
  * .../v<WEFT_ABI_VERSION>/ so it never reuses a map of another layout. */
-#define WEFT_ABI_VERSION 4
+#define WEFT_ABI_VERSION 5
 
 /* tcx verdicts we use (TC_ACT_* from pkt_cls.h are the same numbers). */
 #define CTX_ACT_OK       TC_ACT_OK

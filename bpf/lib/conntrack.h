@@ -271,7 +271,9 @@ static __always_inline int ct_extract(struct __sk_buff *skb, const struct iphdr 
 	return ret;
 }
 
-static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)
+/* How long a flow in state `flags` (CT_F_*) lives after its last packet;
+ * conntrack and NAT entries (lib/nat.h) age alike. */
+static __always_inline __u32 ct_lifetime_for(__u16 flags, __u8 proto)
 {
 	struct weft_config *cfg = config_get();
 	__u32 t;
@@ -280,11 +282,11 @@ static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)
 		t = cfg ? cfg->ct_lifetime_any : 0;
 		return t ? t : CT_LIFETIME_ANY;
 	}
-	if (e->flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING)) {
+	if (flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING)) {
 		t = cfg ? cfg->ct_lifetime_close : 0;
 		return t ? t : CT_LIFETIME_CLOSE;
 	}
-	if (!(e->flags & CT_F_SEEN_REPLY)) {
+	if (!(flags & CT_F_SEEN_REPLY)) {
 		t = cfg ? cfg->ct_lifetime_syn : 0;
 		return t ? t : CT_LIFETIME_SYN;
 	}
@@ -292,25 +294,38 @@ static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)
 	return t ? t : CT_LIFETIME_TCP;
 }
 
+static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)
+{
+	return ct_lifetime_for(e->flags, proto);
+}
+
+/* The flags a packet leaves a flow with: a reply marks it answered, FIN
+ * closes one side, RST both. */
+static __always_inline __u16 ct_next_flags(__u16 flags, __u8 tcp_flags, int reply)
+{
+	if (reply)
+		flags |= CT_F_SEEN_REPLY;
+	if (tcp_flags & TCP_FLAG_RST)
+		flags |= CT_F_TX_CLOSING | CT_F_RX_CLOSING;
+	else if (tcp_flags & TCP_FLAG_FIN)
+		flags |= reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
+	return flags;
+}
+
 /* Accounts the packet on its entry and moves the entry's expiry. */
 static __always_inline void ct_update(struct ct_entry *e, const struct ct_packet *p,
 				      int reply)
 {
-	__u16 flags = e->flags;
+	__u16 flags = ct_next_flags(e->flags, p->tcp_flags, reply);
 	__u32 expires;
 
 	if (reply) {
 		__sync_fetch_and_add(&e->rx_packets, 1);
 		__sync_fetch_and_add(&e->rx_bytes, p->len);
-		flags |= CT_F_SEEN_REPLY;
 	} else {
 		__sync_fetch_and_add(&e->tx_packets, 1);
 		__sync_fetch_and_add(&e->tx_bytes, p->len);
 	}
-	if (p->tcp_flags & TCP_FLAG_RST)
-		flags |= CT_F_TX_CLOSING | CT_F_RX_CLOSING;
-	else if (p->tcp_flags & TCP_FLAG_FIN)
-		flags |= reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
 	if (flags != e->flags)
 		e->flags = flags;
 	/* Written at most once a second per flow: the line stays shared. */

@@ -22,6 +22,11 @@
 #define DBG_CT_VERDICT        13  /* arg1 = CT_* state */
 #define DBG_CT_CREATED        14  /* arg1 = identity of the peer */
 #define DBG_CT_FOUND          15  /* arg1 = seconds the entry has left */
+#define DBG_LB_LOOKUP         16  /* arg1 = service addr, arg2 = port << 16 | proto, arg3 = backend slots */
+#define DBG_LB_BACKEND        17  /* arg1 = backend addr, arg2 = port, arg3 = backend id */
+#define DBG_LB_REVNAT         18  /* arg1 = service addr, arg2 = port, arg3 = rev-NAT id */
+#define DBG_SNAT              19  /* arg1 = original source, arg2 = new source, arg3 = old port << 16 | new port */
+#define DBG_SNAT_REVERSE      20  /* arg1 = translated dest, arg2 = original dest, arg3 = old port << 16 | new port */
 
 static __always_inline void send_debug(struct __sk_buff *skb, __u8 code,
 				       __u16 source, __u32 a1, __u32 a2,

@@ -39,6 +39,9 @@
 #define DROP_NO_ENDPOINT       230  /* weft: pod device without an endpoint */
 #define DROP_UNROUTABLE        231  /* weft: no local endpoint for a decapsulated packet */
 #define DROP_NO_STATE          232  /* weft: the per-CPU pipeline state is missing */
+#define DROP_NAT_NO_PORT       233  /* weft: every SNAT port towards the destination is taken */
+#define DROP_NAT_TABLE_FULL    234  /* weft: weft_nat holds its configured number of entries */
+#define DROP_NAT_UNSUPPORTED   235  /* weft: a protocol SNAT cannot translate (leaving untranslated would leak the pod's address) */
 
 /* Source files that can decide a drop, by name; __FILE_NAME__ folds to one
  * of these numbers at compile time. New files go at the end (the ids are
@@ -56,6 +59,7 @@
 	!__builtin_strcmp(name, "arp.h")       ? 10 : \
 	!__builtin_strcmp(name, "icmp.h")      ? 11 : \
 	!__builtin_strcmp(name, "lb.h")        ? 12 : \
+	!__builtin_strcmp(name, "nat.h")       ? 13 : \
 	0)
 
 /* reason | line << 8 | file << 24, negated: always < 0, never a verdict. */

@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "drop.h"
+#include "dbg.h"
 #include "conntrack.h"
 
 #ifndef WEFT_LB_MAX
@@ -298,9 +299,11 @@ static __always_inline __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off, s
 	fe = lb_lookup(vip, vport, p->key.proto);
 	if (!fe)
 		return 0;
+	send_debug(skb, DBG_LB_LOOKUP, 0, vip, ((__u32)bpf_ntohs(vport) << 16) | p->key.proto, fe->count);
 	be = lb_flow_backend(p, fe);
 	if (!be)
 		return DROP(DROP_NO_SERVICE_BACKEND);
+	send_debug(skb, DBG_LB_BACKEND, 0, be->address, bpf_ntohs(be->port), 0);
 	if (lb_rewrite(skb, l4_off, p->key.proto, 1, !p->later_fragment, vip, be->address, vport, be->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	p->key.daddr = be->address;
@@ -321,8 +324,28 @@ static __always_inline int lb_reverse(struct __sk_buff *skb, __u32 l4_off, const
 	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
 	if (!rn)
 		return 0;
+	send_debug(skb, DBG_LB_REVNAT, 0, rn->address, bpf_ntohs(rn->port), id);
 	/* The reply travels backend -> client: its source is the backend. */
 	if (lb_rewrite(skb, l4_off, p->key.proto, 0, !p->later_fragment, p->key.saddr, rn->address, p->key.sport,
+		       rn->port) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return 0;
+}
+
+/* Undoes lb_translate on the client's own packet (its destination is the
+ * service's again), for an ICMP error that quotes it: the client's socket
+ * knows the service, not the backend. Returns 0 or a DROP() code. */
+static __always_inline int lb_untranslate(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+{
+	struct lb_revnat *rn;
+	__u16 id = p->rev_nat_id;
+
+	if (!id)
+		return 0;
+	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
+	if (!rn)
+		return 0;
+	if (lb_rewrite(skb, l4_off, p->key.proto, 1, !p->later_fragment, p->key.daddr, rn->address, p->key.dport,
 		       rn->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	return 0;

@@ -62,6 +62,7 @@ struct ipcache_info {
 /* Runtime switches the agent flips without reloading programs. */
 #define CFG_F_TRACE 0x1      /* emit trace events (a monitor is listening) */
 #define CFG_F_DEBUG 0x2      /* emit debug and capture events (monitor -v) */
+#define CFG_F_MASQUERADE 0x4 /* pods' traffic leaving the cluster leaves as the node (lib/nat.h) */
 
 struct weft_config {
 	__u32 flags;         /* CFG_F_* */
@@ -79,6 +80,8 @@ struct weft_config {
 	__u32 ct_lifetime_any;
 	__u16 nodeport_min;  /* the node port range; 0, 0: no NodePorts */
 	__u16 nodeport_max;
+	__u16 snat_port_min; /* source ports SNAT gives out (lib/nat.h); 0, 0: none */
+	__u16 snat_port_max;
 };
 
 struct {

@@ -91,6 +91,7 @@ pipeline_start(__u16 src_ep, __u32 src_id, __u8 hook)
  * what happens after the stage (bpf/tests/probe_lxc.c) define
  * WEFT_INLINE_STAGES and an invoke_stage() that calls it directly. */
 #ifdef WEFT_INLINE_STAGES
+static __always_inline int invoke_stage(struct __sk_buff *skb, __u32 slot);
 #define tail_call_stage(skb, slot) invoke_stage(skb, slot)
 #else
 #define tail_call_stage(skb, slot)                        \

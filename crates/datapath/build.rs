@@ -23,7 +23,7 @@ fn main() {
         let src = root.join(format!("{prog}.c"));
         let obj = out.join(format!("{}.o", prog.trim_start_matches("tests/")));
         let status = Command::new(&clang)
-            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror"])
             .arg(format!("-I{multiarch}"))
             .arg("-c")
             .arg(&src)

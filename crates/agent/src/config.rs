@@ -159,6 +159,8 @@ pub struct AgentConfig {
     pub policy_max_entries: usize,
     /// The cgroup socket load balancing attaches to (None: no socket LB).
     pub cgroup_root: Option<PathBuf>,
+    /// Masquerade, SNAT ports and table size (crates/agent/src/nat.rs).
+    pub nat: crate::nat::NatConfig,
 }
 
 /// Conntrack sizes and lifetimes (`--ct-*`). Sizes apply when the maps

@@ -18,6 +18,7 @@ use std::{
 use weft_api::{ApiError, CtFlushResult, CtView, code};
 use weft_datapath::{
     conntrack::{Conntrack, GcPass, Table, now},
+    nat::Nat,
     loader::LoadOptions,
     maps::{
         CT_EGRESS, CT_F_RX_CLOSING, CT_F_SEEN_REPLY, CT_F_TX_CLOSING, CT_SERVICE, CtEntry, CtKey, WeftConfig,
@@ -37,6 +38,7 @@ pub fn load_options(cfg: &AgentConfig) -> LoadOptions {
         tc_mode: cfg.tc_mode,
         ct_tcp_max: cfg.conntrack.tcp_max.unwrap_or(defaults.ct_tcp_max),
         ct_any_max: cfg.conntrack.any_max.unwrap_or(defaults.ct_any_max),
+        nat_max: cfg.nat.max.unwrap_or(defaults.nat_max),
     }
 }
 
@@ -88,6 +90,11 @@ pub struct CtStatus {
     pub last_deleted: u64,
     pub passes: u64,
     pub interval_secs: u64,
+    /// SNAT table entries (two per flow) and its size (crates/agent/src/nat.rs).
+    #[serde(default)]
+    pub nat_live: u64,
+    #[serde(default)]
+    pub nat_capacity: u64,
 }
 
 impl CtStatus {
@@ -103,6 +110,19 @@ impl CtStatus {
         }
         None
     }
+
+    /// A warning when the SNAT table is nearly full or refused flows
+    /// (`refused`: drops "NAT: table full" and "NAT: no free port").
+    pub fn nat_warning(&self, refused: u64) -> Option<String> {
+        let near = self.nat_capacity > 0 && self.nat_live * 10 >= self.nat_capacity * 9;
+        (refused > 0 || near).then(|| {
+            format!(
+                "SNAT: {}/{} table entries (two per flow); {refused} flows refused (no free port or table \
+                 full). Raise --nat-max, widen --snat-ports, or shorten the conntrack lifetimes.",
+                self.nat_live, self.nat_capacity
+            )
+        })
+    }
 }
 
 #[derive(Default)]
@@ -116,29 +136,34 @@ impl CtState {
     }
 }
 
-fn pass(ct: &Conntrack) -> Result<(GcPass, GcPass), String> {
+fn pass(ct: &Conntrack, nat: &Nat) -> Result<(GcPass, GcPass, GcPass), String> {
     let t = now();
     let tcp = ct.gc(Table::Tcp, t).map_err(|e| e.to_string())?;
     let any = ct.gc(Table::Any, t).map_err(|e| e.to_string())?;
-    Ok((tcp, any))
+    let nat = crate::nat::gc(nat)?;
+    Ok((tcp, any, nat))
 }
 
 /// Starts the GC thread (one pass right away: entries that expired while
 /// no agent ran go first).
 pub fn start_gc(agent: Arc<Agent>) -> Result<(), String> {
     let ct = Conntrack::open(&agent.cfg.bpffs).map_err(|e| e.to_string())?;
+    let nat = Nat::open(&agent.cfg.bpffs).map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("weft-ct-gc".into())
         .spawn(move || {
             let mut interval = GC_START;
             loop {
                 let started = Instant::now();
-                match pass(&ct) {
-                    Ok((tcp, any)) => {
-                        let deleted = tcp.deleted + any.deleted;
-                        let worst =
-                            [(tcp.deleted, tcp.live, tcp.capacity), (any.deleted, any.live, any.capacity)]
-                                .into_iter()
+                match pass(&ct, &nat) {
+                    Ok((tcp, any, snat)) => {
+                        let deleted = tcp.deleted + any.deleted + snat.deleted;
+                        let worst = [
+                            (tcp.deleted, tcp.live, tcp.capacity),
+                            (any.deleted, any.live, any.capacity),
+                            (snat.deleted, snat.live, snat.capacity),
+                        ]
+                        .into_iter()
                                 .map(|(d, l, c)| next_interval(interval, d, l, c as u64))
                                 .min()
                                 .unwrap_or(interval);
@@ -157,6 +182,8 @@ pub fn start_gc(agent: Arc<Agent>) -> Result<(), String> {
                             last_deleted: deleted,
                             passes: s.passes + 1,
                             interval_secs: interval.as_secs(),
+                            nat_live: snat.live,
+                            nat_capacity: snat.capacity as u64,
                         };
                     }
                     Err(e) => log::warn!("conntrack gc: {e}"),

@@ -26,6 +26,7 @@ pub mod linkwatch;
 pub mod logger;
 pub mod monitor;
 pub mod names;
+pub mod nat;
 pub mod node;
 pub mod policy;
 pub mod reconcile;

@@ -58,6 +58,13 @@ pub fn setup(agent: &Agent) -> Result<(), String> {
         nodeport_max: weft_service::NodePortRange::default().last(),
         ..crate::conntrack::datapath_config(agent)?
     };
+    let nat = crate::nat::datapath_config(agent, cfg.flags)?;
+    let cfg = WeftConfig {
+        flags: nat.flags,
+        snat_port_min: nat.snat_port_min,
+        snat_port_max: nat.snat_port_max,
+        ..cfg
+    };
     dp.set_config(cfg).map_err(|e| format!("datapath: {e}"))?;
     Ok(())
 }

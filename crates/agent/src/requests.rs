@@ -28,6 +28,7 @@ pub fn dispatch(agent: &Agent, req: Request) -> Response {
         Request::NodeList => nodes(agent).map(ok),
         Request::BpfIpcacheList => ipcache(agent).map(ok),
         Request::BpfCtList => crate::conntrack::list(agent).map(ok),
+        Request::BpfNatList => crate::nat::list(agent).map(ok),
         Request::BpfCtFlush => crate::conntrack::flush(agent).map(ok),
         Request::PolicyApply(r) => crate::policy::objects::apply(agent, &r).map(ok),
         Request::PolicyList => Ok(ok(crate::policy::list(agent))),
@@ -241,7 +242,9 @@ fn status(agent: &Agent) -> AgentStatus {
     let ct = agent.ct.status();
     let refused =
         drops.iter().find(|(r, _)| *r == weft_datapath::events::DROP_CT_CREATE_FAILED).map_or(0, |d| d.1);
-    let warnings: Vec<String> = ct.warning(refused).into_iter().collect();
+    let count = |reason: u8| drops.iter().find(|(r, _)| *r == reason).map_or(0, |d| d.1);
+    let nat_refused = count(weft_datapath::events::DROP_NAT_NO_PORT) + count(weft_datapath::events::DROP_NAT_TABLE_FULL);
+    let warnings: Vec<String> = ct.warning(refused).into_iter().chain(ct.nat_warning(nat_refused)).collect();
     AgentStatus {
         node: agent.cfg.node_name.clone(),
         node_ip: agent.node_ip,

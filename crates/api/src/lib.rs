@@ -55,6 +55,8 @@ pub enum Request {
     BpfCtList,
     /// Removes every conntrack entry (`weft bpf ct flush`).
     BpfCtFlush,
+    /// Every translated flow of the SNAT table (`weft bpf nat list`).
+    BpfNatList,
     /// Stores policies (and Calico tiers), all or none (`weft policy apply`).
     PolicyApply(PolicyApply),
     PolicyList,
@@ -456,6 +458,26 @@ pub struct CtView {
     pub endpoint: u16,
     pub peer_identity: u32,
     pub flags: Vec<String>,
+}
+
+/// One flow of the SNAT table (`weft bpf nat list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NatView {
+    /// "masquerade" (a pod's flow leaving the cluster) or "nodeport" (a
+    /// NodePort flow sent on to another node's backend).
+    pub kind: String,
+    pub proto: String,
+    /// The flow as it left the pod (or the client), before translation.
+    pub src: String,
+    pub dst: String,
+    /// The node address and port it leaves as.
+    pub translated: String,
+    pub state: String,
+    pub expires_in: i64,
+    /// The service a NodePort flow's replies answer as (0: none).
+    pub rev_nat_id: u16,
+    /// Whether the reply entry is in place (it always should be).
+    pub reply_entry: bool,
 }
 
 /// What `weft bpf ct flush` removed.

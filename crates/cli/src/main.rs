@@ -150,6 +150,19 @@ struct AgentArgs {
     /// translated at connect): default the cgroup2 root; "none" turns it off.
     #[arg(long, env = "WEFT_CGROUP_ROOT")]
     cgroup_root: Option<PathBuf>,
+    /// Pods' traffic to addresses outside the cluster leaves as the node
+    /// (SNAT in BPF); --masquerade=false sends it with the pod's address.
+    #[arg(long, env = "WEFT_MASQUERADE", default_value_t = true, action = clap::ArgAction::Set)]
+    masquerade: bool,
+    /// Source ports SNAT gives out (masquerade, NodePorts to other nodes'
+    /// backends); must avoid the node port range and the node's
+    /// ip_local_port_range.
+    #[arg(long, env = "WEFT_SNAT_PORTS", default_value = "61000-65535")]
+    snat_ports: weft_agent::nat::PortRange,
+    /// Entries of the NAT table, two per translated flow (default 131072).
+    /// Applies when the map is created.
+    #[arg(long, env = "WEFT_NAT_MAX")]
+    nat_max: Option<u32>,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -203,6 +216,16 @@ enum BpfCmd {
     /// Services: frontends (ClusterIP:port/proto) and their backends.
     #[command(subcommand)]
     Lb(BpfLbCmd),
+    /// SNAT: flows leaving as the node (masquerade, NodePorts to other
+    /// nodes' backends) and the address and port each got.
+    #[command(subcommand)]
+    Nat(BpfNatCmd),
+}
+
+#[derive(Subcommand)]
+enum BpfNatCmd {
+    /// List translated flows: original tuple, what it left as, state, seconds left.
+    List(Output),
 }
 
 #[derive(Subcommand)]
@@ -333,6 +356,7 @@ fn main() -> ExitCode {
         Cmd::Bpf(BpfCmd::Endpoint(BpfEndpointCmd::List(o))) => views::bpf_endpoints(&client, o.format),
         Cmd::Bpf(BpfCmd::Ct(BpfCtCmd::List(o))) => views::ct_list(&client, o.format),
         Cmd::Bpf(BpfCmd::Lb(BpfLbCmd::List(o))) => views::lb_list(&client, o.format),
+        Cmd::Bpf(BpfCmd::Nat(BpfNatCmd::List(o))) => views::nat_list(&client, o.format),
         Cmd::Bpf(BpfCmd::Policy(BpfPolicyCmd::Get { endpoint, output })) => {
             views::bpf_policy(&client, endpoint, output.format)
         }
@@ -403,5 +427,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
             Some(p) => Some(p),
             None => weft_net::cgroup::cgroup2_root(),
         },
+        nat: weft_agent::nat::NatConfig { masquerade: a.masquerade, ports: a.snat_ports, max: a.nat_max },
     })
 }

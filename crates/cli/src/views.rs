@@ -2,7 +2,7 @@
 
 use crate::{Format, table};
 use weft_api::{
-    AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, EndpointView,
+    AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, NatView, EndpointView,
     IdentityView, IpcacheView, LbView, NamespaceLabel, NamespaceView, NodeView, PolicyApply,
     PolicyApplyResult, PolicyName, PolicyView, Request, SelectorView,
 };
@@ -203,6 +203,29 @@ pub fn ct_list(c: &Client, f: Format) -> R {
         ],
         &rows,
     );
+    Ok(())
+}
+
+pub fn nat_list(c: &Client, f: Format) -> R {
+    let flows: Vec<NatView> = c.call_as(&Request::BpfNatList).map_err(|e| e.to_string())?;
+    if f == Format::Json {
+        return json(&flows);
+    }
+    let rows: Vec<Vec<String>> = flows
+        .iter()
+        .map(|n| {
+            let kind = if n.rev_nat_id != 0 { format!("{} (revnat {})", n.kind, n.rev_nat_id) } else { n.kind.clone() };
+            vec![
+                kind,
+                n.proto.clone(),
+                format!("{} -> {}", n.src, n.dst),
+                n.translated.clone(),
+                n.state.clone(),
+                n.expires_in.to_string(),
+            ]
+        })
+        .collect();
+    table::print(&["KIND", "PROTO", "FLOW", "LEAVES AS", "STATE", "EXPIRES(s)"], &rows);
     Ok(())
 }
 

@@ -53,6 +53,9 @@ pub const OBS_POINTS: [&str; 12] = [
 
 /// `DROP_CT_CREATE_FAILED`: a new flow refused by a full conntrack table.
 pub const DROP_CT_CREATE_FAILED: u8 = 155;
+/// `DROP_NAT_NO_PORT` / `DROP_NAT_TABLE_FULL`: a flow SNAT could not translate.
+pub const DROP_NAT_NO_PORT: u8 = 233;
+pub const DROP_NAT_TABLE_FULL: u8 = 234;
 
 /// Text of a drop reason; the numbers are those of `bpf/lib/drop.h`
 /// (Cilium's where it has the same reason, weft's own from 230).
@@ -80,13 +83,16 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
         230 => "No endpoint for device",
         231 => "No local endpoint for decapsulated packet",
         232 => "Pipeline state missing",
+        233 => "NAT: no free port towards the destination",
+        234 => "NAT: table full",
+        235 => "NAT: unsupported protocol",
         _ => "Unknown reason",
     }
 }
 
 /// Source files that decide drops, by the ids of `WEFT_SOURCE_ID` in
 /// `bpf/lib/drop.h` (index = id).
-pub const SOURCE_FILES: [&str; 13] = [
+pub const SOURCE_FILES: [&str; 14] = [
     "unknown",
     "lxc.c",
     "host.c",
@@ -100,6 +106,7 @@ pub const SOURCE_FILES: [&str; 13] = [
     "arp.h",
     "icmp.h",
     "lb.h",
+    "nat.h",
 ];
 
 /// Source file of a drop.
@@ -122,11 +129,7 @@ pub fn ct_state_text(state: u8) -> &'static str {
 /// A socket LB event as words: what happened, service and backend.
 fn sock_text(e: &WeftEvent) -> String {
     let kind = SOCK_EVENTS.get(e.subtype as usize).copied().unwrap_or("unknown");
-    let proto = match e.arg3 {
-        6 => "tcp".to_string(),
-        17 => "udp".to_string(),
-        n => n.to_string(),
-    };
+    let proto = proto_name(e.arg3);
     let (svc_port, be_port) = (e.arg2 >> 16, e.arg2 & 0xffff);
     match e.subtype {
         0 | 1 => format!(
@@ -140,6 +143,17 @@ fn sock_text(e: &WeftEvent) -> String {
             ip(e.orig_ip)
         ),
         _ => format!("{kind} {}:{svc_port}/{proto}: the service has no backend", ip(e.orig_ip)),
+    }
+}
+
+/// An IP protocol number as the monitor prints it.
+fn proto_name(p: u32) -> String {
+    match p {
+        1 => "icmp".to_string(),
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        132 => "sctp".to_string(),
+        n => n.to_string(),
     }
 }
 
@@ -177,6 +191,11 @@ pub fn debug_text(code: u8, a1: u32, a2: u32, a3: u32) -> String {
         }
         14 => format!("Conntrack create: proxy-port=0 revnat=0 src-identity={a1} lb=0.0.0.0"),
         15 => format!("CT entry found lifetime={a1}, revnat=0"),
+        16 => format!("Service lookup {}:{}/{}: {a3} backend slots", ip(a1), a2 >> 16, proto_name(a2 & 0xff)),
+        17 => format!("Service backend {}:{a2} chosen", ip(a1)),
+        18 => format!("Reverse NAT to the service {}:{a2} (revnat {a3})", ip(a1)),
+        19 => format!("SNAT {}:{} -> {}:{}", ip(a1), a3 >> 16, ip(a2), a3 & 0xffff),
+        20 => format!("Reverse SNAT {}:{} -> {}:{}", ip(a1), a3 >> 16, ip(a2), a3 & 0xffff),
         _ => format!("Unknown message {code} args {a1:#x} {a2:#x} {a3:#x}"),
     }
 }

@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod lb;
 pub mod loader;
 pub mod maps;
+pub mod nat;
 pub mod pktgen;
 pub mod policy;
 pub mod sock;

@@ -138,14 +138,19 @@ pub struct LoadOptions {
     pub ct_tcp_max: u32,
     /// Size of the conntrack map for everything else.
     pub ct_any_max: u32,
+    /// Size of the SNAT table (two entries per translated flow).
+    pub nat_max: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         let (ct_tcp_max, ct_any_max) = ct_sizes_for_memory(total_memory());
-        Self { tc_mode: TcMode::Auto, ct_tcp_max, ct_any_max }
+        Self { tc_mode: TcMode::Auto, ct_tcp_max, ct_any_max, nat_max: NAT_MAX_DEFAULT }
     }
 }
+
+/// Default size of the SNAT table: 64 Ki translated flows.
+pub const NAT_MAX_DEFAULT: u32 = 1 << 17;
 
 /// Bytes one conntrack entry costs in the kernel, roughly: key and value,
 /// the hash element and the LRU node.
@@ -219,6 +224,7 @@ impl Datapath {
                 // no earlier agent pinned them): sizes apply then.
                 .map_max_entries(MAP_CT_TCP, opts.ct_tcp_max)
                 .map_max_entries(MAP_CT_ANY, opts.ct_any_max)
+                .map_max_entries(MAP_NAT, opts.nat_max)
                 .load(obj)
                 .map_err(|e| crate::kernel::explain(format!("loading {}: {e}", names[0])))?;
             for name in names {

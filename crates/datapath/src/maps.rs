@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 /// Must equal `WEFT_ABI_VERSION` in `bpf/lib/common.h` (checked by a test).
 /// Part of every pin path, so an agent never adopts maps of another layout.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Names of the pinned maps, as in the C sources.
 pub const MAP_ENDPOINTS: &str = "weft_endpoints";
@@ -32,6 +32,7 @@ pub const MAP_LB_BACKENDS: &str = "weft_lb_backends";
 pub const MAP_LB_REVNAT: &str = "weft_lb_revnat";
 pub const MAP_LB_SOCK_REVNAT: &str = "weft_lb_sock_revnat";
 pub const MAP_LB_AFFINITY: &str = "weft_lb_affinity";
+pub const MAP_NAT: &str = "weft_nat";
 
 /// `LB_F_*`: flags of a service frontend (`bpf/lib/lb.h`).
 pub const LB_F_NODEPORT: u8 = 0x1;
@@ -41,7 +42,7 @@ pub const LB_F_SNAT: u8 = 0x8;
 
 /// Every map the datapath pins (the layout test checks that the C headers
 /// declare exactly these).
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_ENDPOINTS,
     MAP_LXC,
     MAP_CONFIG,
@@ -63,6 +64,7 @@ pub const ALL_MAPS: [&str; 21] = [
     MAP_LB_REVNAT,
     MAP_LB_SOCK_REVNAT,
     MAP_LB_AFFINITY,
+    MAP_NAT,
 ];
 
 /// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).
@@ -125,6 +127,8 @@ pub const ENDPOINT_F_HOST: u16 = 0x1;
 /// `CFG_F_TRACE` / `CFG_F_DEBUG`.
 pub const CFG_F_TRACE: u32 = 0x1;
 pub const CFG_F_DEBUG: u32 = 0x2;
+/// `CFG_F_MASQUERADE`: pods' traffic leaving the cluster leaves as the node.
+pub const CFG_F_MASQUERADE: u32 = 0x4;
 
 /// Captured packet bytes per event (`EVENT_CAP_LEN`).
 pub const EVENT_CAP_LEN: usize = 128;
@@ -188,6 +192,8 @@ pub struct WeftConfig {
     pub ct_lifetime_any: u32,
     pub nodeport_min: u16,
     pub nodeport_max: u16,
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
 }
 
 #[repr(C)]
@@ -243,6 +249,39 @@ pub struct CtEntry {
     pub rev_nat_id: u16,
     pub pad: u16,
     pub backend_id: u32,
+}
+
+/// `NAT_OUT` / `NAT_IN`: the two entries of a translated flow (`bpf/lib/nat.h`).
+pub const NAT_OUT: u8 = 0;
+pub const NAT_IN: u8 = 1;
+
+/// Key of `weft_nat`: a flow's tuple as it leaves (NAT_OUT) or as its
+/// reply arrives (NAT_IN). Addresses and ports in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub pad: u16,
+}
+
+/// Value of `weft_nat`: the address and port the flow leaves as (NAT_OUT)
+/// or came from (NAT_IN).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatEntry {
+    pub addr: u32,
+    pub port: u16,
+    pub rev_nat_id: u16,
+    pub created: u32,
+    /// CLOCK_MONOTONIC seconds.
+    pub expires: u32,
+    pub flags: u16,
+    pub pad: u16,
 }
 
 /// Key of `weft_policy` (an LPM trie): see `bpf/lib/policy.h`.
@@ -432,6 +471,8 @@ unsafe impl aya::Pod for IpcacheKey {}
 unsafe impl aya::Pod for IpcacheInfo {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
+unsafe impl aya::Pod for NatKey {}
+unsafe impl aya::Pod for NatEntry {}
 unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyEntry {}
 unsafe impl aya::Pod for PolicyEndpoint {}

@@ -66,6 +66,15 @@ fn c_and_rust_layouts_agree() {
         "ct_tcp_limit" => ct_tcp_limit, "ct_any_limit" => ct_any_limit, "ct_lifetime_tcp" => ct_lifetime_tcp,
         "ct_lifetime_syn" => ct_lifetime_syn, "ct_lifetime_close" => ct_lifetime_close,
         "ct_lifetime_any" => ct_lifetime_any, "nodeport_min" => nodeport_min, "nodeport_max" => nodeport_max,
+        "snat_port_min" => snat_port_min, "snat_port_max" => snat_port_max,
+    });
+    check!(s, "nat_key", NatKey, {
+        "saddr" => saddr, "daddr" => daddr, "sport" => sport, "dport" => dport, "proto" => proto,
+        "dir" => dir, "pad" => pad,
+    });
+    check!(s, "nat_entry", NatEntry, {
+        "addr" => addr, "port" => port, "rev_nat_id" => rev_nat_id, "created" => created,
+        "expires" => expires, "flags" => flags, "pad" => pad,
     });
     check!(s, "ct_key", CtKey, {
         "saddr" => saddr, "daddr" => daddr, "sport" => sport, "dport" => dport, "proto" => proto,
@@ -141,6 +150,10 @@ fn constants_match_the_c_headers() {
     assert_eq!(def(maps_h, "ENDPOINT_F_HOST"), ENDPOINT_F_HOST as u64);
     assert_eq!(def(maps_h, "CFG_F_TRACE"), CFG_F_TRACE as u64);
     assert_eq!(def(maps_h, "CFG_F_DEBUG"), CFG_F_DEBUG as u64);
+    assert_eq!(def(maps_h, "CFG_F_MASQUERADE"), CFG_F_MASQUERADE as u64);
+    let nat_h = include_str!("../../../bpf/lib/nat.h");
+    assert_eq!(def(nat_h, "NAT_OUT"), NAT_OUT as u64);
+    assert_eq!(def(nat_h, "NAT_IN"), NAT_IN as u64);
     assert_eq!(def(maps_h, "IPCACHE_F_NODE"), IPCACHE_F_NODE as u64);
     assert_eq!(def(maps_h, "MODE_VXLAN"), MODE_VXLAN as u64);
     assert_eq!(def(maps_h, "MODE_IPIP"), MODE_IPIP as u64);
@@ -318,6 +331,7 @@ fn every_map_declared_in_c_has_its_name_in_rust() {
         include_str!("../../../bpf/lib/conntrack.h"),
         include_str!("../../../bpf/lib/policy.h"),
         include_str!("../../../bpf/lib/lb.h"),
+        include_str!("../../../bpf/lib/nat.h"),
     ];
     let mut declared: Vec<&str> = headers
         .iter()
