@@ -17,7 +17,10 @@ use std::{
     net::Ipv4Addr,
     sync::{Arc, Mutex, MutexGuard},
 };
-use weft_datapath::Datapath;
+use weft_datapath::{
+    Datapath,
+    maps::{CFG_F_DEBUG, CFG_F_TRACE},
+};
 use weft_ipam::{Cidr, Ipam};
 use weft_store::{Store, identity::IdentityAllocator, pool};
 
@@ -236,13 +239,14 @@ impl Agent {
         format!("endpoints/{}/", self.cfg.node_name)
     }
 
-    /// Recomputes the monitor flags in the datapath's config map.
+    /// Recomputes the monitor flags in the datapath's config map (and
+    /// only those: masquerade is the node's setting).
     pub fn sync_monitor_flags(&self) {
-        let flags = self.monitor.datapath_flags();
+        let monitor = CFG_F_TRACE | CFG_F_DEBUG;
         let mut dp = self.dp();
         match dp.config() {
-            Ok(mut c) if c.flags != flags => {
-                c.flags = flags;
+            Ok(mut c) if c.flags & monitor != self.monitor.datapath_flags() => {
+                c.flags = (c.flags & !monitor) | self.monitor.datapath_flags();
                 if let Err(e) = dp.set_config(c) {
                     log::warn!("cannot update datapath config: {e}");
                 }

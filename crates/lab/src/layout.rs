@@ -102,6 +102,11 @@ pub fn bpffs(lab: &str) -> PathBuf {
 /// The lab's etcd listens here, inside the underlay namespace.
 pub const ETCD_IP: &str = "198.18.0.2";
 
+/// A host outside the cluster, in the underlay namespace (`weft lab exec
+/// LAB net -- ...` runs there): masquerade's far end.
+pub const INTERNET_IP: &str = "203.0.113.1";
+pub const INTERNET_NET: &str = "203.0.113.0/24";
+
 pub fn underlay_ns(lab: &str) -> String {
     format!("weft-{lab}-net")
 }

@@ -258,7 +258,9 @@ pub fn add_node(lab: &mut Lab) -> Result<LabNode, String> {
 }
 
 /// One namespace with a bridge: the wire every node's eth0 plugs into. The
-/// bridge itself holds the etcd address. Its MAC is fixed: a bridge without
+/// bridge itself holds the etcd address and the lab's "internet" host
+/// (layout::INTERNET_IP), which every node routes to through this
+/// namespace. Its MAC is fixed: a bridge without
 /// one takes the lowest MAC of its ports, which changes as nodes plug in
 /// and would leave the nodes' ARP entries for etcd pointing nowhere.
 fn build_underlay(lab: &str) -> Result<(), String> {
@@ -270,6 +272,10 @@ fn build_underlay(lab: &str) -> Result<(), String> {
             "link add br0 address 02:00:c6:12:00:02 type bridge".into(),
             "link set br0 up".into(),
             format!("addr add {}/24 dev br0", layout::ETCD_IP),
+            // A host outside the cluster (the kernel may lack dummy
+            // devices: the bridge holds it too): it knows no route to
+            // pods, so only masqueraded traffic gets answers.
+            format!("addr add {}/24 dev br0", layout::INTERNET_IP),
         ])
     })
 }
@@ -360,6 +366,8 @@ fn build_node(opts: &Options, lab: &Lab, i: usize) -> Result<LabNode, String> {
             "link set lo up".into(),
             "link set eth0 up".into(),
             format!("addr add {underlay_ip}/24 dev eth0"),
+            // The "internet" behind the underlay (masquerade's far end).
+            format!("route add {} via {} dev eth0", layout::INTERNET_NET, layout::ETCD_IP),
         ])
     })?;
     let dir = layout::dir(&lab.name).join(&name);

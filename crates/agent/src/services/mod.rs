@@ -236,14 +236,12 @@ fn map_frontends(agent: &Agent, f: &ServiceFrontend) -> Vec<(LbFrontend, Fronten
             (vec![agent.node_ip], port, protocol)
         }
     };
-    // A NodePort reaches this node's backends only, for now: another
-    // node's would need SNAT to this node (externalTrafficPolicy Cluster),
-    // which is not there yet.
-    let nodeport = matches!(f.frontend, Frontend::NodePort { .. });
+    // A NodePort's backends on other nodes (externalTrafficPolicy
+    // Cluster) are reached as this node (SNAT, bpf/lib/nat.h); with Local
+    // the selection holds this node's only.
     let backends: Vec<LbBackend> = if f.action == Action::Forward {
         f.backends
             .iter()
-            .filter(|b| !nodeport || b.local)
             .map(|b| LbBackend { id: b.id, address: b.ip, port: b.port, proto: proto(b.protocol) })
             .collect()
     } else {

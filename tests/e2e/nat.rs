@@ -1,0 +1,180 @@
+//! End to end: SNAT on a 2-node lab. Pods reach a host outside the
+//! cluster (the lab's 203.0.113.1, which knows no route to pods) as their
+//! node — TCP, UDP and ping — and a deliberately small port range runs out
+//! with a counted drop and a warning, not a silent stall. A client outside
+//! the cluster reaches a NodePort whose backend is on the other node: the
+//! backend sees the receiving node, the client the node port; in VXLAN,
+//! IP-in-IP and native routing.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpListener, UdpSocket},
+    time::Duration,
+};
+use weft_e2e::{TestLab, spawn_in_ns};
+
+const INTERNET: &str = weft_lab::layout::INTERNET_IP;
+
+/// What `target` (a pod, a node, or "net") read from `addr:port` over TCP.
+fn fetch(lab: &TestLab, target: &str, addr: &str, port: u16) -> String {
+    let script = format!("exec 3<>/dev/tcp/{addr}/{port} && timeout 2 head -n 1 <&3");
+    let out = lab.exec(target, &["bash", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// A TCP server on `ip:port` in `target`'s namespace writing each client
+/// the address it came from, then holding the connection until the client
+/// closes it; returns once it listens.
+fn serve_peer(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16) {
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path(target), move || {
+        let l = TcpListener::bind((ip, port)).unwrap();
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let peer = c.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                let _ = c.write_all(format!("{peer}\n").as_bytes());
+                let _ = c.read(&mut [0u8; 16]);
+            });
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// A UDP server on the internet host answering each datagram with its
+/// sender's address.
+fn serve_udp_peer(lab: &TestLab, port: u16) {
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path("net"), move || {
+        let s = UdpSocket::bind((INTERNET, port)).unwrap();
+        ready.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(format!("{from}\n").as_bytes(), from);
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+fn apply_yaml(lab: &TestLab, node: &str, yaml: &str) -> String {
+    let path = std::env::temp_dir().join(format!("weft-nat-{}-{}.yaml", lab.name(), std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    let out = lab.weft(node, &["service", "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A NodePort service (externalTrafficPolicy Cluster) whose one backend is
+/// `backend` on `node`.
+fn nodeport(lab: &TestLab, backend: &str, node: &str) {
+    let out = apply_yaml(
+        lab,
+        "node1",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: np}}\nspec:\n  type: NodePort\n  \
+             ports: [{{port: 80, targetPort: 8080, nodePort: 30080}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: np-1, labels: {{kubernetes.io/service-name: np}}}}\n\
+             addressType: IPv4\nports: [{{port: 8080, protocol: TCP}}]\nendpoints: [{{addresses: [{backend}], nodeName: {node}}}]\n"
+        ),
+    );
+    assert!(out.contains("Service default/np stored"), "{out}");
+    for n in ["node1", "node2"] {
+        let ip = lab.lab.node(n).unwrap().underlay_ip.to_string();
+        lab.eventually(Duration::from_secs(5), "the NodePort frontend with its backend", || {
+            let lb = String::from_utf8_lossy(&lab.weft(n, &["bpf", "lb", "list"]).stdout).to_string();
+            lb.contains(&format!("{ip}:30080/TCP")) && lb.contains(&format!("{backend}:8080"))
+        });
+    }
+}
+
+/// The NodePort on each node, from the lab's outside: through node1 the
+/// backend (on node2) sees node1's address; through node2 it sees the
+/// client's own.
+fn nodeport_reaches_the_other_nodes_backend(lab: &TestLab) {
+    let backend: Ipv4Addr = lab.pod_ip("pod2-1").parse().unwrap();
+    serve_peer(lab, "pod2-1", backend, 8080);
+    nodeport(lab, &backend.to_string(), "node2");
+    let node1 = lab.lab.node("node1").unwrap().underlay_ip.to_string();
+    let node2 = lab.lab.node("node2").unwrap().underlay_ip.to_string();
+    let via1 = fetch(lab, "net", &node1, 30080);
+    let port = via1.trim().strip_prefix(&format!("{node1}:")).and_then(|p| p.parse::<u16>().ok());
+    assert!(port.is_some_and(|p| p >= 61000), "the backend sees node1, a port of the SNAT range: {via1}");
+    let via2 = fetch(lab, "net", &node2, 30080);
+    assert!(via2.starts_with(weft_lab::layout::ETCD_IP), "a local backend sees the client itself: {via2}");
+    let nat = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "nat", "list"]).stdout).to_string();
+    assert!(nat.contains("nodeport") && nat.contains(&format!("{backend}:8080")), "{nat}");
+}
+
+#[test]
+fn pods_reach_the_outside_as_their_node_and_a_small_port_range_runs_out_with_a_counted_drop() {
+    let lab = TestLab::up_with("nat", 2, 1, |o| {
+        o.store = Some("etcd".into());
+        o.agent_env.push(("WEFT_SNAT_PORTS".into(), "61000-61003".into()));
+    });
+    let internet: Ipv4Addr = INTERNET.parse().unwrap();
+    serve_peer(&lab, "net", internet, 8080);
+    serve_udp_peer(&lab, 5353);
+    let node1 = lab.lab.node("node1").unwrap().underlay_ip.to_string();
+
+    // TCP: the host sees node1's address and a port of the range.
+    let got = fetch(&lab, "pod1-1", INTERNET, 8080);
+    assert!(got.starts_with(&format!("{node1}:6100")), "seen as the node: {got}");
+    // UDP, and ping.
+    let udp = lab.ok(
+        "pod1-1",
+        &[
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/udp/{INTERNET}/5353 && echo hi >&3 && timeout 2 head -n 1 <&3"),
+        ],
+    );
+    assert!(udp.starts_with(&format!("{node1}:6100")), "UDP seen as the node: {udp}");
+    lab.ok("pod1-1", &["ping", "-c", "2", "-i", "0.2", "-W", "2", INTERNET]);
+    let nat =
+        String::from_utf8_lossy(&lab.weft("node1", &["bpf", "nat", "list", "-o", "json"]).stdout).to_string();
+    let flows: serde_json::Value = serde_json::from_str(&nat).unwrap();
+    let pod = lab.pod_ip("pod1-1");
+    for proto in ["TCP", "UDP", "ICMP"] {
+        assert!(
+            flows.as_array().unwrap().iter().any(|f| f["proto"] == proto
+                && f["kind"] == "masquerade"
+                && f["src"].as_str().unwrap().starts_with(&pod)
+                && f["reply_entry"] == true),
+            "{proto} flow in {nat}"
+        );
+    }
+
+    nodeport_reaches_the_other_nodes_backend(&lab);
+
+    // Four ports towards one host and port (a port no earlier flow used):
+    // four connections hold them, the fifth is dropped (counted, and
+    // `weft status` says why), never sent with the pod's address.
+    serve_peer(&lab, "net", internet, 8081);
+    let script = format!(
+        "for fd in 3 4 5 6; do eval \"exec $fd<>/dev/tcp/{INTERNET}/8081\" || exit 1; done; echo four; \
+         if timeout 3 bash -c 'exec 9<>/dev/tcp/{INTERNET}/8081'; then echo fifth-connected; else echo fifth-refused; fi"
+    );
+    let out = lab.ok("pod1-1", &["bash", "-c", &script]);
+    assert!(out.contains("four") && out.contains("fifth-refused"), "{out}");
+    let status = lab.status("node1");
+    let no_port = status.drops.iter().find(|(r, _)| r.contains("no free port")).map_or(0, |d| d.1);
+    assert!(no_port >= 1, "counted: {:?}", status.drops);
+    assert!(
+        status.warnings.iter().any(|w| w.contains("SNAT") && w.contains("--snat-ports")),
+        "{:?}",
+        status.warnings
+    );
+}
+
+#[test]
+fn a_nodeport_reaches_the_other_nodes_backend_in_ipip_and_native_routing() {
+    for mode in ["ipip", "native"] {
+        let lab = TestLab::up_with(&format!("np{mode}"), 2, 1, |o| {
+            o.store = Some("etcd".into());
+            o.mode = Some(mode.into());
+        });
+        nodeport_reaches_the_other_nodes_backend(&lab);
+    }
+}
