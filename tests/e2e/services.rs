@@ -2,7 +2,8 @@
 //! into the node's service maps, a real client in a pod (`weft lab exec`
 //! puts it in the node's cgroup) connecting to it, and the backend pod
 //! answering; across an agent restart too. Then services through the API
-//! (`weft service apply`) on two nodes: hairpin, the host, ping.
+//! (`weft service apply`) on two nodes: hairpin, the host, ping, session
+//! affinity.
 
 use std::{
     collections::BTreeSet,
@@ -510,4 +511,56 @@ fn the_host_reaches_a_cluster_ip_per_packet() {
     wait_backends(&lab, &format!("{web}:80/TCP"), &backends);
     let got = pp_fetch(&lab, "node1", web, 80, 10);
     assert!(got.iter().all(|g| addrs(&backends).contains(g)), "node1 -> {web}: {got:?}");
+}
+
+/// ClientIP session affinity: every client (a pod at connect(), keyed by
+/// its namespace; a pod per packet, keyed by its address) stays on one of
+/// three backends; once it was idle past timeoutSeconds its next
+/// connection picks again. With 4 clients and 3 expiries each, a picker
+/// that never forgets repeats its backend 12 times, where a fresh pick
+/// does so with probability 3^-12.
+#[test]
+fn client_ip_affinity_holds_a_client_to_one_backend_until_its_timeout() {
+    let lab = TestLab::up("svcaff", 2, 3);
+    let backends = [serve(&lab, "pod1-2", None), serve(&lab, "pod1-3", None), serve(&lab, "pod2-2", None)];
+    let spec = format!(
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 2}}}}\n{HTTP}"
+    );
+    let ip = apply_service(
+        &lab,
+        &service_yaml(
+            "sticky",
+            &spec,
+            TCP_8080,
+            &[(backends[0], "node1"), (backends[1], "node1"), (backends[2], "node2")],
+        ),
+    );
+    let fe = format!("{ip}:80/TCP");
+    wait_backends(&lab, &fe, &backends);
+    let list: Vec<LbView> = lab.client("node1").call_as(&Request::BpfLbList).unwrap();
+    let flags = &list.iter().find(|l| l.frontend == fe).unwrap().flags;
+    assert!(flags.iter().any(|f| f == "affinity"), "{flags:?}");
+
+    let mut sock =
+        [LineClient::connector(&lab, "pod1-1", ip, 80), LineClient::connector(&lab, "pod2-1", ip, 80)];
+    let mut picks: Vec<Vec<String>> = vec![vec![]; 4];
+    for round in 0..4 {
+        if round > 0 {
+            // Only idleness expires an affinity (a connection renews it):
+            // past 2 s, counted in whole seconds, is 3 s.
+            std::thread::sleep(Duration::from_millis(3200));
+        }
+        let n = if round == 0 { 10 } else { 5 };
+        let mut got = vec![sock[0].batch(n), sock[1].batch(n)];
+        got.push(pp_fetch(&lab, "pod1-1", ip, 80, n));
+        got.push(pp_fetch(&lab, "pod2-1", ip, 80, n));
+        for (client, g) in got.into_iter().enumerate() {
+            assert!(addrs(&backends).contains(&g[0]), "client {client}, round {round}: {g:?}");
+            assert!(g.iter().all(|b| *b == g[0]), "client {client}, round {round}: not one backend: {g:?}");
+            picks[client].push(g[0].clone());
+        }
+    }
+    let changes: usize = picks.iter().map(|p| p.windows(2).filter(|w| w[0] != w[1]).count()).sum();
+    assert!(changes > 0, "no client ever changed backend after its affinity expired: {picks:?}");
+    eprintln!("backends per client and round: {picks:?} ({changes} changes)");
 }
