@@ -3,15 +3,15 @@
 //! puts it in the node's cgroup) connecting to it, and the backend pod
 //! answering; across an agent restart too. Then services through the API
 //! (`weft service apply`) on two nodes: hairpin, the host, ping, session
-//! affinity.
+//! affinity, endpoint changes.
 
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::{Child, ChildStdin},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 use weft_api::{LbView, Request};
 use weft_datapath::lb::{Backend, Frontend, FrontendInfo, ServiceMaps};
@@ -356,6 +356,12 @@ fn wait_backends(lab: &TestLab, frontend: &str, backends: &[Ipv4Addr]) {
     }
 }
 
+fn cli(lab: &TestLab, node: &str, args: &[&str]) -> String {
+    let out = lab.weft(node, args);
+    assert!(out.status.success(), "weft {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A long-lived bash in a pod or node (`weft lab exec`: in the node's
 /// cgroup, so socket LB applies) that answers each line it reads with one
 /// line; no bash start per connection, so hundreds of connections fit in
@@ -428,6 +434,20 @@ fn pp_fetch(lab: &TestLab, target: &str, addr: Ipv4Addr, port: u16, n: usize) ->
     })
     .join()
     .unwrap()
+}
+
+/// A UDP server in `pod` on port 5353 answering every datagram with its
+/// own address; returns that address once it listens.
+fn serve_udp(lab: &TestLab, pod: &str) -> Ipv4Addr {
+    let ip: Ipv4Addr = lab.pod_ip(pod).parse().unwrap();
+    let s = spawn_in_ns(&lab.netns_path(pod), move || UdpSocket::bind((ip, 5353)).unwrap()).join().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(ip.to_string().as_bytes(), from);
+        }
+    });
+    ip
 }
 
 /// A pod is the only backend of its own service and reaches itself
@@ -563,4 +583,119 @@ fn client_ip_affinity_holds_a_client_to_one_backend_until_its_timeout() {
     let changes: usize = picks.iter().map(|p| p.windows(2).filter(|w| w[0] != w[1]).count()).sum();
     assert!(changes > 0, "no client ever changed backend after its affinity expired: {picks:?}");
     eprintln!("backends per client and round: {picks:?} ({changes} changes)");
+}
+
+/// An EndpointSlice change reaches new connections within a second, on
+/// both nodes and both paths: a removed backend gets none, an added one
+/// gets some. And a UDP client on a fixed source port (per packet: its
+/// flow's backend is remembered in conntrack) whose backend leaves the
+/// service gets its answers from the other backend within a second, still
+/// from the service.
+#[test]
+fn endpoint_changes_reach_new_connections_and_udp_flows_within_a_second() {
+    let lab = TestLab::up("svcchg", 2, 3);
+    let (a, b, c, d) = (
+        serve(&lab, "pod1-2", None),
+        serve(&lab, "pod2-2", None),
+        serve(&lab, "pod1-3", None),
+        serve(&lab, "pod2-3", None),
+    );
+    let ip = apply_service(
+        &lab,
+        &service_yaml("web", HTTP, TCP_8080, &[(a, "node1"), (b, "node2"), (c, "node1")]),
+    );
+    wait_backends(&lab, &format!("{ip}:80/TCP"), &[a, b, c]);
+    // pod1-1 at connect() (node1's maps), pod2-1 per packet (node2's).
+    let mut sock = LineClient::connector(&lab, "pod1-1", ip, 80);
+    let batch = |sock: &mut LineClient| {
+        let mut got = sock.batch(20);
+        got.extend(pp_fetch(&lab, "pod2-1", ip, 80, 20));
+        got
+    };
+    let seen: BTreeSet<String> = batch(&mut sock).into_iter().chain(batch(&mut sock)).collect();
+    assert_eq!(seen, addrs(&[a, b, c]), "before any change");
+
+    apply_yaml(&lab, "node1", &slice_yaml("web", TCP_8080, &[(a, "node1"), (b, "node2")]));
+    let t = Instant::now();
+    let gone = c.to_string();
+    let mut last = vec![];
+    while last.is_empty() || last.contains(&gone) {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{gone} still served after {:?}: {last:?}",
+            t.elapsed()
+        );
+        last = batch(&mut sock);
+    }
+    eprintln!("removal effective after {:?}", t.elapsed());
+    let after: BTreeSet<String> = batch(&mut sock).into_iter().chain(batch(&mut sock)).collect();
+    assert_eq!(after, addrs(&[a, b]), "after {gone} left");
+
+    apply_yaml(&lab, "node1", &slice_yaml("web", TCP_8080, &[(a, "node1"), (b, "node2"), (d, "node2")]));
+    let t = Instant::now();
+    let new = d.to_string();
+    loop {
+        let s = sock.batch(20);
+        let p = pp_fetch(&lab, "pod2-1", ip, 80, 20);
+        if s.contains(&new) && p.contains(&new) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{new} not reached after {:?}: {s:?} {p:?}",
+            t.elapsed()
+        );
+    }
+    eprintln!("addition effective after {:?}", t.elapsed());
+    let after: BTreeSet<String> = batch(&mut sock).into_iter().chain(batch(&mut sock)).collect();
+    assert_eq!(after, addrs(&[a, b, d]), "after {new} joined");
+
+    // UDP: a flow on a fixed port whose backend leaves.
+    let (ua, ub) = (serve_udp(&lab, "pod1-2"), serve_udp(&lab, "pod2-2"));
+    let ports = "[{port: 5353, protocol: UDP}]";
+    let spec = "  ports: [{port: 53, targetPort: 5353, protocol: UDP}]\n";
+    let dns = apply_service(&lab, &service_yaml("dns", spec, ports, &[(ua, "node1"), (ub, "node2")]));
+    wait_backends(&lab, &format!("{dns}:53/UDP"), &[ua, ub]);
+    let me: Ipv4Addr = lab.pod_ip("pod1-1").parse().unwrap();
+    let udp =
+        spawn_in_ns(&lab.netns_path("pod1-1"), move || UdpSocket::bind((me, 40053)).unwrap()).join().unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let svc = SocketAddr::from((dns, 53));
+    let ask = || {
+        udp.send_to(b"who", svc).unwrap();
+        let mut buf = [0u8; 64];
+        match udp.recv_from(&mut buf) {
+            Ok((n, from)) => (String::from_utf8_lossy(&buf[..n]).into_owned(), Some(from)),
+            Err(e) => (format!("error: {e}"), None),
+        }
+    };
+    let (first, from) = ask();
+    assert_eq!(from, Some(svc), "the answer comes from the service: {first}");
+    let ((gone, _), (stays, stays_on)) =
+        if first == ua.to_string() { ((ua, "node1"), (ub, "node2")) } else { ((ub, "node2"), (ua, "node1")) };
+    assert_eq!(first, gone.to_string());
+    for _ in 0..10 {
+        assert_eq!(ask().0, first, "the flow keeps its backend");
+    }
+    let flow = format!("{me}:40053 -> {dns}:53");
+    let ct = cli(&lab, "node1", &["bpf", "ct", "list"]);
+    assert!(
+        ct.lines().any(|l| l.contains("service") && l.contains(&flow)),
+        "a service entry for {flow}:\n{ct}"
+    );
+
+    apply_yaml(&lab, "node1", &slice_yaml("dns", ports, &[(stays, stays_on)]));
+    let t = Instant::now();
+    loop {
+        let (got, from) = ask();
+        if got == stays.to_string() {
+            assert_eq!(from, Some(svc));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "still {got} after {:?}", t.elapsed());
+    }
+    eprintln!("the flow moved after {:?}", t.elapsed());
+    for _ in 0..5 {
+        assert_eq!(ask(), (stays.to_string(), Some(svc)), "the flow stays on {stays}");
+    }
 }
