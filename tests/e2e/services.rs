@@ -3,7 +3,7 @@
 //! puts it in the node's cgroup) connecting to it, and the backend pod
 //! answering; across an agent restart too. Then services through the API
 //! (`weft service apply`) on two nodes: hairpin, the host, ping, session
-//! affinity, endpoint changes.
+//! affinity, endpoint changes, established connections across restarts.
 
 use std::{
     collections::BTreeSet,
@@ -450,6 +450,26 @@ fn serve_udp(lab: &TestLab, pod: &str) -> Ipv4Addr {
     ip
 }
 
+/// A TCP server in `pod` on port 8080 answering each line of a connection
+/// with "<its address> <the line>", for as long as the connection lasts.
+fn serve_echo(lab: &TestLab, pod: &str) -> Ipv4Addr {
+    let ip: Ipv4Addr = lab.pod_ip(pod).parse().unwrap();
+    let l = spawn_in_ns(&lab.netns_path(pod), move || TcpListener::bind((ip, 8080)).unwrap()).join().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                for line in BufReader::new(c).lines().map_while(Result::ok) {
+                    if writeln!(w, "{ip} {line}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    ip
+}
+
 /// A pod is the only backend of its own service and reaches itself
 /// through it at connect() (hairpin); the host, in the node's cgroup,
 /// reaches a ClusterIP's backends on both nodes; a ClusterIP answers TCP
@@ -697,5 +717,92 @@ fn endpoint_changes_reach_new_connections_and_udp_flows_within_a_second() {
     eprintln!("the flow moved after {:?}", t.elapsed());
     for _ in 0..5 {
         assert_eq!(ask(), (stays.to_string(), Some(svc)), "the flow stays on {stays}");
+    }
+}
+
+/// Established connections through a ClusterIP — one translated at
+/// connect(), one per packet — live through SIGKILL and restart of each
+/// node's agent; the restarted agent holds and serves the same services.
+#[test]
+fn established_connections_through_a_cluster_ip_survive_an_agent_kill_and_restart() {
+    let mut lab = TestLab::up("svcrst", 2, 2);
+    let backends = [serve_echo(&lab, "pod1-2"), serve_echo(&lab, "pod2-2")];
+    let ip = apply_service(
+        &lab,
+        &service_yaml("echo", HTTP, TCP_8080, &[(backends[0], "node1"), (backends[1], "node2")]),
+    );
+    wait_backends(&lab, &format!("{ip}:80/TCP"), &backends);
+    let lb_before = ["node1", "node2"].map(|n| cli(&lab, n, &["bpf", "lb", "list"]));
+    let svc_before = ["node1", "node2"].map(|n| cli(&lab, n, &["service", "list"]));
+    assert!(lb_before[0].contains(&format!("{ip}:80/TCP")), "{}", lb_before[0]);
+
+    // At connect(): a shell in pod1-1 holding one connection.
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/80 || exit 1; while read -r l; do echo \"$l\" >&3; x=; read -r -t 2 x <&3; echo \"$x\"; done"
+    );
+    let mut sock = LineClient::new(&lab, "pod1-1", &script);
+    // Per packet: this test's socket, made in pod1-1's namespace.
+    let mut pp = spawn_in_ns(&lab.netns_path("pod1-1"), move || {
+        TcpStream::connect_timeout(&SocketAddr::from((ip, 80)), Duration::from_secs(2)).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(pp.peer_addr().unwrap(), SocketAddr::from((ip, 80)));
+    pp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut pp_lines = BufReader::new(pp.try_clone().unwrap());
+    let mut pp_ask = |line: &str| {
+        writeln!(pp, "{line}").unwrap();
+        let mut got = String::new();
+        let _ = pp_lines.read_line(&mut got);
+        got.trim_end().to_string()
+    };
+    let s0 = sock.ask("hello");
+    let p0 = pp_ask("hello");
+    let (sb, pb) = (s0.split(' ').next().unwrap().to_string(), p0.split(' ').next().unwrap().to_string());
+    assert!(addrs(&backends).contains(&sb) && s0.ends_with(" hello"), "{s0}");
+    assert!(addrs(&backends).contains(&pb) && p0.ends_with(" hello"), "{p0}");
+
+    // New connections from both nodes: a shell connecting once per line
+    // (at connect()), and this test's sockets (per packet).
+    let new_conn = format!(
+        "while read -r l; do exec 3<>/dev/tcp/{ip}/80; echo \"$l\" >&3; x=; read -r -t 2 x <&3; exec 3<&-; echo \"$x\"; done"
+    );
+    let mut fresh = ["pod1-1", "pod2-1"].map(|pod| LineClient::new(&lab, pod, &new_conn));
+    let pp_new = |lab: &TestLab, pod: &str| {
+        let s = spawn_in_ns(&lab.netns_path(pod), move || {
+            TcpStream::connect_timeout(&SocketAddr::from((ip, 80)), Duration::from_secs(2))
+        })
+        .join()
+        .unwrap();
+        let mut s = match s {
+            Ok(s) => s,
+            Err(e) => return format!("error: {e}"),
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        writeln!(s, "new").unwrap();
+        let mut got = String::new();
+        let _ = BufReader::new(s).read_line(&mut got);
+        got.trim_end().to_string()
+    };
+    let served = |got: &str| backends.iter().any(|b| got == format!("{b} new"));
+    for node in ["node1", "node2"] {
+        weft_lab::lifecycle::kill_and_wait(lab.lab.node(node).unwrap().pid);
+        assert_eq!(sock.ask("alone"), format!("{sb} alone"), "{node}'s agent dead: at connect()");
+        assert_eq!(pp_ask("alone"), format!("{pb} alone"), "{node}'s agent dead: per packet");
+        lab.restart_agent_env(node, &[]);
+        assert_eq!(sock.ask("back"), format!("{sb} back"), "{node}'s agent restarted: at connect()");
+        assert_eq!(pp_ask("back"), format!("{pb} back"), "{node}'s agent restarted: per packet");
+        for (i, pod) in ["pod1-1", "pod2-1"].into_iter().enumerate() {
+            let got = fresh[i].ask("new");
+            assert!(served(&got), "{node}'s agent restarted: a new connection from {pod}: {got}");
+            let got = pp_new(&lab, pod);
+            assert!(served(&got), "{node}'s agent restarted: a new per-packet connection from {pod}: {got}");
+        }
+    }
+    for (i, node) in ["node1", "node2"].into_iter().enumerate() {
+        lab.eventually(Duration::from_secs(5), &format!("{node}: the same services"), || {
+            cli(&lab, node, &["service", "list"]) == svc_before[i]
+        });
+        assert_eq!(cli(&lab, node, &["bpf", "lb", "list"]), lb_before[i], "{node}: the same frontends");
     }
 }
