@@ -134,6 +134,19 @@ impl TestLab {
         Command::new(weft_bin()).args(["lab", "exec", self.name(), target, "--"]).args(cmd).output().unwrap()
     }
 
+    /// Starts a command in a pod or node namespace (through `weft lab exec`,
+    /// so in the node's cgroup) with its stdin and stdout piped to us.
+    pub fn spawn(&self, target: &str, cmd: &[&str]) -> Child {
+        Command::new(weft_bin())
+            .args(["lab", "exec", self.name(), target, "--"])
+            .args(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Like exec, but panics with the output unless the command succeeds.
     pub fn ok(&self, target: &str, cmd: &[&str]) -> String {
         let out = self.exec(target, cmd);
