@@ -212,6 +212,27 @@ static __always_inline int masquerade(struct __sk_buff *skb, __u32 l4_off, const
 	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 
+/* A pod's connection through a service to itself (lib/lb.h
+ * LB_HAIRPIN_IP4): it comes from the hairpin address, and `p` follows. */
+static __always_inline int hairpin_out(struct __sk_buff *skb, __u32 l4_off, struct ct_packet *p)
+{
+	if (lb_rewrite(skb, l4_off, p->key.proto, 0, !p->later_fragment, p->key.saddr, LB_HAIRPIN_IP4,
+		       p->key.sport, p->key.sport) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	p->key.saddr = LB_HAIRPIN_IP4;
+	return 0;
+}
+
+/* The pod's answer to the hairpin address (already from the service
+ * again) goes back to the pod itself. */
+static __always_inline int hairpin_back(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+{
+	if (lb_rewrite(skb, l4_off, p->key.proto, 1, !p->later_fragment, LB_HAIRPIN_IP4, p->key.saddr,
+		       p->key.dport, p->key.dport) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return 0;
+}
+
 static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
 					 struct drop_ctx *d)
 {
@@ -225,7 +246,7 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	__be32 daddr;
 	__u32 l4_off;
 	__s64 vip;
-	int ret, state;
+	int ret, state, self_flow;
 
 	ip = ip4_hdr(skb);
 	if (!ip)
@@ -242,6 +263,13 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 		return (int)vip;
 	t.orig_ip = (__be32)vip;
 	daddr = p.key.daddr;
+	self_flow = daddr == p.key.saddr;
+	if (vip && self_flow) {
+		ret = hairpin_out(skb, l4_off, &p);
+		if (ret < 0)
+			return ret;
+		st->rev_nat_id = p.rev_nat_id;
+	}
 	state = ct_lookup(skb, st->src_ep, &p);
 	/* The reply of a NodePort flow: from the node's address and port
 	 * again, straight out of the node's device (the stack would take a
@@ -258,6 +286,13 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 			send_trace(skb, TRACE_TO_NETWORK, &t);
 			return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 		}
+		if (daddr == LB_HAIRPIN_IP4) {
+			ret = hairpin_back(skb, l4_off, &p);
+			if (ret < 0)
+				return ret;
+			daddr = p.key.saddr;
+			self_flow = 1;
+		}
 	}
 	t.state = state;
 	c.state = state;
@@ -268,7 +303,7 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	t.dst_id = d->dst_id;
 	/* A new flow meets egress policy; traffic to the pod's own address
 	 * never does. */
-	if (state == CT_NEW && daddr != p.key.saddr) {
+	if (state == CT_NEW && !self_flow) {
 		struct policy_flow pf;
 
 		flow_for_policy(&pf, &p, st->src_ep, POLICY_EGRESS, d->dst_id, daddr);

@@ -198,6 +198,13 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 	return bpf_map_lookup_elem(&weft_lb_backends, id);
 }
 
+/* Hairpin: a pod's connection through a service to itself. The pod's
+ * kernel drops a packet from its own address arriving from outside (a
+ * martian), so the connection comes from this link-local address instead
+ * (Cilium uses the same one), and the pod's answer, sent to it through
+ * its gateway, goes back to the pod from the service. */
+#define LB_HAIRPIN_IP4 bpf_htonl(0xa9fe2a01) /* 169.254.42.1 */
+
 /* Per-packet translation, for what socket LB did not translate (a
  * process outside the cgroup, a pod of another runtime): the first packet
  * of a flow to a service picks a backend and remembers it in a CT_SERVICE

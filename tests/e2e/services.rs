@@ -510,17 +510,11 @@ fn a_cluster_ip_serves_its_own_backend_and_the_host_and_is_not_pinged() {
 
 /// Hairpin per packet: a socket outside the node's cgroup connects to the
 /// pod's own service; the first packet leaves the pod for the ClusterIP
-/// and comes back to the pod itself.
-///
-/// Fails today: lxc.c DNATs the SYN to the pod's own address and delivers
-/// it back with the pod's own address as its source; the pod's kernel
-/// drops it as a martian ("martian source 10.244.0.2 from 10.244.0.2, on
-/// dev eth0"), and even with accept_local its SYN-ACK would go out over
-/// `lo`, never through lxc.c's reverse NAT, and be reset. A hairpin needs
-/// a source NAT to an address that is not the pod's (Cilium's
-/// 169.254.42.1 loopback).
+/// and comes back to the pod itself, from the hairpin address
+/// (169.254.42.1: the pod's own address would be a martian), and the
+/// answer, sent there through the gateway, reaches the client from the
+/// service.
 #[test]
-#[ignore = "datapath gap: per-packet hairpin has no source NAT, the pod drops its own SYN as a martian"]
 fn a_pod_reaches_itself_through_its_own_service_per_packet() {
     let lab = TestLab::up("svchp", 2, 1);
     let me = serve(&lab, "pod1-1", None);

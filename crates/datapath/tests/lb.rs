@@ -225,3 +225,29 @@ fn a_fragmented_datagram_to_a_cluster_ip_keeps_its_payload_and_reaches_one_backe
     assert_eq!(&out2[34..], &rest[..], "and its payload is untouched (it has no UDP header)");
     assert_eq!((pkt::csum(&out1[14..34]), pkt::csum(&out2[14..34])), (0, 0));
 }
+
+#[test]
+fn a_pod_reaching_itself_through_its_service_comes_from_the_hairpin_address_and_hears_the_service() {
+    let mut f = fixture();
+    service(&f, &[Backend { id: 1, address: POD_A, port: 8080, proto: 6 }]);
+    let hairpin = Ipv4Addr::new(169, 254, 42, 1);
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, VIP, 80, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_container", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "back into the pod");
+    assert_eq!(
+        (addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])),
+        (hairpin, 40000),
+        "not a martian"
+    );
+    assert_eq!((addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])), (POD_A, 8080));
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+
+    // The pod answers the hairpin address through its gateway: it hears
+    // the service.
+    let synack = pkt::tcp(MAC_A, LXC_A, POD_A, 8080, hairpin, 40000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (verdict, out) = run(&mut f, "from_container", &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])), (VIP, 80), "from the service");
+    assert_eq!((addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])), (POD_A, 40000), "to the client");
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+}
