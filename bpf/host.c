@@ -5,7 +5,8 @@
  * sends to a pod leaves through here. The source identity is the host (1);
  * a packet for a local endpoint goes on to the delivery stage (lxc.c
  * ipv4_to_endpoint: conntrack, then the pod's device), one for a pod on
- * another node is encapsulated towards that node. */
+ * another node is encapsulated towards that node. A packet to a ClusterIP
+ * (routed here too) is translated to a backend first. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
@@ -14,15 +15,78 @@
 #include "lib/dbg.h"
 #include "lib/pipeline.h"
 #include "lib/encap.h"
+#include "lib/conntrack.h"
+#include "lib/lb.h"
+#include "lib/icmp.h"
+
+/* The host's connection to a ClusterIP that socket LB did not translate
+ * (a process outside its cgroup; the agent routes the service range to
+ * weft_host): the service becomes a backend here (lib/lb.h), and the
+ * flow is tracked so the backend's reply gets the service's address back
+ * on its way up to the host (lb_host_reply). A service without a backend
+ * answers "port unreachable" at once, into the host. Returns the service
+ * address (0: not a service) or a DROP() code; `*rev_nat_id` for the
+ * delivery stage. */
+static __always_inline __s64 host_to_service(struct __sk_buff *skb, struct iphdr *ip, __u16 *rev_nat_id)
+{
+	__u32 l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
+	struct ct_packet p;
+	__s64 vip;
+	int ret;
+
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return 0;
+	ret = ct_extract(skb, ip, CT_EGRESS, &p);
+	if (ret < 0)
+		return ret;
+	vip = lb_translate(skb, l4_off, &p);
+	if (vip <= 0)
+		return vip;
+	*rev_nat_id = p.rev_nat_id;
+	if (ct_lookup(skb, 0, &p) == CT_NEW) {
+		ret = ct_create(skb, 0, IDENTITY_HOST, &p);
+		if (ret < 0)
+			return ret;
+	}
+	return vip;
+}
+
+/* "Port unreachable" from the service, back up into the host. */
+static __always_inline int host_refuse(struct __sk_buff *skb, int code, struct drop_ctx *d)
+{
+	struct ethhdr *eth = eth_hdr(skb);
+	struct iphdr *ip = ip4_hdr(skb);
+	__u8 mac[ETH_ALEN_];
+
+	if (!eth || !ip)
+		return DROP(DROP_INVALID);
+	drop_finish(skb, code, d);
+	mac_copy(mac, eth->h_dest);
+	if (icmp_unreachable(skb, ip->daddr, ICMP_PORT_UNREACH, 0, mac) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
 
 static __always_inline int from_host_ipv4(struct __sk_buff *skb, struct drop_ctx *d)
 {
 	struct trace_ctx t = { .src_id = IDENTITY_HOST };
 	struct encap_ctx c = { .src_id = IDENTITY_HOST };
+	struct pipeline_state *st;
 	struct endpoint_info *dst;
 	struct iphdr *ip = ip4_hdr(skb);
+	__u16 rev_nat_id = 0;
 	__be32 daddr;
+	__s64 vip;
 
+	if (!ip)
+		return DROP(DROP_INVALID);
+	vip = host_to_service(skb, ip, &rev_nat_id);
+	if (vip < 0 && drop_reason((int)vip) == DROP_NO_SERVICE_BACKEND)
+		return host_refuse(skb, (int)vip, d);
+	if (vip < 0)
+		return (int)vip;
+	t.orig_ip = (__be32)vip;
+	ip = ip4_hdr(skb);
 	if (!ip)
 		return DROP(DROP_INVALID);
 	daddr = ip->daddr;
@@ -46,8 +110,10 @@ static __always_inline int from_host_ipv4(struct __sk_buff *skb, struct drop_ctx
 	send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, 0, daddr, dst->sec_identity, 0);
 	d->dst_ep = dst->ep_id;
 	d->dst_id = dst->sec_identity;
-	if (!pipeline_start(0, IDENTITY_HOST, HOOK_EGRESS))
+	st = pipeline_start(0, IDENTITY_HOST, HOOK_EGRESS);
+	if (!st)
 		return DROP(DROP_NO_STATE);
+	st->rev_nat_id = rev_nat_id;
 	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
 }
 

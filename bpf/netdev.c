@@ -49,6 +49,9 @@ static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct dro
 
 		if (ret != 1)
 			return ret;
+		ret = lb_host_reply(skb);
+		if (ret < 0)
+			return ret;
 		t.dst_id = IDENTITY_HOST;
 		send_trace(skb, TRACE_TO_HOST, &t);
 		return CTX_ACT_OK;
@@ -184,8 +187,11 @@ static __always_inline int from_network_ipv4(struct __sk_buff *skb, struct drop_
 	}
 	if (cfg->mode != MODE_NATIVE)
 		return CTX_ACT_OK;
-	/* Native: only packets for local pods are ours. */
+	/* Native: only packets for local pods are ours (and the answers to
+	 * the host's service flows, to its pod gateway address). */
 	dst = lookup_endpoint(ip->daddr);
+	if (dst && (dst->flags & ENDPOINT_F_HOST) && ip->daddr != cfg->node_ip4)
+		return lb_host_reply(skb);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST))
 		return CTX_ACT_OK;
 	d->src_id = source_identity(ip->saddr);

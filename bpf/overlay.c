@@ -76,10 +76,14 @@ static __always_inline int from_overlay_checks(struct __sk_buff *skb, struct dro
 	if (!dst)
 		return DROP(DROP_UNROUTABLE);
 	if (dst->flags & ENDPOINT_F_HOST) {
-		/* The answer to a NodePort flow this node sent on. */
+		/* The answer to a NodePort flow this node sent on, or to a
+		 * service flow of the host's. */
 		int ret = nat_reply(skb, d);
 
 		if (ret != 1)
+			return ret;
+		ret = lb_host_reply(skb);
+		if (ret < 0)
 			return ret;
 		t.dst_id = IDENTITY_HOST;
 		send_trace(skb, TRACE_TO_HOST, &t);

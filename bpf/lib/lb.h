@@ -358,4 +358,24 @@ static __always_inline int lb_untranslate(struct __sk_buff *skb, __u32 l4_off, c
 	return 0;
 }
 
+/* A reply to a service flow the host opened per packet (bpf/host.c
+ * tracks those at its egress): from the service again, for the host's
+ * socket. Called wherever a packet is about to go up to the host. Returns
+ * 0 (translated, or not such a reply) or a DROP() code. */
+static __always_inline int lb_host_reply(struct __sk_buff *skb)
+{
+	struct iphdr *ip = ip4_hdr(skb);
+	struct ct_packet p;
+	int ret;
+
+	if (!ip || (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+		return 0;
+	ret = ct_extract(skb, ip, CT_INGRESS, &p);
+	if (ret < 0)
+		return ret;
+	if (ct_lookup(skb, 0, &p) != CT_REPLY || !p.rev_nat_id)
+		return 0;
+	return lb_reverse(skb, sizeof(struct ethhdr) + ip->ihl * 4, &p);
+}
+
 #endif /* WEFT_LB_H */

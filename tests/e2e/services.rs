@@ -525,16 +525,10 @@ fn a_pod_reaches_itself_through_its_own_service_per_packet() {
 }
 
 /// The host outside the node's cgroup (this test's thread in the node's
-/// namespace): only a per-packet translation on the host's way out could
-/// reach a backend.
-///
-/// Fails today: the node has no route to the ClusterIP range (connect()
-/// fails with ENETUNREACH), and with one through weft_host, from-host
-/// (bpf/host.c) does not translate services: the SYN goes to the stack
-/// untranslated ("Failed to map addr=10.96.1.2 to identity", then "->
-/// stack") and is lost behind weft_net.
+/// namespace): the agent routes the ClusterIP range to weft_host, where
+/// from-host translates per packet; backends on both nodes answer as the
+/// service.
 #[test]
-#[ignore = "datapath gap: no per-packet service translation for the host (no route to the ClusterIP range, no LB in bpf/host.c)"]
 fn the_host_reaches_a_cluster_ip_per_packet() {
     let lab = TestLab::up("svchost", 2, 2);
     let backends = [serve(&lab, "pod1-2", None), serve(&lab, "pod2-2", None)];

@@ -86,6 +86,10 @@ fn host_devices(agent: &Agent, nl: &mut Netlink) -> weft_net::Result<()> {
     if agent.cluster {
         nl.route_replace(&via_host(agent.cfg.cluster_pool))?;
     }
+    // ClusterIPs too: what socket LB did not translate (a process outside
+    // its cgroup) from-host translates per packet.
+    let services = weft_service::ClusterIpRange::default().cidr();
+    nl.route_replace(&via_host(Cidr { addr: services.addr(), prefix: services.prefix_len() }))?;
     // The link-local gateway is a host address too, so pods can reach it.
     let pod_gw = agent.pod_gateway();
     if pod_gw != gw {

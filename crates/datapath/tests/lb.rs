@@ -251,3 +251,26 @@ fn a_pod_reaching_itself_through_its_service_comes_from_the_hairpin_address_and_
     assert_eq!((addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])), (POD_A, 40000), "to the client");
     assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
 }
+
+#[test]
+fn the_host_per_packet_reaches_a_backend_and_a_service_without_one_refuses_into_the_host() {
+    let mut f = fixture();
+    let host_mac = [0x02, 0, 0, 0, 0, 0x01];
+    service(&f, &[Backend { id: 1, address: POD_B, port: 8080, proto: 6 }]);
+    let syn = pkt::tcp(host_mac, host_mac, GW, 45000, VIP, 80, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_host", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into the backend pod");
+    assert_eq!((addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])), (POD_B, 8080));
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+    let ev = events(&mut f);
+    let from = ev.iter().find(|e| e.observation_point.as_deref() == Some("from-host")).unwrap();
+    assert_eq!(from.orig_ip, VIP, "the trace names the service");
+
+    service(&f, &[]);
+    let syn = pkt::tcp(host_mac, host_mac, GW, 45001, VIP, 80, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_host", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the answer goes up into the host");
+    assert_eq!((out[23], out[34], out[35]), (1, 3, 3), "ICMP port unreachable");
+    assert_eq!((addr(&out[26..30]), addr(&out[30..34])), (VIP, GW), "from the service to the host");
+    assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
+}
