@@ -18,12 +18,12 @@ use std::{
 use weft_api::{ApiError, CtFlushResult, CtView, code};
 use weft_datapath::{
     conntrack::{Conntrack, GcPass, Table, now},
-    nat::Nat,
     loader::LoadOptions,
     maps::{
         CT_EGRESS, CT_F_RX_CLOSING, CT_F_SEEN_REPLY, CT_F_TX_CLOSING, CT_SERVICE, CtEntry, CtKey, WeftConfig,
         be_to_ip,
     },
+    nat::Nat,
 };
 
 /// Bounds of the GC interval, and where it starts.
@@ -164,9 +164,9 @@ pub fn start_gc(agent: Arc<Agent>) -> Result<(), String> {
                             (snat.deleted, snat.live, snat.capacity),
                         ]
                         .into_iter()
-                                .map(|(d, l, c)| next_interval(interval, d, l, c as u64))
-                                .min()
-                                .unwrap_or(interval);
+                        .map(|(d, l, c)| next_interval(interval, d, l, c as u64))
+                        .min()
+                        .unwrap_or(interval);
                         interval = worst;
                         log::debug!(
                             "conntrack gc: {deleted} expired of {} in {:?}; next in {interval:?}",

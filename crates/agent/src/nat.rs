@@ -105,7 +105,12 @@ pub fn datapath_config(agent: &Agent, flags: u32) -> Result<WeftConfig, String> 
     let nodeports = weft_service::NodePortRange::default();
     check_ports(c.ports, (nodeports.first(), nodeports.last()), local_port_range())?;
     let flags = if c.masquerade { flags | CFG_F_MASQUERADE } else { flags & !CFG_F_MASQUERADE };
-    Ok(WeftConfig { flags, snat_port_min: c.ports.first, snat_port_max: c.ports.last, ..WeftConfig::default() })
+    Ok(WeftConfig {
+        flags,
+        snat_port_min: c.ports.first,
+        snat_port_max: c.ports.last,
+        ..WeftConfig::default()
+    })
 }
 
 /// One GC pass over the table (the conntrack GC thread runs it).

@@ -243,7 +243,8 @@ fn status(agent: &Agent) -> AgentStatus {
     let refused =
         drops.iter().find(|(r, _)| *r == weft_datapath::events::DROP_CT_CREATE_FAILED).map_or(0, |d| d.1);
     let count = |reason: u8| drops.iter().find(|(r, _)| *r == reason).map_or(0, |d| d.1);
-    let nat_refused = count(weft_datapath::events::DROP_NAT_NO_PORT) + count(weft_datapath::events::DROP_NAT_TABLE_FULL);
+    let nat_refused =
+        count(weft_datapath::events::DROP_NAT_NO_PORT) + count(weft_datapath::events::DROP_NAT_TABLE_FULL);
     let warnings: Vec<String> = ct.warning(refused).into_iter().chain(ct.nat_warning(nat_refused)).collect();
     AgentStatus {
         node: agent.cfg.node_name.clone(),

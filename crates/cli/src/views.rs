@@ -2,8 +2,8 @@
 
 use crate::{Format, table};
 use weft_api::{
-    AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, NatView, EndpointView,
-    IdentityView, IpcacheView, LbView, NamespaceLabel, NamespaceView, NodeView, PolicyApply,
+    AgentStatus, BpfEndpointView, BpfPolicyGet, BpfPolicyView, Client, CtFlushResult, CtView, EndpointView,
+    IdentityView, IpcacheView, LbView, NamespaceLabel, NamespaceView, NatView, NodeView, PolicyApply,
     PolicyApplyResult, PolicyName, PolicyView, Request, SelectorView,
 };
 
@@ -214,7 +214,11 @@ pub fn nat_list(c: &Client, f: Format) -> R {
     let rows: Vec<Vec<String>> = flows
         .iter()
         .map(|n| {
-            let kind = if n.rev_nat_id != 0 { format!("{} (revnat {})", n.kind, n.rev_nat_id) } else { n.kind.clone() };
+            let kind = if n.rev_nat_id != 0 {
+                format!("{} (revnat {})", n.kind, n.rev_nat_id)
+            } else {
+                n.kind.clone()
+            };
             vec![
                 kind,
                 n.proto.clone(),

@@ -160,9 +160,16 @@ mod tests {
             dir: NAT_OUT,
             pad: 0,
         };
-        let e = NatEntry { addr: u32::from_ne_bytes([198, 18, 0, 11]), port: 61000u16.to_be(), ..Default::default() };
+        let e = NatEntry {
+            addr: u32::from_ne_bytes([198, 18, 0, 11]),
+            port: 61000u16.to_be(),
+            ..Default::default()
+        };
         let r = reply_key(&out, &e);
-        assert_eq!((r.saddr, r.daddr, r.sport, r.dport, r.dir), (out.daddr, e.addr, out.dport, e.port, NAT_IN));
+        assert_eq!(
+            (r.saddr, r.daddr, r.sport, r.dport, r.dir),
+            (out.daddr, e.addr, out.dport, e.port, NAT_IN)
+        );
         // An echo reply carries the new id in both "ports".
         let ping = NatKey { proto: 1, sport: 7u16.to_be(), dport: 7u16.to_be(), ..out };
         let r = reply_key(&ping, &e);
