@@ -229,7 +229,7 @@ fn read_objects(file: &std::path::Path) -> Result<Vec<serde_json::Value>, String
     } else {
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
     };
-    weft_policy::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))
+    weft_k8s::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 pub fn service_apply(c: &Client, file: &std::path::Path, f: Format) -> R {

@@ -98,7 +98,9 @@ fn parse(v: &Value) -> Result<Doc, String> {
             return Err(format!("apiVersion: a Tier is {}", weft_policy::calico_policy::API_VERSION));
         }
         debug_assert_eq!(t.kind, "Tier");
-        t.metadata.validate().map_err(|e| e.within("metadata").to_string())?;
+        t.metadata
+            .validate(weft_k8s::names::dns1123_subdomain)
+            .map_err(|e| e.within("metadata").to_string())?;
         if t.spec.order.is_some_and(|o| !o.is_finite()) {
             return Err("spec.order: must be a finite number".into());
         }
@@ -313,8 +315,7 @@ pub fn set_pod_ports(agent: &Agent, p: &weft_api::PodPorts) -> Result<(), ApiErr
         return Err(invalid(format!("{} ports; a pod has at most 256 here", p.ports.len())));
     }
     for port in &p.ports {
-        weft_policy::validate_port_name(&port.name)
-            .map_err(|e| invalid(format!("port {:?}: {e}", port.name)))?;
+        weft_k8s::names::port_name(&port.name).map_err(|e| invalid(format!("port {:?}: {e}", port.name)))?;
         if port.proto_number().is_none() {
             return Err(invalid(format!(
                 "port {:?}: protocol {:?} is not TCP, UDP or SCTP",
