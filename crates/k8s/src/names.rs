@@ -95,19 +95,23 @@ fn too_long(s: &str, max: usize) -> Option<String> {
     (s.len() > max).then(|| format!("is {} bytes long; at most {max} are allowed", s.len()))
 }
 
-fn label_problem(s: &str) -> Option<String> {
+/// What a DNS label and a port name have in common: 1 to `max` lowercase
+/// letters, digits and '-'.
+fn lowercase_name_problem(s: &str, max: usize) -> Option<String> {
     if s.is_empty() {
         return Some("is empty".into());
     }
-    too_long(s, MAX_LABEL)
-        .or_else(|| {
-            let c = s.chars().find(|&c| !lower_alnum(c) && c != '-')?;
-            Some(format!("contains {c:?}; only lowercase letters, digits and '-' are allowed"))
-        })
-        .or_else(|| {
-            (s.starts_with('-') || s.ends_with('-'))
-                .then(|| "must start and end with a lowercase letter or a digit".into())
-        })
+    too_long(s, max).or_else(|| {
+        let c = s.chars().find(|&c| !lower_alnum(c) && c != '-')?;
+        Some(format!("contains {c:?}; only lowercase letters, digits and '-' are allowed"))
+    })
+}
+
+fn label_problem(s: &str) -> Option<String> {
+    lowercase_name_problem(s, MAX_LABEL).or_else(|| {
+        (s.starts_with('-') || s.ends_with('-'))
+            .then(|| "must start and end with a lowercase letter or a digit".into())
+    })
 }
 
 fn subdomain_problem(s: &str) -> Option<String> {
@@ -153,14 +157,7 @@ fn label_name_problem(s: &str) -> Option<String> {
 }
 
 fn port_name_problem(s: &str) -> Option<String> {
-    if s.is_empty() {
-        return Some("is empty".into());
-    }
-    too_long(s, MAX_PORT_NAME)
-        .or_else(|| {
-            let c = s.chars().find(|&c| !lower_alnum(c) && c != '-')?;
-            Some(format!("contains {c:?}; only lowercase letters, digits and '-' are allowed"))
-        })
+    lowercase_name_problem(s, MAX_PORT_NAME)
         .or_else(|| {
             (!s.chars().any(|c| c.is_ascii_lowercase())).then(|| {
                 "has no letter; a name must have one (a port by number is written as a number, not a string)"
