@@ -15,6 +15,27 @@ fn ok<T: Serialize>(v: T) -> Response {
     Response::Ok(serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
 }
 
+/// The objects of an apply request (`weft policy apply`, `weft service
+/// apply`), each read with `read`: all of them, or a refusal naming the
+/// first bad one, so that nothing is applied in part.
+pub(crate) fn read_documents<T>(
+    documents: &[serde_json::Value],
+    read: impl Fn(&serde_json::Value) -> Result<T, String>,
+) -> Result<Vec<T>, ApiError> {
+    if documents.is_empty() {
+        return Err(ApiError::bad_request("no documents to apply", "the file holds no objects"));
+    }
+    documents
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            read(v).map_err(|e| {
+                ApiError::bad_request(format!("document {} is invalid, nothing was applied", i + 1), e)
+            })
+        })
+        .collect()
+}
+
 pub fn dispatch(agent: &Agent, req: Request) -> Response {
     let r = match req {
         Request::Add(r) => endpoint::add(agent, r).map(ok),

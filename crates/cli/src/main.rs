@@ -175,6 +175,18 @@ pub struct Output {
     pub format: Format,
 }
 
+/// `apply -f FILE`: a YAML or JSON file of objects (many documents,
+/// arrays, Lists); every one is checked first, and one bad object changes
+/// nothing.
+#[derive(Args)]
+struct ApplyArgs {
+    /// The file ("-": standard input).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    #[command(flatten)]
+    output: Output,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
@@ -236,15 +248,10 @@ enum BpfLbCmd {
 
 #[derive(Subcommand)]
 enum PolicyCmd {
-    /// Store the policies of a YAML or JSON file (many documents, Lists):
-    /// every one is checked first; one bad document changes nothing.
-    Apply {
-        /// The file ("-": standard input).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
-        #[command(flatten)]
-        output: Output,
-    },
+    /// Store the policies and tiers of a YAML or JSON file (many
+    /// documents, Lists): every one is checked first; one bad document
+    /// changes nothing.
+    Apply(ApplyArgs),
     /// List policies and tiers: kind, namespace, tier, order, local endpoints.
     List(Output),
     /// Print one stored policy as JSON.
@@ -280,13 +287,9 @@ impl PolicyNameArgs {
 enum ServiceCmd {
     /// Store the Services and EndpointSlices of a YAML or JSON file; a
     /// Service gets its ClusterIP (10.96.0.0/16) and NodePorts
-    /// (30000-32767) allocated unless it names them.
-    Apply {
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
-        #[command(flatten)]
-        output: Output,
-    },
+    /// (30000-32767) allocated unless it names them. As for policies,
+    /// one bad document changes nothing.
+    Apply(ApplyArgs),
     /// Services, their ClusterIP and frontends with the backends this node uses.
     List(Output),
     /// Remove a Service (releasing its address and ports) or, with
@@ -360,7 +363,9 @@ fn main() -> ExitCode {
         Cmd::Bpf(BpfCmd::Policy(BpfPolicyCmd::Get { endpoint, output })) => {
             views::bpf_policy(&client, endpoint, output.format)
         }
-        Cmd::Policy(PolicyCmd::Apply { file, output }) => views::policy_apply(&client, &file, output.format),
+        Cmd::Policy(PolicyCmd::Apply(a)) => {
+            views::apply(&client, &a.file, a.output.format, weft_api::Request::PolicyApply)
+        }
         Cmd::Policy(PolicyCmd::List(o)) => views::policy_list(&client, o.format),
         Cmd::Policy(PolicyCmd::Get(n)) => views::policy_get(&client, n.request()),
         Cmd::Policy(PolicyCmd::Delete(n)) => views::policy_delete(&client, n.request()),
@@ -369,8 +374,8 @@ fn main() -> ExitCode {
             views::namespace_label(&client, namespace, labels)
         }
         Cmd::Namespace(NamespaceCmd::List(o)) => views::namespace_list(&client, o.format),
-        Cmd::Service(ServiceCmd::Apply { file, output }) => {
-            views::service_apply(&client, &file, output.format)
+        Cmd::Service(ServiceCmd::Apply(a)) => {
+            views::apply(&client, &a.file, a.output.format, weft_api::Request::ServiceApply)
         }
         Cmd::Service(ServiceCmd::List(o)) => views::service_list(&client, o.format),
         Cmd::Service(ServiceCmd::Delete { name, namespace, kind }) => {

@@ -233,16 +233,15 @@ pub fn nat_list(c: &Client, f: Format) -> R {
     Ok(())
 }
 
-pub fn policy_apply(c: &Client, file: &std::path::Path, f: Format) -> R {
+/// `weft policy apply` and `weft service apply`: the file's objects, sent
+/// in one `request`; the agent answers one line per object.
+pub fn apply(c: &Client, file: &std::path::Path, f: Format, request: fn(PolicyApply) -> Request) -> R {
     let documents = read_objects(file)?;
-    let r: PolicyApplyResult =
-        c.call_as(&Request::PolicyApply(PolicyApply { documents })).map_err(|e| e.to_string())?;
+    let r: PolicyApplyResult = c.call_as(&request(PolicyApply { documents })).map_err(|e| e.to_string())?;
     if f == Format::Json {
         return json(&r);
     }
-    for line in r.results {
-        println!("{line}");
-    }
+    r.results.iter().for_each(|l| println!("{l}"));
     Ok(())
 }
 
@@ -256,18 +255,7 @@ fn read_objects(file: &std::path::Path) -> Result<Vec<serde_json::Value>, String
     } else {
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
     };
-    weft_policy::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))
-}
-
-pub fn service_apply(c: &Client, file: &std::path::Path, f: Format) -> R {
-    let documents = read_objects(file)?;
-    let r: weft_api::ServiceApplyResult =
-        c.call_as(&Request::ServiceApply(PolicyApply { documents })).map_err(|e| e.to_string())?;
-    if f == Format::Json {
-        return json(&r);
-    }
-    r.results.iter().for_each(|l| println!("{l}"));
-    Ok(())
+    weft_k8s::text::objects(&text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 pub fn service_list(c: &Client, f: Format) -> R {

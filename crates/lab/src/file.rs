@@ -102,7 +102,7 @@ impl PodSpec {
 impl LabFile {
     /// Reads a YAML or JSON lab file and checks it.
     pub fn parse(text: &str) -> Result<LabFile, String> {
-        let mut docs = weft_policy::text::objects(text)?;
+        let mut docs = weft_k8s::text::objects(text)?;
         if docs.len() != 1 {
             return Err(format!("a lab file holds one document, not {}", docs.len()));
         }
@@ -137,7 +137,7 @@ impl LabFile {
                 v::label(k, val).map_err(|e| at(e.to_string()))?;
             }
             for port in &p.ports {
-                weft_policy::validate_port_name(&port.name).map_err(at)?;
+                weft_k8s::names::port_name(&port.name).map_err(at)?;
                 if port.proto_number().is_none() {
                     return Err(at(format!("port {}: protocol must be TCP, UDP or SCTP", port.name)));
                 }

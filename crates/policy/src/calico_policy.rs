@@ -13,14 +13,17 @@
 //! traffic than the one written.
 
 use crate::{
-    Invalid, Selector, de,
-    k8s::null_as_default,
-    meta::ObjectMeta,
-    names,
-    netpol::{Ipv4Cidr, PolicyType, expect_type, port_out_of_range},
+    Invalid, ObjectMeta, Selector,
+    netpol::{Ipv4Cidr, PolicyType},
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
 use std::fmt;
+use weft_k8s::{
+    from_value,
+    kinds::expect,
+    names::{self, quoted},
+    ports::port_out_of_range,
+};
 
 /// The `apiVersion` of both Calico policy kinds.
 pub const API_VERSION: &str = "projectcalico.org/v3";
@@ -73,19 +76,19 @@ pub struct CalicoPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<f64>,
     /// The endpoints the policy applies to. Absent or empty: `all()`.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub selector: Selector,
     /// The directions the policy applies to, as written; empty when absent
     /// (Calico treats `[]` as absent). Use [`CalicoPolicySpec::effective_types`].
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<PolicyType>,
     /// Rules for incoming traffic, first match decides. Absent and empty
     /// are the same.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
     /// Rules for outgoing traffic, first match decides. Absent and empty
     /// are the same.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<Rule>,
     /// GlobalNetworkPolicy only: the namespaces whose endpoints the policy
     /// applies to (ANDed with `selector`). Absent: no restriction by
@@ -104,10 +107,10 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<CalicoProtocol>,
     /// Where the traffic comes from. Absent: anywhere.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "EntityRule::is_empty")]
+    #[serde(default, skip_serializing_if = "EntityRule::is_empty")]
     pub source: EntityRule,
     /// Where the traffic goes. Absent: anywhere.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "EntityRule::is_empty")]
+    #[serde(default, skip_serializing_if = "EntityRule::is_empty")]
     pub destination: EntityRule,
 }
 
@@ -144,11 +147,11 @@ pub enum CalicoProtocol {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntityRule {
     /// The address is in one of these networks. Absent or empty: any.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<Ipv4Cidr>,
     /// The address is in none of these networks. Absent or empty: no
     /// exclusion.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_nets: Vec<Ipv4Cidr>,
     /// The traffic is from or to an endpoint this selects. Absent: no
     /// condition at all; `all()`: some endpoint Calico knows (so not an
@@ -165,10 +168,10 @@ pub struct EntityRule {
     pub namespace_selector: Option<Selector>,
     /// The port is one of these. Needs a TCP, UDP or SCTP rule. Absent or
     /// empty: any port.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<CalicoPort>,
     /// The port is none of these. Needs a TCP, UDP or SCTP rule.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<CalicoPort>,
 }
 
@@ -199,16 +202,16 @@ fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Selector>, D:
 impl CalicoNetworkPolicy {
     /// Reads a namespaced Calico policy from JSON and validates it.
     pub fn from_json(value: &serde_json::Value) -> Result<CalicoNetworkPolicy, Invalid> {
-        let policy: CalicoNetworkPolicy = de::from_value(value)?;
+        let policy: CalicoNetworkPolicy = from_value(value)?;
         policy.validate()?;
         Ok(policy)
     }
 
     /// Checks the policy as Calico would; stops at the first error.
     pub fn validate(&self) -> Result<(), Invalid> {
-        expect_type("apiVersion", &self.api_version, API_VERSION)?;
-        expect_type("kind", &self.kind, KIND)?;
-        self.metadata.validate().map_err(|e| e.within("metadata"))?;
+        expect("apiVersion", &self.api_version, API_VERSION)?;
+        expect("kind", &self.kind, KIND)?;
+        self.metadata.validate(names::dns1123_subdomain).map_err(|e| e.within("metadata"))?;
         if self.spec.namespace_selector.is_some() {
             return Err(Invalid::new(
                 "spec.namespaceSelector",
@@ -222,22 +225,22 @@ impl CalicoNetworkPolicy {
 impl GlobalNetworkPolicy {
     /// Reads a cluster-wide Calico policy from JSON and validates it.
     pub fn from_json(value: &serde_json::Value) -> Result<GlobalNetworkPolicy, Invalid> {
-        let policy: GlobalNetworkPolicy = de::from_value(value)?;
+        let policy: GlobalNetworkPolicy = from_value(value)?;
         policy.validate()?;
         Ok(policy)
     }
 
     /// Checks the policy as Calico would; stops at the first error.
     pub fn validate(&self) -> Result<(), Invalid> {
-        expect_type("apiVersion", &self.api_version, API_VERSION)?;
-        expect_type("kind", &self.kind, GLOBAL_KIND)?;
+        expect("apiVersion", &self.api_version, API_VERSION)?;
+        expect("kind", &self.kind, GLOBAL_KIND)?;
         if self.metadata.namespace.is_some() {
             return Err(Invalid::new(
                 "metadata.namespace",
                 "a GlobalNetworkPolicy is cluster-wide and has no namespace (use spec.namespaceSelector)",
             ));
         }
-        self.metadata.validate().map_err(|e| e.within("metadata"))?;
+        self.metadata.validate(names::dns1123_subdomain).map_err(|e| e.within("metadata"))?;
         self.spec.validate().map_err(|e| e.within("spec"))
     }
 }
@@ -268,7 +271,7 @@ impl CalicoPolicySpec {
         if let Some(tier) = &self.tier {
             // Calico names a tiered policy `<tier>.<name>`: a dot in the
             // tier's name would make that ambiguous.
-            names::label(tier).map_err(|reason| Invalid::new("tier", reason))?;
+            names::dns1123_label(tier).map_err(|reason| Invalid::new("tier", reason))?;
         }
         if self.order.is_some_and(|order| !order.is_finite()) {
             return Err(Invalid::new("order", "must be a finite number"));
@@ -388,7 +391,7 @@ impl CalicoPort {
             CalicoPort::Range { first, last } if first > last => {
                 Err(format!("range {first}:{last} is reversed: its first port is above its last"))
             }
-            CalicoPort::Named(name) => names::service_name(name),
+            CalicoPort::Named(name) => names::port_name(name),
             _ => Ok(()),
         }
     }
@@ -403,10 +406,9 @@ impl CalicoPort {
             Some((first, last)) if is_digits(first) && is_digits(last) => {
                 Ok(CalicoPort::Range { first: port_u16(first)?, last: port_u16(last)? })
             }
-            Some(_) => Err(format!(
-                "{} is not a port range; a range is \"first:last\" with port numbers",
-                crate::k8s::quoted(s)
-            )),
+            Some(_) => {
+                Err(format!("{} is not a port range; a range is \"first:last\" with port numbers", quoted(s)))
+            }
             None => Ok(CalicoPort::Named(s.to_string())),
         }
     }
@@ -417,7 +419,7 @@ fn is_digits(s: &str) -> bool {
 }
 
 fn port_u16(digits: &str) -> Result<u16, String> {
-    digits.parse().map_err(|_| port_out_of_range(crate::k8s::quoted(digits)))
+    digits.parse().map_err(|_| port_out_of_range(quoted(digits)))
 }
 
 impl fmt::Display for CalicoProtocol {
@@ -471,7 +473,7 @@ impl Visitor<'_> for ProtocolVisitor {
 
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<CalicoProtocol, E> {
         CalicoProtocol::from_name(name)
-            .ok_or_else(|| E::custom(format!("protocol {} is not {PROTOCOLS}", crate::k8s::quoted(name))))
+            .ok_or_else(|| E::custom(format!("protocol {} is not {PROTOCOLS}", quoted(name))))
     }
 }
 

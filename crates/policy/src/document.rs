@@ -1,23 +1,20 @@
 //! Reading policy documents of any supported kind: one JSON value is
 //! dispatched on its `apiVersion` and `kind`, and a text may hold one
-//! document, an array of them, or a Kubernetes `List`.
+//! document, an array of them, or a Kubernetes `List` (the dispatch and
+//! the Lists are `weft-k8s`'s, shared with `weft-service`).
 //!
 //! Everything returned has been validated, and a text with one bad
 //! document yields an error only: a policy set applied in part could allow
 //! what the missing part was meant to deny, or the reverse.
 
 use crate::{
-    Invalid,
+    Invalid, ObjectMeta,
     calico_policy::{self, CalicoNetworkPolicy, GlobalNetworkPolicy},
-    k8s::quoted,
-    meta::ObjectMeta,
     netpol::{self, NetworkPolicy},
 };
 use serde::Serialize;
-use serde_json::{Map, Value};
-
-/// The `apiVersion` of a Kubernetes `List`.
-const LIST_API_VERSION: &str = "v1";
+use serde_json::Value;
+use weft_k8s::{Kind, Kinds};
 
 /// A validated policy object of one of the supported kinds. Serializes as
 /// the object itself.
@@ -32,41 +29,34 @@ pub enum PolicyDocument {
     CalicoGlobal(GlobalNetworkPolicy),
 }
 
-/// The kinds [`PolicyDocument::from_json`] reads, for dispatch and for the
-/// message that refuses anything else.
-const ACCEPTED: [(&str, &str); 3] = [
-    (netpol::API_VERSION, netpol::KIND),
-    (calico_policy::API_VERSION, calico_policy::KIND),
-    (calico_policy::API_VERSION, calico_policy::GLOBAL_KIND),
-];
+/// The kinds [`PolicyDocument::from_json`] reads.
+const KINDS: Kinds<PolicyDocument> = Kinds::new(
+    "policy document",
+    &[
+        Kind {
+            api_version: netpol::API_VERSION,
+            kind: netpol::KIND,
+            read: |v| NetworkPolicy::from_json(v).map(PolicyDocument::K8s),
+        },
+        Kind {
+            api_version: calico_policy::API_VERSION,
+            kind: calico_policy::KIND,
+            read: |v| CalicoNetworkPolicy::from_json(v).map(PolicyDocument::Calico),
+        },
+        Kind {
+            api_version: calico_policy::API_VERSION,
+            kind: calico_policy::GLOBAL_KIND,
+            read: |v| GlobalNetworkPolicy::from_json(v).map(PolicyDocument::CalicoGlobal),
+        },
+    ],
+);
 
 impl PolicyDocument {
     /// Reads and validates one policy object, choosing its type by
     /// `apiVersion` and `kind`. Errors name the field (`spec.ingress[0]`);
     /// an unsupported kind is refused with the list of supported ones.
     pub fn from_json(value: &Value) -> Result<PolicyDocument, Invalid> {
-        let Value::Object(object) = value else {
-            return Err(Invalid::new("", format!("a policy document is a JSON object, not {}", what(value))));
-        };
-        let api_version = type_field(object, "apiVersion")?;
-        let kind = type_field(object, "kind")?;
-        match (api_version, kind) {
-            (netpol::API_VERSION, netpol::KIND) => NetworkPolicy::from_json(value).map(PolicyDocument::K8s),
-            (calico_policy::API_VERSION, calico_policy::KIND) => {
-                CalicoNetworkPolicy::from_json(value).map(PolicyDocument::Calico)
-            }
-            (calico_policy::API_VERSION, calico_policy::GLOBAL_KIND) => {
-                GlobalNetworkPolicy::from_json(value).map(PolicyDocument::CalicoGlobal)
-            }
-            _ if ACCEPTED.iter().any(|(v, _)| *v == api_version) => Err(Invalid::new(
-                "kind",
-                format!("{} is not a supported kind of {api_version}; {}", quoted(kind), accepted()),
-            )),
-            _ => Err(Invalid::new(
-                "apiVersion",
-                format!("{} is not supported; {}", quoted(api_version), accepted()),
-            )),
-        }
+        KINDS.read(value)
     }
 
     /// Reads a JSON text holding one policy object, a JSON array of them,
@@ -74,19 +64,7 @@ impl PolicyDocument {
     /// "items": [...]}`). Errors name the document: `[2].spec...` in an
     /// array, `items[2].spec...` in a List. Any error fails the whole call.
     pub fn parse_many(text: &str) -> Result<Vec<PolicyDocument>, Invalid> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Invalid::new("", format!("not valid JSON: {e}")))?;
-        match &value {
-            Value::Array(items) => from_each(items, ""),
-            Value::Object(object) if object.get("kind").and_then(Value::as_str) == Some("List") => {
-                list_items(object).and_then(|items| from_each(items, "items"))
-            }
-            Value::Object(_) => PolicyDocument::from_json(&value).map(|doc| vec![doc]),
-            other => Err(Invalid::new(
-                "",
-                format!("expected a policy object, an array of them or a List, not {}", what(other)),
-            )),
-        }
+        KINDS.read_json(text)
     }
 
     /// Checks the document again (it was checked when read; this is for
@@ -115,66 +93,6 @@ impl PolicyDocument {
             PolicyDocument::Calico(p) => &p.kind,
             PolicyDocument::CalicoGlobal(p) => &p.kind,
         }
-    }
-}
-
-/// `apiVersion` or `kind`: present, and a string.
-fn type_field<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
-    match object.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(Invalid::new(field, format!("missing; {}", accepted()))),
-        Some(other) => Err(Invalid::new(field, format!("must be a string, not {}", what(other)))),
-    }
-}
-
-fn accepted() -> String {
-    let kinds: Vec<String> = ACCEPTED.iter().map(|(v, k)| format!("{v} {k}")).collect();
-    format!("the accepted documents are {}", kinds.join(", "))
-}
-
-/// A `List`'s items, after checking its other fields: `apiVersion` `v1`
-/// (or absent), `metadata` (ignored: a list has no name), nothing else.
-fn list_items(list: &Map<String, Value>) -> Result<&[Value], Invalid> {
-    if let Some(version) = list.get("apiVersion").filter(|v| !v.is_null())
-        && version.as_str() != Some(LIST_API_VERSION)
-    {
-        return Err(Invalid::new("apiVersion", format!("a List has apiVersion \"v1\", not {version}")));
-    }
-    if let Some(key) =
-        list.keys().find(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "items"))
-    {
-        let reason =
-            format!("unknown field {}; a List has apiVersion, kind, metadata and items", quoted(key));
-        return Err(Invalid::new("", reason));
-    }
-    match list.get("items") {
-        Some(Value::Array(items)) => Ok(items),
-        Some(Value::Null) | None => {
-            Err(Invalid::new("items", "missing; a List holds its documents in items"))
-        }
-        Some(other) => Err(Invalid::new("items", format!("must be an array, not {}", what(other)))),
-    }
-}
-
-/// Reads every document, all or nothing; an error is prefixed with the
-/// document's place (`items[2]`, or `[2]` at the top).
-fn from_each(items: &[Value], holder: &str) -> Result<Vec<PolicyDocument>, Invalid> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| PolicyDocument::from_json(item).map_err(|e| e.within(&format!("{holder}[{i}]"))))
-        .collect()
-}
-
-/// What a JSON value is, for messages.
-fn what(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -250,7 +168,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_refused_listing_the_accepted_ones() {
-        let accepted = "the accepted documents are networking.k8s.io/v1 NetworkPolicy, \
+        let accepted = "the accepted kinds are networking.k8s.io/v1 NetworkPolicy, \
                         projectcalico.org/v3 NetworkPolicy, projectcalico.org/v3 GlobalNetworkPolicy";
         let mut doc = k8s("a");
         doc["apiVersion"] = json!("extensions/v1beta1");
@@ -278,7 +196,7 @@ mod tests {
         doc.as_object_mut().expect("an object").remove("kind");
         let e = refused(doc);
         assert_eq!(e.field, "kind");
-        assert!(e.reason.starts_with("missing; the accepted documents are"), "{e}");
+        assert!(e.reason.starts_with("missing; the accepted kinds are"), "{e}");
         let mut doc = k8s("a");
         doc["apiVersion"] = json!(1);
         assert_eq!(refused(doc).to_string(), "apiVersion: must be a string, not a number");
@@ -343,8 +261,12 @@ mod tests {
         // An error about a whole document is at its index.
         let e = many_refused(&json!([k8s("a"), 5]).to_string());
         assert_eq!(e.to_string(), "[1]: a policy document is a JSON object, not a number");
-        let e = many_refused(&json!({"kind": "List", "items": [{"kind": "List", "items": []}]}).to_string());
-        assert_eq!(e.field, "items[0].apiVersion");
+        // Lists in Lists are read through, their documents named by both.
+        let mut bad = calico("bad");
+        bad["spec"]["selector"] = json!("app ==");
+        let inner = json!({"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicyList", "items": [calico("a"), bad]});
+        let e = many_refused(&json!({"kind": "List", "items": [k8s("b"), inner]}).to_string());
+        assert_eq!(e.field, "items[1].items[1].spec.selector");
     }
 
     #[test]
@@ -369,19 +291,20 @@ mod tests {
     #[test]
     fn other_top_level_values_are_refused() {
         let e = many_refused("\"NetworkPolicy\"");
-        assert_eq!(e.to_string(), "expected a policy object, an array of them or a List, not a string");
-        assert_eq!(
-            many_refused("null").reason,
-            "expected a policy object, an array of them or a List, not null"
-        );
+        assert_eq!(e.to_string(), "a policy document is a JSON object, not a string");
+        assert_eq!(many_refused("null").reason, "a policy document is a JSON object, not null");
     }
 
     #[test]
-    fn malformed_lists_are_refused() {
-        let e = many_refused(r#"{"apiVersion": "v2", "kind": "List", "items": []}"#);
-        assert_eq!(e.to_string(), "apiVersion: a List has apiVersion \"v1\", not \"v2\"");
-        let e = many_refused(r#"{"apiVersion": "v1", "kind": "List"}"#);
-        assert_eq!(e.to_string(), "items: missing; a List holds its documents in items");
+    fn lists_are_read_as_kubectl_reads_them() {
+        // What the API server answers `GET .../networkpolicies` with.
+        let text = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList",
+                          "metadata": {"resourceVersion": "7"}, "items": [k8s("a")]});
+        assert_eq!(names(&PolicyDocument::parse_many(&text.to_string()).expect("accepted")), vec!["a"]);
+        // No items (or null): no documents, as Go reads an empty list.
+        for text in [r#"{"apiVersion": "v1", "kind": "List"}"#, r#"{"kind": "List", "items": null}"#] {
+            assert_eq!(PolicyDocument::parse_many(text).expect("accepted"), vec![], "{text}");
+        }
         let e = many_refused(r#"{"kind": "List", "items": {}}"#);
         assert_eq!(e.to_string(), "items: must be an array, not an object");
         let e = many_refused(r#"{"kind": "List", "items": [], "item": []}"#);

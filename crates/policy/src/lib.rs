@@ -20,6 +20,10 @@
 //! - [`PolicyDocument`], any of the three, dispatched on `apiVersion` and
 //!   `kind`, with [`PolicyDocument::parse_many`] for a text of several.
 //!
+//! Reading them (field paths in errors, `null` as absent, metadata, name
+//! rules, Lists, YAML) is the Kubernetes plumbing shared with
+//! `weft-service`, in `weft-k8s`.
+//!
 //! And their enforcement:
 //! - [`model`]: the cluster as the compiler sees it (namespaces with their
 //!   datapath ids, pod identities, tiers, policies);
@@ -35,34 +39,24 @@ pub mod calico_policy;
 mod cells;
 pub mod cidr_class;
 mod compile;
-mod de;
 mod document;
 mod emit;
 mod eval;
 pub mod k8s;
 pub mod l4;
 pub mod map;
-pub mod meta;
 pub mod model;
-mod names;
 pub mod netpol;
 mod norm;
 pub mod scenario;
 pub mod selectors;
 
-/// Checks a container port name as Kubernetes does (IANA_SVC_NAME).
-pub fn validate_port_name(name: &str) -> Result<(), String> {
-    names::service_name(name)
-}
-
-pub mod text;
-
 pub use calico::{ParseError, Selector};
 pub use calico_policy::{CalicoNetworkPolicy, GlobalNetworkPolicy};
 pub use document::PolicyDocument;
-pub use k8s::{Invalid, LabelSelector, Operator, Requirement};
-pub use meta::ObjectMeta;
+pub use k8s::{LabelSelector, Operator, Requirement};
 pub use netpol::{Ipv4Cidr, NetworkPolicy, PolicyType};
+pub use weft_k8s::{Invalid, Labels, ObjectMeta};
 
 pub use cidr_class::ClassTable;
 pub use compile::{Compiler, DEFAULT_ENTRY_BUDGET};
@@ -73,7 +67,3 @@ pub use model::{
     Cluster, CompileError, Direction, Endpoint, Identity, NamedPorts, Namespace, PolicyKind, PolicyRef,
     UpdateError,
 };
-
-/// The labels of an object (pod, namespace, ...): key to value, ordered so
-/// that anything derived from them is deterministic.
-pub type Labels = std::collections::BTreeMap<String, String>;

@@ -11,16 +11,19 @@
 //! allows no traffic in, while `ingress: [{}]` (one rule, no peers, no
 //! ports) allows all of it.
 
-use crate::{Invalid, LabelSelector, de, k8s::null_as_default, meta::ObjectMeta, names};
+use crate::{Invalid, LabelSelector, ObjectMeta};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
 use std::{fmt, net::Ipv4Addr, str::FromStr};
+use weft_k8s::{from_value, kinds::expect, names, ports::port_number};
+
+/// A port's protocol and a port by number or name: `core/v1`'s, shared
+/// with Services.
+pub use weft_k8s::{PortRef, Protocol};
 
 /// The `apiVersion` of a Kubernetes NetworkPolicy.
 pub const API_VERSION: &str = "networking.k8s.io/v1";
 /// The `kind` of a Kubernetes NetworkPolicy.
 pub const KIND: &str = "NetworkPolicy";
-/// The lowest and highest port a rule may name.
-const PORTS: std::ops::RangeInclusive<i32> = 1..=65535;
 
 /// A Kubernetes NetworkPolicy: which pods of one namespace it isolates, and
 /// the traffic it then allows to and from them. Policies only ever add
@@ -46,22 +49,22 @@ pub struct NetworkPolicySpec {
     /// The pods of the policy's namespace that the policy isolates (for
     /// the directions in [`NetworkPolicySpec::effective_policy_types`]).
     /// Empty, absent or null: every pod of the namespace.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub pod_selector: LabelSelector,
     /// The directions the policy isolates, as written; empty when absent
     /// (Kubernetes treats `[]` as absent too). A direction listed here with
     /// no rules for it denies all traffic that way. Use
     /// [`NetworkPolicySpec::effective_policy_types`] for the defaulted value.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_types: Vec<PolicyType>,
     /// Allowed incoming traffic: a connection is allowed if any rule
     /// matches it. Absent and empty are the same: nothing is allowed in
     /// (if the policy isolates ingress).
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressRule>,
     /// Allowed outgoing traffic, as for `ingress`. Absent and empty are the
     /// same here too, including for the defaulting of `policyTypes`.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<EgressRule>,
 }
 
@@ -80,11 +83,11 @@ pub enum PolicyType {
 pub struct IngressRule {
     /// The allowed sources, ORed. Absent or empty: any source at all
     /// (pods, nodes, outside addresses).
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Peer>,
     /// The allowed destination ports on the selected pods, ORed. Absent or
     /// empty: every port of every protocol.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<NetworkPolicyPort>,
 }
 
@@ -94,11 +97,11 @@ pub struct IngressRule {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressRule {
     /// The allowed destinations, ORed. Absent or empty: anywhere.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<Peer>,
     /// The allowed destination ports, ORed. Absent or empty: every port of
     /// every protocol.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<NetworkPolicyPort>,
 }
 
@@ -132,7 +135,7 @@ pub struct IpBlock {
     /// The addresses matched.
     pub cidr: Ipv4Cidr,
     /// Addresses inside `cidr` that are not matched. Absent or empty: none.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub except: Vec<Ipv4Cidr>,
 }
 
@@ -142,7 +145,7 @@ pub struct IpBlock {
 pub struct NetworkPolicyPort {
     /// The protocol the port belongs to. Absent or null: TCP, as the API
     /// server defaults it (so a rule for DNS must say UDP explicitly).
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub protocol: Protocol,
     /// The port, by number or by the name of a container port (resolved
     /// per destination pod: the same name can be different numbers on
@@ -152,28 +155,6 @@ pub struct NetworkPolicyPort {
     /// With a numeric `port`, the last port of the range `port..=endPort`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<i32>,
-}
-
-/// The protocols a NetworkPolicy port can be for, spelled as Kubernetes
-/// spells them (upper case only).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Protocol {
-    #[default]
-    #[serde(rename = "TCP")]
-    Tcp,
-    #[serde(rename = "UDP")]
-    Udp,
-    #[serde(rename = "SCTP")]
-    Sctp,
-}
-
-/// A port by number or by name (Kubernetes' IntOrString). A string is
-/// always a name, even `"80"` (which is then refused: a name needs a
-/// letter), as Kubernetes reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PortRef {
-    Number(i32),
-    Name(String),
 }
 
 /// An IPv4 network: an address and a prefix length, with no bit set past
@@ -195,7 +176,7 @@ impl NetworkPolicy {
     /// Reads a NetworkPolicy from JSON and validates it; errors name the
     /// field (`spec.ingress[0].ports[1].port`).
     pub fn from_json(value: &serde_json::Value) -> Result<NetworkPolicy, Invalid> {
-        let policy: NetworkPolicy = de::from_value(value)?;
+        let policy: NetworkPolicy = from_value(value)?;
         policy.validate()?;
         Ok(policy)
     }
@@ -203,19 +184,11 @@ impl NetworkPolicy {
     /// Checks the policy as the API server would (plus: host bits in
     /// CIDRs, and IPv4 only). Stops at the first error.
     pub fn validate(&self) -> Result<(), Invalid> {
-        expect_type("apiVersion", &self.api_version, API_VERSION)?;
-        expect_type("kind", &self.kind, KIND)?;
-        self.metadata.validate().map_err(|e| e.within("metadata"))?;
+        expect("apiVersion", &self.api_version, API_VERSION)?;
+        expect("kind", &self.kind, KIND)?;
+        self.metadata.validate(names::dns1123_subdomain).map_err(|e| e.within("metadata"))?;
         self.spec.validate().map_err(|e| e.within("spec"))
     }
-}
-
-/// `field` must be exactly `expected` (`apiVersion`, `kind`).
-pub(crate) fn expect_type(field: &str, got: &str, expected: &str) -> Result<(), Invalid> {
-    if got == expected {
-        return Ok(());
-    }
-    Err(Invalid::new(field, format!("{} must be {expected:?}", crate::k8s::quoted(got))))
 }
 
 impl NetworkPolicySpec {
@@ -324,7 +297,7 @@ impl NetworkPolicyPort {
                 Err(Invalid::new("endPort", "endPort needs a numeric port to start the range"))
             }
             (Some(PortRef::Name(name)), end) => {
-                names::service_name(name).map_err(|reason| Invalid::new("port", reason))?;
+                names::port_name(name).map_err(|reason| Invalid::new("port", reason))?;
                 match end {
                     Some(_) => Err(Invalid::new(
                         "endPort",
@@ -347,58 +320,12 @@ impl NetworkPolicyPort {
     }
 }
 
-fn port_number(n: i32) -> Result<(), String> {
-    if PORTS.contains(&n) { Ok(()) } else { Err(port_out_of_range(n)) }
-}
-
-/// What both policy languages say of a port outside 1–65535.
-pub(crate) fn port_out_of_range(n: impl fmt::Display) -> String {
-    format!("port {n} is out of range; ports are 1 to 65535")
-}
-
 fn port_range_end(first: i32, last: i32) -> Result<(), String> {
     port_number(last)?;
     if last < first {
         return Err(format!("endPort {last} is below port {first}"));
     }
     Ok(())
-}
-
-impl Serialize for PortRef {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PortRef::Number(n) => serializer.serialize_i32(*n),
-            PortRef::Name(name) => serializer.serialize_str(name),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PortRef {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PortRefVisitor)
-    }
-}
-
-struct PortRefVisitor;
-
-impl Visitor<'_> for PortRefVisitor {
-    type Value = PortRef;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a port number or a port name")
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<PortRef, E> {
-        i32::try_from(n).map(PortRef::Number).map_err(|_| E::custom(port_out_of_range(n)))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PortRef, E> {
-        i32::try_from(n).map(PortRef::Number).map_err(|_| E::custom(port_out_of_range(n)))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<PortRef, E> {
-        Ok(PortRef::Name(name.to_string()))
-    }
 }
 
 impl Ipv4Cidr {
@@ -457,7 +384,7 @@ impl FromStr for Ipv4Cidr {
     type Err = CidrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let shown = crate::k8s::quoted(s);
+        let shown = names::quoted(s);
         let fail = |why: &str| CidrError { reason: format!("{shown} is not an IPv4 CIDR: {why}") };
         let Some((addr, len)) = s.split_once('/') else {
             return Err(fail("it has no /prefix-length (write a single address as a.b.c.d/32)"));
@@ -1009,9 +936,19 @@ mod tests {
             spec_error(json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}));
         assert_eq!(field, "spec.podSelector.matchExpressions[0].values");
         assert_eq!(reason, "operator In needs at least one value");
-        let (field, _) =
-            spec_error(json!({"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "-x"}}}]}]}));
-        assert_eq!(field, "spec.ingress[0].from[0].podSelector.matchLabels[app]");
+        // A map key is quoted in the path, whether reading or validation
+        // refused its value.
+        let (field, reason) = spec_error(json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}},
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "-x"}}}]}]}));
+        assert_eq!(field, "spec.ingress[0].from[1].podSelector.matchLabels[\"app.kubernetes.io/name\"]");
+        assert_eq!(
+            reason,
+            "\"-x\" is not a valid label value: it must start and end with a letter or a digit"
+        );
+        let (field, reason) = spec_error(json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}},
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": 5}}}]}]}));
+        assert_eq!(field, "spec.ingress[0].from[1].podSelector.matchLabels[\"app.kubernetes.io/name\"]");
+        assert_eq!(reason, "invalid type: integer `5`, expected a string");
     }
 
     #[test]
@@ -1020,7 +957,7 @@ mod tests {
             {"namespaceSelector": {"matchLabels": {"team": "ops"}}, "podSelector": {}},
             {"namespaceSelector": {"matchLabels": {"team": "bad value"}}}
         ]}]}));
-        assert_eq!(field, "spec.egress[0].to[1].namespaceSelector.matchLabels[team]");
+        assert_eq!(field, "spec.egress[0].to[1].namespaceSelector.matchLabels[\"team\"]");
     }
 
     #[test]
@@ -1048,6 +985,10 @@ mod tests {
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "a"}}),
         );
         assert_eq!((e.field.as_str(), e.reason.as_str()), ("", "missing field `spec`"));
+        // null is left out: a required field is missing all the same.
+        let e = refused(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                               "metadata": {"name": "a"}, "spec": null}));
+        assert_eq!((e.field.as_str(), e.reason.as_str()), ("", "missing field `spec`"));
         let e = refused(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                                "metadata": {"name": "a"}, "spec": {}, "status": {}}));
         assert!(e.reason.starts_with("unknown field `status`"), "{e}");
@@ -1059,7 +1000,7 @@ mod tests {
             "podSelector": {"matchLabels": {"a": "-"}},
             "ingress": [{"from": [{}]}]
         }));
-        assert_eq!(field, "spec.podSelector.matchLabels[a]");
+        assert_eq!(field, "spec.podSelector.matchLabels[\"a\"]");
         let (field, _) = spec_error(json!({"ingress": [{"from": [{}], "ports": [{"port": 0}]}]}));
         assert_eq!(field, "spec.ingress[0].from[0]");
     }

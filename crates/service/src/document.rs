@@ -1,13 +1,13 @@
 //! Reading service objects of any supported kind: a JSON value is
 //! dispatched on `apiVersion` and `kind`, and a text may hold one object,
-//! an array of them, or a Kubernetes `List`. All or nothing: one bad
+//! an array of them, or a Kubernetes `List` (the dispatch and the Lists
+//! are `weft-k8s`'s, shared with `weft-policy`). All or nothing: one bad
 //! object fails the whole text, with its place in the path (`items[2]`).
 
-use crate::{
-    Invalid, meta::ObjectMeta, names::quoted, service, service::Service, slice, slice::EndpointSlice,
-};
+use crate::{Invalid, ObjectMeta, service, service::Service, slice, slice::EndpointSlice};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use weft_k8s::{Kind, Kinds};
 
 /// A validated Service or EndpointSlice. Serializes as the object itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,50 +17,34 @@ pub enum ServiceDocument {
     EndpointSlice(EndpointSlice),
 }
 
-const ACCEPTED: [(&str, &str); 2] =
-    [(service::API_VERSION, service::KIND), (slice::API_VERSION, slice::KIND)];
+/// The kinds [`ServiceDocument::from_json`] reads.
+const KINDS: Kinds<ServiceDocument> = Kinds::new(
+    "Service or EndpointSlice",
+    &[
+        Kind {
+            api_version: service::API_VERSION,
+            kind: service::KIND,
+            read: |v| Service::from_json(v).map(ServiceDocument::Service),
+        },
+        Kind {
+            api_version: slice::API_VERSION,
+            kind: slice::KIND,
+            read: |v| EndpointSlice::from_json(v).map(ServiceDocument::EndpointSlice),
+        },
+    ],
+);
 
 impl ServiceDocument {
     /// Reads and validates one object, its type chosen by `apiVersion` and
     /// `kind`; anything else is refused with the list of accepted kinds.
     pub fn from_json(value: &Value) -> Result<ServiceDocument, Invalid> {
-        let Value::Object(object) = value else {
-            return Err(Invalid::new("", format!("an object is a JSON object, not {}", what(value))));
-        };
-        let api_version = type_field(object, "apiVersion")?;
-        let kind = type_field(object, "kind")?;
-        match (api_version, kind) {
-            (service::API_VERSION, service::KIND) => Service::from_json(value).map(ServiceDocument::Service),
-            (slice::API_VERSION, slice::KIND) => {
-                EndpointSlice::from_json(value).map(ServiceDocument::EndpointSlice)
-            }
-            _ if ACCEPTED.iter().any(|(v, _)| *v == api_version) => Err(Invalid::new(
-                "kind",
-                format!("{} is not a supported kind of {api_version}; {}", quoted(kind), accepted()),
-            )),
-            _ => Err(Invalid::new(
-                "apiVersion",
-                format!("{} is not supported; {}", quoted(api_version), accepted()),
-            )),
-        }
+        KINDS.read(value)
     }
 
     /// Reads a JSON text: one object, an array, or a `List` (`{"apiVersion":
     /// "v1", "kind": "List", "items": [...]}`).
     pub fn parse_many(text: &str) -> Result<Vec<ServiceDocument>, Invalid> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Invalid::new("", format!("not valid JSON: {e}")))?;
-        match &value {
-            Value::Array(items) => from_each(items, ""),
-            Value::Object(object) if object.get("kind").and_then(Value::as_str) == Some("List") => {
-                from_each(list_items(object)?, "items")
-            }
-            Value::Object(_) => ServiceDocument::from_json(&value).map(|d| vec![d]),
-            other => Err(Invalid::new(
-                "",
-                format!("expected an object, an array of them or a List, not {}", what(other)),
-            )),
-        }
+        KINDS.read_json(text)
     }
 
     pub fn metadata(&self) -> &ObjectMeta {
@@ -68,61 +52,6 @@ impl ServiceDocument {
             ServiceDocument::Service(s) => &s.metadata,
             ServiceDocument::EndpointSlice(s) => &s.metadata,
         }
-    }
-}
-
-fn type_field<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
-    match object.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(Invalid::new(field, format!("missing; {}", accepted()))),
-        Some(other) => Err(Invalid::new(field, format!("must be a string, not {}", what(other)))),
-    }
-}
-
-fn accepted() -> String {
-    let kinds: Vec<String> = ACCEPTED.iter().map(|(v, k)| format!("{v} {k}")).collect();
-    format!("the accepted objects are {}", kinds.join(", "))
-}
-
-/// A List's items, after checking it holds nothing else (`metadata` of a
-/// list is accepted and ignored).
-fn list_items(list: &Map<String, Value>) -> Result<&[Value], Invalid> {
-    if let Some(v) = list.get("apiVersion").filter(|v| !v.is_null())
-        && v.as_str() != Some("v1")
-    {
-        return Err(Invalid::new("apiVersion", format!("a List has apiVersion \"v1\", not {v}")));
-    }
-    if let Some(key) =
-        list.keys().find(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "items"))
-    {
-        return Err(Invalid::new(
-            "",
-            format!("unknown field {}; a List has apiVersion, kind, metadata and items", quoted(key)),
-        ));
-    }
-    match list.get("items") {
-        Some(Value::Array(items)) => Ok(items),
-        None | Some(Value::Null) => Err(Invalid::new("items", "missing; a List holds its objects in items")),
-        Some(other) => Err(Invalid::new("items", format!("must be an array, not {}", what(other)))),
-    }
-}
-
-fn from_each(items: &[Value], holder: &str) -> Result<Vec<ServiceDocument>, Invalid> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| ServiceDocument::from_json(item).map_err(|e| e.within(&format!("{holder}[{i}]"))))
-        .collect()
-}
-
-fn what(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`Service`] (`v1`) and [`EndpointSlice`] (`discovery.k8s.io/v1`),
 //!   read from JSON with the API server's defaulting and validation;
 //!   [`ServiceDocument`] dispatches on `apiVersion`/`kind` and reads a
-//!   `List`. Errors are [`Invalid`], naming the field path.
+//!   `List`. Errors are [`Invalid`], naming the field path. Reading them
+//!   is the Kubernetes plumbing shared with `weft-policy`, in `weft-k8s`.
 //! - [`alloc`]: cluster IPs and node ports, chosen from what is in use.
 //! - [`ServiceTable`]: one node's view; [`ServiceTable::frontends_of`]
 //!   gives a service's frontends (ClusterIP and NodePort) with their
@@ -19,29 +20,20 @@
 #![forbid(unsafe_code)]
 
 pub mod alloc;
-mod de;
 mod document;
 pub mod frontends;
 pub mod ids;
-mod invalid;
 pub mod maglev;
-pub mod meta;
-mod names;
 pub mod select;
 pub mod service;
 pub mod slice;
 
 pub use alloc::{AllocError, ClusterIpRange, Ipv4Cidr, NodePortRange, assign};
-pub use de::Ignored;
 pub use document::ServiceDocument;
 pub use frontends::{Backend, BackendKey, Frontend, ServiceFrontend, ServiceTable};
 pub use ids::{Ids, IdsExhausted};
-pub use invalid::Invalid;
 pub use maglev::{MAGLEV_DEFAULT, MAGLEV_MEDIUM, MAGLEV_SMALL, MaglevBackend, MaglevError};
-pub use meta::ObjectMeta;
 pub use select::Action;
 pub use service::{ClusterIp, PortRef, Protocol, Service, ServiceKey, ServiceType, TrafficPolicy};
 pub use slice::{Conditions, EndpointSlice};
-
-/// An object's labels, ordered so that anything derived is deterministic.
-pub type Labels = std::collections::BTreeMap<String, String>;
+pub use weft_k8s::{Ignored, Invalid, Labels, ObjectMeta};

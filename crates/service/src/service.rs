@@ -8,14 +8,19 @@
 //! (`target_port()`, `internal_traffic_policy()`, ...), so the object keeps
 //! what was written and serializes back to it.
 
-use crate::{
-    Invalid, Labels,
-    de::{self, Ignored, null_as_default},
-    meta::ObjectMeta,
-    names::{self, quoted},
-};
+use crate::{Ignored, Invalid, Labels, ObjectMeta};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Visitor};
 use std::{fmt, net::Ipv4Addr};
+use weft_k8s::{
+    from_value,
+    kinds::expect,
+    names::{self, quoted},
+    ports::port_number,
+};
+
+/// A port's protocol and a port by number or name: `core/v1`'s, shared
+/// with NetworkPolicies.
+pub use weft_k8s::{PortRef, Protocol};
 
 pub const API_VERSION: &str = "v1";
 pub const KIND: &str = "Service";
@@ -32,7 +37,7 @@ pub struct Service {
     pub api_version: String,
     pub kind: String,
     pub metadata: ObjectMeta,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub spec: ServiceSpec,
     /// Written by the API server (load-balancer ingress, conditions).
     #[serde(default, skip_serializing)]
@@ -43,26 +48,26 @@ pub struct Service {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
-    #[serde(default, rename = "type", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "type")]
     pub type_: ServiceType,
     /// The virtual address; [`ServiceSpec::cluster_ip`] merges it with
     /// `clusterIPs`.
-    #[serde(default, rename = "clusterIP", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "clusterIP")]
     pub cluster_ip: ClusterIp,
     /// The dual-stack form of `clusterIP` (its first entry is `clusterIP`).
-    #[serde(default, rename = "clusterIPs", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "clusterIPs")]
     pub cluster_ips: Vec<ClusterIp>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub ip_families: Vec<IpFamily>,
     #[serde(default)]
     pub ip_family_policy: Option<IpFamilyPolicy>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub ports: Vec<ServicePort>,
     /// The pods the EndpointSlice controller lists. Kept; weft itself reads
     /// the EndpointSlices, so a service without selector works too.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub selector: Labels,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub session_affinity: SessionAffinity,
     #[serde(default)]
     pub session_affinity_config: Option<SessionAffinityConfig>,
@@ -76,10 +81,10 @@ pub struct ServiceSpec {
     pub external_traffic_policy: Option<TrafficPolicy>,
     /// Read by the EndpointSlice controller (it marks unready pods ready);
     /// weft honours it by trusting `ready` on terminating endpoints.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub publish_not_ready_addresses: bool,
     /// Refused when not empty: weft does not serve external IPs yet.
-    #[serde(default, rename = "externalIPs", deserialize_with = "null_as_default")]
+    #[serde(default, rename = "externalIPs")]
     pub external_ips: Vec<String>,
 }
 
@@ -122,9 +127,9 @@ pub enum IpFamilyPolicy {
 pub struct ServicePort {
     /// Required (and unique) when the service has more than one port. The
     /// EndpointSlice ports carry the same name: it is what joins them.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub protocol: Protocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
@@ -135,26 +140,6 @@ pub struct ServicePort {
     /// `0` or absent: not allocated (yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_port: Option<i32>,
-}
-
-/// The L4 protocols of a service port, spelled as Kubernetes does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Protocol {
-    #[default]
-    #[serde(rename = "TCP")]
-    Tcp,
-    #[serde(rename = "UDP")]
-    Udp,
-    #[serde(rename = "SCTP")]
-    Sctp,
-}
-
-/// A port by number or by a container port's name (Kubernetes'
-/// IntOrString). A string is always a name, even `"8080"` (then refused).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PortRef {
-    Number(i32),
-    Name(String),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -207,20 +192,10 @@ impl fmt::Display for ServiceKey {
     }
 }
 
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        })
-    }
-}
-
 impl Service {
     /// Reads a Service from JSON and validates it; errors name the field.
     pub fn from_json(value: &serde_json::Value) -> Result<Service, Invalid> {
-        let service: Service = de::from_value(value)?;
+        let service: Service = from_value(value)?;
         service.validate()?;
         Ok(service)
     }
@@ -236,15 +211,6 @@ impl Service {
         expect("kind", &self.kind, KIND)?;
         self.metadata.validate(names::dns1035_label).map_err(|e| e.within("metadata"))?;
         self.spec.validate().map_err(|e| e.within("spec"))
-    }
-}
-
-/// `field` must be exactly `expected` (`apiVersion`, `kind`).
-pub(crate) fn expect(field: &str, got: &str, expected: &str) -> Result<(), Invalid> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(Invalid::new(field, format!("{} must be {expected:?}", quoted(got))))
     }
 }
 
@@ -447,14 +413,6 @@ impl ServicePort {
     }
 }
 
-pub(crate) fn port_number(n: i32) -> Result<(), String> {
-    if (1..=65535).contains(&n) {
-        Ok(())
-    } else {
-        Err(format!("port {n} is out of range; ports are 1 to 65535"))
-    }
-}
-
 impl fmt::Display for ClusterIp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -497,41 +455,6 @@ impl<'de> Deserialize<'de> for ClusterIp {
             }
         }
         deserializer.deserialize_str(V)
-    }
-}
-
-impl Serialize for PortRef {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PortRef::Number(n) => serializer.serialize_i32(*n),
-            PortRef::Name(name) => serializer.serialize_str(name),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PortRef {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = PortRef;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number or a port name")
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<PortRef, E> {
-                i32::try_from(n)
-                    .map(PortRef::Number)
-                    .map_err(|_| E::custom(format!("port {n} is out of range")))
-            }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PortRef, E> {
-                i32::try_from(n)
-                    .map(PortRef::Number)
-                    .map_err(|_| E::custom(format!("port {n} is out of range")))
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PortRef, E> {
-                Ok(PortRef::Name(s.to_string()))
-            }
-        }
-        deserializer.deserialize_any(V)
     }
 }
 

@@ -10,14 +10,18 @@
 //! names (see [`crate::frontends`]).
 
 use crate::{
-    Invalid,
-    de::{self, Ignored, null_as_default},
-    meta::ObjectMeta,
-    names::{self, quoted},
-    service::{Protocol, ServiceKey, expect},
+    Ignored, Invalid, ObjectMeta,
+    service::{Protocol, ServiceKey},
 };
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use weft_k8s::{
+    from_value,
+    invalid::map_key,
+    kinds::expect,
+    names::{self, quoted},
+    ports::port_number,
+};
 
 pub const API_VERSION: &str = "discovery.k8s.io/v1";
 pub const KIND: &str = "EndpointSlice";
@@ -36,9 +40,9 @@ pub struct EndpointSlice {
     /// `labels` must hold [`SERVICE_NAME_LABEL`].
     pub metadata: ObjectMeta,
     pub address_type: AddressType,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub endpoints: Vec<Endpoint>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub ports: Vec<EndpointPort>,
 }
 
@@ -58,7 +62,7 @@ pub struct Endpoint {
     /// 1 to 100 addresses, all "fungible" per the API; like kube-proxy,
     /// weft uses the first one only.
     pub addresses: Vec<Ipv4Addr>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub conditions: Conditions,
     /// The node hosting the endpoint: what makes it local to a node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,9 +99,9 @@ pub struct Conditions {
 pub struct EndpointPort {
     /// The service port's name; absent is `""` (the API server's default),
     /// which matches an unnamed service port.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub protocol: Protocol,
     /// The number the pods listen on. Absent means "all ports" in the API,
     /// which a service cannot forward to: such a port is ignored, as
@@ -129,7 +133,7 @@ impl Conditions {
 impl EndpointSlice {
     /// Reads a slice from JSON and validates it; errors name the field.
     pub fn from_json(value: &serde_json::Value) -> Result<EndpointSlice, Invalid> {
-        let slice: EndpointSlice = de::from_value(value)?;
+        let slice: EndpointSlice = from_value(value)?;
         slice.validate()?;
         Ok(slice)
     }
@@ -149,7 +153,6 @@ impl EndpointSlice {
         expect("apiVersion", &self.api_version, API_VERSION)?;
         expect("kind", &self.kind, KIND)?;
         self.metadata.validate(names::dns1123_subdomain).map_err(|e| e.within("metadata"))?;
-        let label_path = format!("metadata.labels[{SERVICE_NAME_LABEL}]");
         match self.metadata.labels.get(SERVICE_NAME_LABEL) {
             None => {
                 return Err(Invalid::new(
@@ -157,7 +160,9 @@ impl EndpointSlice {
                     format!("missing {SERVICE_NAME_LABEL:?}: the label that names the slice's Service"),
                 ));
             }
-            Some(name) => names::dns1035_label(name).map_err(|reason| Invalid::new(label_path, reason))?,
+            Some(name) => names::dns1035_label(name).map_err(|reason| {
+                Invalid::new(map_key(SERVICE_NAME_LABEL), reason).within("metadata.labels")
+            })?,
         }
         if self.address_type != AddressType::IPv4 {
             return Err(Invalid::new(
@@ -223,7 +228,7 @@ impl EndpointPort {
             names::dns1123_label(&self.name).map_err(|reason| Invalid::new("name", reason))?;
         }
         if let Some(n) = self.port {
-            crate::service::port_number(n).map_err(|reason| Invalid::new("port", reason))?;
+            port_number(n).map_err(|reason| Invalid::new("port", reason))?;
         }
         Ok(())
     }
@@ -247,7 +252,7 @@ mod tests {
 
     #[test]
     fn condition_defaults_follow_the_api() {
-        let c = |v: Value| -> Conditions { de::from_value(&v).expect("parses") };
+        let c = |v: Value| -> Conditions { from_value(&v).expect("parses") };
         let all = |c: Conditions| (c.is_ready(), c.is_serving(), c.is_terminating());
         assert_eq!(all(c(json!({}))), (true, true, false));
         assert_eq!(all(c(json!({"ready": false}))), (false, false, false));
@@ -308,6 +313,20 @@ mod tests {
         assert_eq!(e.field, "ports[0].port");
         let mut v = slice(json!([]), json!([]));
         v["metadata"]["labels"]["kubernetes.io/service-name"] = json!("Web");
-        assert_eq!(refused(v).field, "metadata.labels[kubernetes.io/service-name]");
+        assert_eq!(refused(v).field, "metadata.labels[\"kubernetes.io/service-name\"]");
+        // The same path when reading refuses the value.
+        let mut v = slice(json!([]), json!([]));
+        v["metadata"]["labels"]["kubernetes.io/service-name"] = json!(5);
+        let e = refused(v);
+        assert_eq!(
+            e.to_string(),
+            "metadata.labels[\"kubernetes.io/service-name\"]: invalid type: integer `5`, expected a string"
+        );
+        // A required field set to null is missing, as when left out.
+        let mut v = slice(json!([]), json!([]));
+        v["addressType"] = Value::Null;
+        assert_eq!(refused(v).to_string(), "missing field `addressType`");
+        let e = refused(slice(json!([{"addresses": null}]), json!([])));
+        assert_eq!(e.to_string(), "endpoints[0]: missing field `addresses`");
     }
 }

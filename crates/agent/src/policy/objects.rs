@@ -18,7 +18,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use weft_api::{ApiError, NamespaceLabel, PolicyApply, PolicyApplyResult, PolicyName, code};
-use weft_policy::{CompileError, Compiler, Labels, ObjectMeta, PolicyDocument, PolicyKind, PolicyRef};
+use weft_k8s::kinds::expect;
+use weft_policy::{
+    CompileError, Compiler, Invalid, Labels, ObjectMeta, PolicyDocument, PolicyKind, PolicyRef, calico_policy,
+};
 use weft_store::{Cmp, Op, Store};
 
 pub const POLICIES: &str = "policies/";
@@ -64,6 +67,9 @@ pub fn parse_policy_key(key: &str) -> Option<PolicyRef> {
     Some(PolicyRef { kind, namespace, name })
 }
 
+/// The `kind` of a Calico Tier (`projectcalico.org/v3`).
+const TIER_KIND: &str = "Tier";
+
 /// A Calico Tier: where its policies stand among the others'.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -91,17 +97,25 @@ enum Doc {
     Tier { name: String, order: f64, value: Value },
 }
 
-fn parse(v: &Value) -> Result<Doc, String> {
-    if v.get("kind").and_then(Value::as_str) == Some("Tier") {
-        let t: TierDoc = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-        if t.api_version != weft_policy::calico_policy::API_VERSION {
-            return Err(format!("apiVersion: a Tier is {}", weft_policy::calico_policy::API_VERSION));
-        }
-        debug_assert_eq!(t.kind, "Tier");
-        t.metadata.validate().map_err(|e| e.within("metadata").to_string())?;
+impl TierDoc {
+    /// Reads and checks a Tier as the policy objects are read: errors
+    /// name their field. Its name is a DNS-1123 label, the rule for the
+    /// `spec.tier` that refers to it.
+    fn from_json(v: &Value) -> Result<TierDoc, Invalid> {
+        let t: TierDoc = weft_k8s::from_value(v)?;
+        expect("apiVersion", &t.api_version, calico_policy::API_VERSION)?;
+        expect("kind", &t.kind, TIER_KIND)?;
+        t.metadata.validate(weft_k8s::names::dns1123_label).map_err(|e| e.within("metadata"))?;
         if t.spec.order.is_some_and(|o| !o.is_finite()) {
-            return Err("spec.order: must be a finite number".into());
+            return Err(Invalid::new("spec.order", "must be a finite number"));
         }
+        Ok(t)
+    }
+}
+
+fn parse(v: &Value) -> Result<Doc, String> {
+    if v.get("kind").and_then(Value::as_str) == Some(TIER_KIND) {
+        let t = TierDoc::from_json(v).map_err(|e| e.to_string())?;
         return Ok(Doc::Tier {
             name: t.metadata.name,
             order: t.spec.order.unwrap_or(TIER_ORDER_LAST),
@@ -142,16 +156,7 @@ fn check_enforceable(doc: &PolicyDocument, tiers: &BTreeMap<String, f64>) -> Res
 
 /// `weft policy apply`: every document valid and enforceable, or nothing.
 pub fn apply(agent: &Agent, req: &PolicyApply) -> Result<PolicyApplyResult, ApiError> {
-    if req.documents.is_empty() {
-        return Err(ApiError::bad_request("no documents to apply", "the file holds no policy"));
-    }
-    let mut docs = Vec::new();
-    for (i, v) in req.documents.iter().enumerate() {
-        let doc = parse(v).map_err(|e| {
-            ApiError::bad_request(format!("document {} is invalid, nothing was applied", i + 1), e)
-        })?;
-        docs.push(doc);
-    }
+    let docs = crate::requests::read_documents(&req.documents, parse)?;
     let mut tiers = stored_tiers(agent.store.as_ref())?;
     for d in &docs {
         if let Doc::Tier { name, order, .. } = d {
@@ -209,7 +214,7 @@ fn find(store: &dyn Store, n: &PolicyName) -> Result<Vec<(String, String)>, ApiE
         }
         None => vec!["k8s", "calico", "global", "tier"],
     };
-    let ns = n.namespace.as_deref().unwrap_or("default");
+    let ns = n.namespace.as_deref().unwrap_or(weft_k8s::DEFAULT_NAMESPACE);
     let mut out = Vec::new();
     for k in kinds {
         let key = match k {
@@ -313,8 +318,7 @@ pub fn set_pod_ports(agent: &Agent, p: &weft_api::PodPorts) -> Result<(), ApiErr
         return Err(invalid(format!("{} ports; a pod has at most 256 here", p.ports.len())));
     }
     for port in &p.ports {
-        weft_policy::validate_port_name(&port.name)
-            .map_err(|e| invalid(format!("port {:?}: {e}", port.name)))?;
+        weft_k8s::names::port_name(&port.name).map_err(|e| invalid(format!("port {:?}: {e}", port.name)))?;
         if port.proto_number().is_none() {
             return Err(invalid(format!(
                 "port {:?}: protocol {:?} is not TCP, UDP or SCTP",
@@ -327,4 +331,42 @@ pub fn set_pod_ports(agent: &Agent, p: &weft_api::PodPorts) -> Result<(), ApiErr
     }
     let bytes = serde_json::to_vec(&p.ports).expect("ports serialize");
     agent.store.put(&pod_ports_key(&p.namespace, &p.name), &bytes).map_err(store_err(STORE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tier(order: Value) -> Value {
+        json!({"apiVersion": "projectcalico.org/v3", "kind": "Tier", "metadata": {"name": "security"},
+               "spec": {"order": order}})
+    }
+
+    fn refused(v: Value) -> String {
+        match parse(&v) {
+            Ok(_) => panic!("{v} should be refused"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn tiers_are_read_like_the_policies() {
+        let Ok(Doc::Tier { name, order, .. }) = parse(&tier(json!(100))) else { panic!("a tier") };
+        assert_eq!((name.as_str(), order), ("security", 100.0));
+        // A null order is an absent one: after every ordered tier.
+        let Ok(Doc::Tier { order, .. }) = parse(&tier(Value::Null)) else { panic!("a tier") };
+        assert_eq!(order, TIER_ORDER_LAST);
+        assert_eq!(refused(tier(json!("first"))), "spec.order: invalid type: string \"first\", expected f64");
+        let mut v = tier(json!(1));
+        v["spec"]["ordr"] = json!(1);
+        assert_eq!(refused(v), "spec: unknown field `ordr`, expected `order`");
+        let mut v = tier(json!(1));
+        v["apiVersion"] = json!("crd.projectcalico.org/v1");
+        assert_eq!(refused(v), "apiVersion: \"crd.projectcalico.org/v1\" must be \"projectcalico.org/v3\"");
+        // spec.tier is a DNS-1123 label, so a Tier's name is one too.
+        let mut v = tier(json!(1));
+        v["metadata"]["name"] = json!("net.security");
+        assert!(refused(v).starts_with("metadata.name: \"net.security\" is not a valid DNS-1123 label"));
+    }
 }

@@ -57,16 +57,9 @@ fn claims(s: &Service) -> (Option<Ipv4Addr>, Vec<u16>) {
 /// `weft service apply`: every document valid first; each Service's
 /// address and ports claimed in the transaction that stores it.
 pub fn apply(agent: &Agent, documents: &[Value]) -> Result<ServiceApplyResult, ApiError> {
-    let mut docs = Vec::new();
-    for (i, v) in documents.iter().enumerate() {
-        let d = ServiceDocument::from_json(v).map_err(|e| {
-            ApiError::bad_request(
-                format!("document {} is invalid, nothing was applied", i + 1),
-                e.to_string(),
-            )
-        })?;
-        docs.push(d);
-    }
+    let docs = crate::requests::read_documents(documents, |v| {
+        ServiceDocument::from_json(v).map_err(|e| e.to_string())
+    })?;
     let mut results = Vec::new();
     for d in docs {
         match d {
@@ -155,7 +148,7 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
 
 /// `weft service delete`: a Service (its claims released) or a slice.
 pub fn delete(agent: &Agent, n: &ServiceName) -> Result<(), ApiError> {
-    let ns = n.namespace.as_deref().unwrap_or("default");
+    let ns = n.namespace.as_deref().unwrap_or(weft_k8s::DEFAULT_NAMESPACE);
     if n.kind.as_deref() == Some("endpointslice") {
         let found = agent.store.delete(&format!("{SLICES}{ns}/{}", n.name)).map_err(store_err(STORE))?;
         return if found {

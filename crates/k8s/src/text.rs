@@ -1,43 +1,63 @@
 //! Reading objects from a file as people write them: YAML (one or many
-//! documents separated by `---`) or JSON, each document an object, an array
-//! of objects, or a Kubernetes `List`. The result is JSON values, one per
-//! object, for [`crate::PolicyDocument::from_json`] (or any other kind).
+//! documents separated by `---`) or JSON, each document an object, an
+//! array of objects or a Kubernetes `List` ([`crate::list`]). The result
+//! is JSON values, one per object, for a [`crate::Kinds`] reader (or any
+//! other); `weft policy apply` and `weft service apply` send them to the
+//! agent as they are.
 
+use crate::{de::json_type, list};
 use serde_json::{Map, Number, Value};
 use yaml_rust2::{
     Yaml, YamlLoader,
     parser::{Event, Parser},
 };
 
-/// Texts larger than this are refused (a policy file is kilobytes).
+/// Texts larger than this are refused (an object file is kilobytes).
 pub const MAX_TEXT: usize = 1 << 20;
 
-/// Every object of a YAML or JSON text, in order. Errors say where.
+/// Every object of a YAML or JSON text, in order; empty YAML documents
+/// are skipped. Errors say where: `document 2: items[1]: ...` (the
+/// document only when the text is YAML).
 pub fn objects(text: &str) -> Result<Vec<Value>, String> {
     if text.len() > MAX_TEXT {
         return Err(format!("the text is {} bytes; at most {MAX_TEXT} are read", text.len()));
     }
     let trimmed = text.trim_start();
-    let docs: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        vec![serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?]
-    } else {
-        refuse_aliases(text)?;
-        let yaml = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-        yaml.iter()
-            .enumerate()
-            .map(|(i, y)| to_json(y).map_err(|e| format!("document {}: {e}", i + 1)))
-            .collect::<Result<_, _>>()?
-    };
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let doc = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        return objects_of(&doc);
+    }
+    refuse_aliases(text)?;
+    let yaml = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
     let mut out = Vec::new();
-    for d in docs {
-        flatten(d, &mut out)?;
+    for (i, y) in yaml.iter().enumerate() {
+        let doc = to_json(y).and_then(|doc| match doc {
+            Value::Null => Ok(vec![]),
+            doc => objects_of(&doc),
+        });
+        out.extend(doc.map_err(|e| format!("document {}: {e}", i + 1))?);
     }
     Ok(out)
 }
 
+/// The objects of one document; anything else in it is refused.
+fn objects_of(doc: &Value) -> Result<Vec<Value>, String> {
+    let found = list::objects(doc).map_err(|e| e.to_string())?;
+    found
+        .into_iter()
+        .map(|(path, v)| match v {
+            Value::Object(_) => Ok(v.clone()),
+            other => {
+                let at = if path.is_empty() { String::new() } else { format!("{path}: ") };
+                Err(format!("{at}expected an object, not {}", json_type(other)))
+            }
+        })
+        .collect()
+}
+
 /// The loader copies an alias's value at every use, so a few hundred bytes
 /// of nested aliases expand to billions of values: aliases are refused
-/// before loading (a policy has no use for them).
+/// before loading (an object file has no use for them).
 fn refuse_aliases(text: &str) -> Result<(), String> {
     let mut p = Parser::new_from_str(text);
     loop {
@@ -51,28 +71,6 @@ fn refuse_aliases(text: &str) -> Result<(), String> {
             }
             _ => {}
         }
-    }
-}
-
-/// Arrays and Lists become their items; empty documents vanish.
-fn flatten(v: Value, out: &mut Vec<Value>) -> Result<(), String> {
-    match v {
-        Value::Null => Ok(()),
-        Value::Array(items) => items.into_iter().try_for_each(|i| flatten(i, out)),
-        Value::Object(mut o)
-            if o.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) =>
-        {
-            match o.remove("items") {
-                Some(Value::Array(items)) => items.into_iter().try_for_each(|i| flatten(i, out)),
-                Some(Value::Null) | None => Ok(()),
-                Some(_) => Err("a List's items must be an array".into()),
-            }
-        }
-        Value::Object(o) => {
-            out.push(Value::Object(o));
-            Ok(())
-        }
-        other => Err(format!("expected an object, not {other}")),
     }
 }
 
@@ -119,6 +117,7 @@ mod tests {
         assert_eq!(objs[2]["metadata"]["name"], "c");
         let json = r#"[{"kind":"X"},{"kind":"Y"}]"#;
         assert_eq!(objects(json).unwrap().len(), 2);
+        assert_eq!(objects("").unwrap(), Vec::<Value>::new());
     }
 
     #[test]
@@ -138,7 +137,16 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(objects(&bomb).unwrap_err().contains("aliases"));
         assert!(started.elapsed().as_secs() < 2, "refused before expanding");
-        assert!(objects("---\n42\n").unwrap_err().contains("expected an object"));
+        assert_eq!(objects("---\n42\n").unwrap_err(), "document 1: expected an object, not a number");
+        assert_eq!(
+            objects("kind: X\n---\nkind: List\nitems:\n- kind: X\n- \n").unwrap_err(),
+            "document 2: items[1]: expected an object, not null"
+        );
+        assert_eq!(
+            objects("kind: List\nitems: {a: 1}\n").unwrap_err(),
+            "document 1: items: must be an array, not an object"
+        );
+        assert_eq!(objects("[{\"kind\": \"X\"}, 5]").unwrap_err(), "[1]: expected an object, not a number");
         assert!(objects(&"x".repeat(MAX_TEXT + 1)).unwrap_err().contains("at most"));
     }
 }
