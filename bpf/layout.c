@@ -34,6 +34,7 @@ struct lb_revnat layout_lb_revnat;
 struct sock_revnat_key layout_sock_revnat_key;
 struct lb_affinity_key layout_lb_affinity_key;
 struct lb_affinity layout_lb_affinity;
+struct lb_maglev layout_lb_maglev;
 struct nat_key layout_nat_key;
 struct nat_entry layout_nat_entry;
 int layout_abi_version = WEFT_ABI_VERSION;

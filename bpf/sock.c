@@ -68,7 +68,7 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int remembe
 	fe = lb_lookup(addr, port, proto);
 	if (!fe)
 		return SYS_PROCEED;
-	be = lb_pick(addr, port, proto, fe, &id, sock_client(ctx));
+	be = lb_pick(addr, port, proto, fe, &id, sock_client(ctx), 0);
 	if (!be) {
 		send_trace_sock(ctx, SOCK_EV_REJECT, addr, port, 0, 0);
 		return SYS_REJECT;

@@ -26,6 +26,10 @@
 #define LB_F_AFFINITY  0x2  /* sessionAffinity ClientIP */
 #define LB_F_LOCAL     0x4  /* externalTrafficPolicy Local: keep the client address */
 #define LB_F_SNAT      0x8  /* remote backends need SNAT to the node (eTP Cluster) */
+#define LB_F_MAGLEV    0x10 /* per-packet: the backend comes from the Maglev table */
+
+/* Slots of a Maglev table (a prime: crates/service/src/maglev.rs). */
+#define LB_MAGLEV_SIZE 1021
 
 struct lb_key {
 	__be32 address;     /* the ClusterIP (or node address) */
@@ -85,6 +89,26 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_lb_revnat SEC(".maps");
+
+/* Maglev consistent hashing (an agent option, --lb-algorithm maglev): a
+ * frontend's table of LB_MAGLEV_SIZE backend ids, by reverse-NAT id. The
+ * agent computes it from the backends' addresses (crates/service), so
+ * every node's table names the same backend in the same slot, and a flow
+ * hashes to the same slot everywhere: whichever node a flow enters, it
+ * reaches the same backend, and a backend change moves little more than
+ * the flows that were on it. */
+struct lb_maglev {
+	__u32 backend_ids[LB_MAGLEV_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WEFT_LB_MAX);
+	__type(key, __u16);
+	__type(value, struct lb_maglev);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_lb_maglev SEC(".maps");
 
 /* Session affinity (ClientIP): which backend a client address got from a
  * service, and when it last used it. */
@@ -156,13 +180,53 @@ static __always_inline __u32 lb_now(void)
 	return bpf_ktime_get_ns() / 1000000000ULL;
 }
 
-/* A backend of the frontend, chosen at random among its slots (NULL when
- * it has none, or the maps are mid-update). With session affinity, the
- * backend this client had, while it is still used within the timeout and
- * still one of the service's. */
+/* The flow's hash for Maglev: the same function of the same tuple on
+ * every node (a murmur3-style mix; no per-boot seed, unlike the kernel's
+ * skb hash). */
+static __always_inline __u32 lb_flow_hash(const struct ct_key *k)
+{
+	__u32 h = 0x57454654; /* "WEFT" */
+	__u32 words[4] = { k->saddr, k->daddr, ((__u32)k->sport << 16) | k->dport, k->proto };
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		__u32 w = words[i] * 0xcc9e2d51;
+
+		w = (w << 15) | (w >> 17);
+		h ^= w * 0x1b873593;
+		h = ((h << 13) | (h >> 19)) * 5 + 0xe6546b64;
+	}
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	return h ^ (h >> 16);
+}
+
+/* The backend id of the frontend's Maglev table for a flow of hash `hash`
+ * (0: no table yet). */
+static __always_inline __u32 lb_maglev_pick(const struct lb_frontend *fe, __u32 hash)
+{
+	__u16 id = fe->rev_nat_id;
+	struct lb_maglev *t = bpf_map_lookup_elem(&weft_lb_maglev, &id);
+	__u32 slot = hash % LB_MAGLEV_SIZE;
+
+	/* The compiler knows the bound; the verifier must see it checked. */
+	asm volatile("" : "+r"(slot));
+	if (!t || slot >= LB_MAGLEV_SIZE)
+		return 0;
+	return t->backend_ids[slot];
+}
+
+/* A backend of the frontend (NULL when it has none, or the maps are
+ * mid-update): from its Maglev table for a flow of hash `hash` when it
+ * has one and the caller knows the flow (socket LB does not: `hash` 0),
+ * else at random among its slots. With session affinity, the backend this
+ * client had, while it is still used within the timeout and still one of
+ * the service's. */
 static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8 proto,
 						  const struct lb_frontend *fe, __u32 *id,
-						  __be32 client)
+						  __be32 client, __u32 hash)
 {
 	struct lb_key k = { .address = addr, .port = port, .proto = proto };
 	struct lb_affinity_key ak = { .client = client, .rev_nat_id = fe->rev_nat_id };
@@ -185,11 +249,14 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 			}
 		}
 	}
-	k.slot = (bpf_get_prandom_u32() % fe->count) + 1;
-	slot = bpf_map_lookup_elem(&weft_lb_services, &k);
-	if (!slot)
-		return NULL;
-	*id = slot->backend_id;
+	*id = (fe->flags & LB_F_MAGLEV) && hash ? lb_maglev_pick(fe, hash) : 0;
+	if (!*id) {
+		k.slot = (bpf_get_prandom_u32() % fe->count) + 1;
+		slot = bpf_map_lookup_elem(&weft_lb_services, &k);
+		if (!slot)
+			return NULL;
+		*id = slot->backend_id;
+	}
 	if (fe->flags & LB_F_AFFINITY) {
 		fresh.backend_id = *id;
 		fresh.last_used = now;
@@ -277,7 +344,7 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 		/* That backend left the service: the flow moves to another
 		 * (a UDP client on a fixed port notices at its next datagram). */
 	}
-	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr);
+	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr, lb_flow_hash(&k) | 1);
 	if (!be)
 		return NULL;
 	fresh.created = ct_now();

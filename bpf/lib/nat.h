@@ -225,51 +225,81 @@ static __always_inline int nat_claim(const struct nat_key *k, const struct nat_e
 	return 0;
 }
 
+/* What the probing loop of nat_alloc works on. */
+struct nat_probe {
+	struct nat_key in;      /* the NAT_IN key being tried */
+	struct nat_entry want;  /* what it should hold */
+	__u32 now;
+	__u32 min;              /* the range: min .. min + n - 1 */
+	__u32 n;
+	__u32 off;              /* where the current run starts */
+	int result;             /* 0: a port found; < 0: DROP() code */
+};
+
+/* One try of nat_alloc (a bpf_loop callback: the verifier checks it once,
+ * not once per try). Returns 1 to stop. */
+static long nat_probe_one(__u32 i, void *arg)
+{
+	struct nat_probe *c = arg;
+	__u32 step = i;
+	int ret;
+
+	if (i >= c->n)
+		return 1;
+	if (c->n > NAT_TRIES) {
+		/* A new run somewhere else in a large range. */
+		if (i && !(i % NAT_RUN))
+			c->off = bpf_get_prandom_u32() % c->n;
+		step = i % NAT_RUN;
+	}
+	c->in.dport = bpf_htons((__u16)(c->min + (c->off + step) % c->n));
+	if (c->in.proto == IPPROTO_ICMP)
+		c->in.sport = c->in.dport; /* an echo reply carries the new id only */
+	ret = nat_claim(&c->in, &c->want, c->now);
+	if (ret < 0) {
+		c->result = DROP(DROP_NAT_TABLE_FULL);
+		return 1;
+	}
+	if (!ret) {
+		c->result = 0;
+		return 1;
+	}
+	return 0;
+}
+
 /* A port for the new flow `out` (a NAT_OUT key) leaving as `node`: its
  * NAT_IN entry is in place when this returns 0, with the port in `*port`. */
 static __always_inline int nat_alloc(const struct nat_key *out, __be32 node, __u16 rev_nat_id,
 				     const struct ct_packet *p, __u32 now, __be16 *port)
 {
 	struct weft_config *cfg = config_get();
-	struct nat_entry want = { .addr = out->saddr, .port = out->sport, .rev_nat_id = rev_nat_id };
-	struct nat_key in = { .saddr = out->daddr, .daddr = node, .sport = out->dport,
-			      .proto = out->proto, .dir = NAT_IN };
-	__u32 min, n, off, i, step;
-	__u16 candidate;
 	int ret;
+	struct nat_probe c = {
+		.in = { .saddr = out->daddr, .daddr = node, .sport = out->dport, .proto = out->proto,
+			.dir = NAT_IN },
+		.want = { .addr = out->saddr, .port = out->sport, .rev_nat_id = rev_nat_id },
+		.now = now,
+		.result = DROP(DROP_NAT_NO_PORT),
+	};
 
 	if (!cfg || !cfg->snat_port_min || cfg->snat_port_max < cfg->snat_port_min)
 		return DROP(DROP_NAT_NO_PORT);
-	min = cfg->snat_port_min;
-	n = cfg->snat_port_max - min + 1;
-	want.created = now;
-	want.flags = ct_next_flags(0, p->tcp_flags, 0);
-	want.expires = now + ct_lifetime_for(want.flags, out->proto);
+	c.min = cfg->snat_port_min;
+	c.n = cfg->snat_port_max - c.min + 1;
+	c.want.created = now;
+	c.want.flags = ct_next_flags(0, p->tcp_flags, 0);
+	c.want.expires = now + ct_lifetime_for(c.want.flags, out->proto);
 	/* Keep the flow's own port when it is free, as Linux does. */
-	off = bpf_ntohs(out->sport) - min;
-	if (off >= n)
-		off = bpf_get_prandom_u32() % n;
-	for (i = 0; i < NAT_TRIES && i < n; i++) {
-		step = i;
-		if (n > NAT_TRIES) {
-			/* A new run somewhere else in a large range. */
-			if (i && !(i % NAT_RUN))
-				off = bpf_get_prandom_u32() % n;
-			step = i % NAT_RUN;
-		}
-		candidate = (__u16)(min + (off + step) % n);
-		in.dport = bpf_htons(candidate);
-		if (out->proto == IPPROTO_ICMP)
-			in.sport = in.dport; /* an echo reply carries the new id only */
-		ret = nat_claim(&in, &want, now);
-		if (ret < 0)
-			return DROP(DROP_NAT_TABLE_FULL);
-		if (!ret) {
-			*port = in.dport;
-			return 0;
-		}
-	}
-	return DROP(DROP_NAT_NO_PORT);
+	c.off = bpf_ntohs(out->sport) - c.min;
+	if (c.off >= c.n)
+		c.off = bpf_get_prandom_u32() % c.n;
+	bpf_loop(NAT_TRIES, nat_probe_one, &c, 0);
+	/* The callback wrote `c`: read it from the stack again. */
+	asm volatile("" ::: "memory");
+	ret = *(volatile int *)&c.result;
+	if (!ret)
+		*port = c.in.dport;
+	return ret;
 }
 
 /* The flow `p` (its tuple as it is now) leaves as `node`: its source
@@ -283,7 +313,7 @@ static __always_inline int snat_out(struct __sk_buff *skb, __u32 l4_off, const s
 	struct nat_entry *e, fresh = {};
 	struct nat_key in;
 	__u32 now = ct_now();
-	__be16 port;
+	__be16 port = 0;
 	int ret;
 
 	if (!nat_proto_ok(p))

@@ -161,6 +161,30 @@ pub struct AgentConfig {
     pub cgroup_root: Option<PathBuf>,
     /// Masquerade, SNAT ports and table size (crates/agent/src/nat.rs).
     pub nat: crate::nat::NatConfig,
+    /// How the per-packet path picks a service's backend for a new flow.
+    pub lb_algorithm: LbAlgorithm,
+}
+
+/// `--lb-algorithm`: random (the default), or Maglev consistent hashing,
+/// so every node picks the same backend for a flow and a backend change
+/// moves little more than its own flows (socket LB stays random: at
+/// connect() the flow's source port is not known yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LbAlgorithm {
+    #[default]
+    Random,
+    Maglev,
+}
+
+impl std::str::FromStr for LbAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "random" => Ok(LbAlgorithm::Random),
+            "maglev" => Ok(LbAlgorithm::Maglev),
+            _ => Err(format!("unknown load-balancing algorithm {s:?}: use random or maglev")),
+        }
+    }
 }
 
 /// Conntrack sizes and lifetimes (`--ct-*`). Sizes apply when the maps

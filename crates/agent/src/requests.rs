@@ -132,7 +132,7 @@ fn endpoints(agent: &Agent) -> Vec<EndpointView> {
 
 /// `weft bpf lb list`: the service maps as the kernel holds them.
 fn lb_list(agent: &Agent) -> Result<Vec<weft_api::LbView>, ApiError> {
-    use weft_datapath::maps::{LB_F_AFFINITY, LB_F_LOCAL, LB_F_NODEPORT, LB_F_SNAT};
+    use weft_datapath::maps::{LB_F_AFFINITY, LB_F_LOCAL, LB_F_MAGLEV, LB_F_NODEPORT, LB_F_SNAT};
     let err = |e: weft_datapath::Error| {
         ApiError::new(code::DATAPATH, "reading the service maps failed", e.to_string())
     };
@@ -155,6 +155,7 @@ fn lb_list(agent: &Agent) -> Result<Vec<weft_api::LbView>, ApiError> {
                 (LB_F_AFFINITY, "affinity"),
                 (LB_F_LOCAL, "local"),
                 (LB_F_SNAT, "snat"),
+                (LB_F_MAGLEV, "maglev"),
             ]
             .iter()
             .filter(|(bit, _)| info.flags & bit != 0)

@@ -163,6 +163,11 @@ struct AgentArgs {
     /// Applies when the map is created.
     #[arg(long, env = "WEFT_NAT_MAX")]
     nat_max: Option<u32>,
+    /// How the per-packet path picks a service backend for a new flow:
+    /// random, or maglev (consistent hashing: the same backend on every
+    /// node, few flows moved when backends change).
+    #[arg(long, env = "WEFT_LB_ALGORITHM", default_value = "random")]
+    lb_algorithm: weft_agent::config::LbAlgorithm,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -433,5 +438,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
             None => weft_net::cgroup::cgroup2_root(),
         },
         nat: weft_agent::nat::NatConfig { masquerade: a.masquerade, ports: a.snat_ports, max: a.nat_max },
+        lb_algorithm: a.lb_algorithm,
     })
 }

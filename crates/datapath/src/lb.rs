@@ -118,17 +118,45 @@ impl ServiceMaps {
         Ok(())
     }
 
+    /// Writes a frontend's Maglev table (backend ids, [`LB_MAGLEV_SIZE`]
+    /// slots; crates/service computes it), by its reverse-NAT id. Written
+    /// before the frontend's LB_F_MAGLEV flag: a reader never finds the
+    /// flag without its table.
+    pub fn put_maglev(&self, rev_nat_id: u16, table: &[u32]) -> Result<(), Error> {
+        let backend_ids: [u32; LB_MAGLEV_SIZE] = table
+            .try_into()
+            .map_err(|_| Error(format!("a Maglev table has {LB_MAGLEV_SIZE} slots, not {}", table.len())))?;
+        let mut m: BpfHashMap<MapData, u16, LbMaglev> =
+            BpfHashMap::try_from(self.map(MAP_LB_MAGLEV)?).map_err(err(MAP_LB_MAGLEV))?;
+        m.insert(rev_nat_id, LbMaglev { backend_ids }, 0)
+            .map_err(err(format!("writing {MAP_LB_MAGLEV} (is it full?)")))
+    }
+
+    /// Removes a frontend's Maglev table (after its frontend is gone, or
+    /// its flag cleared).
+    pub fn delete_maglev(&self, rev_nat_id: u16) -> Result<(), Error> {
+        let mut m: BpfHashMap<MapData, u16, LbMaglev> =
+            BpfHashMap::try_from(self.map(MAP_LB_MAGLEV)?).map_err(err(MAP_LB_MAGLEV))?;
+        match m.remove(&rev_nat_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(Error(format!("{MAP_LB_MAGLEV}: {e}"))),
+        }
+    }
+
     /// Removes a frontend and its slots (backends stay: others may use them).
     pub fn delete(&self, fe: Frontend) -> Result<(), Error> {
         let mut svc = self.services()?;
         let count = match svc.get(&fe.key(0), 0) {
-            Ok(v) => v.count,
+            Ok(v) => v,
             Err(MapError::KeyNotFound) => return Ok(()),
             Err(e) => return Err(Error(format!("{MAP_LB_SERVICES}: {e}"))),
         };
         let _ = svc.remove(&fe.key(0));
-        for slot in 1..=count {
+        for slot in 1..=count.count {
             let _ = svc.remove(&fe.key(slot));
+        }
+        if count.flags & LB_F_MAGLEV != 0 {
+            self.delete_maglev(count.rev_nat_id)?;
         }
         Ok(())
     }

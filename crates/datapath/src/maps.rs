@@ -33,16 +33,21 @@ pub const MAP_LB_REVNAT: &str = "weft_lb_revnat";
 pub const MAP_LB_SOCK_REVNAT: &str = "weft_lb_sock_revnat";
 pub const MAP_LB_AFFINITY: &str = "weft_lb_affinity";
 pub const MAP_NAT: &str = "weft_nat";
+pub const MAP_LB_MAGLEV: &str = "weft_lb_maglev";
 
 /// `LB_F_*`: flags of a service frontend (`bpf/lib/lb.h`).
 pub const LB_F_NODEPORT: u8 = 0x1;
 pub const LB_F_AFFINITY: u8 = 0x2;
 pub const LB_F_LOCAL: u8 = 0x4;
 pub const LB_F_SNAT: u8 = 0x8;
+pub const LB_F_MAGLEV: u8 = 0x10;
+
+/// `LB_MAGLEV_SIZE`: slots of a frontend's Maglev table (a prime).
+pub const LB_MAGLEV_SIZE: usize = 1021;
 
 /// Every map the datapath pins (the layout test checks that the C headers
 /// declare exactly these).
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_ENDPOINTS,
     MAP_LXC,
     MAP_CONFIG,
@@ -65,6 +70,7 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_LB_SOCK_REVNAT,
     MAP_LB_AFFINITY,
     MAP_NAT,
+    MAP_LB_MAGLEV,
 ];
 
 /// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).
@@ -397,6 +403,13 @@ pub struct LbAffinity {
     pub last_used: u32,
 }
 
+/// Value of `weft_lb_maglev`: a frontend's Maglev table of backend ids.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbMaglev {
+    pub backend_ids: [u32; LB_MAGLEV_SIZE],
+}
+
 /// Key of `weft_lb_sock_revnat`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -485,3 +498,4 @@ unsafe impl aya::Pod for LbRevnat {}
 unsafe impl aya::Pod for SockRevnatKey {}
 unsafe impl aya::Pod for LbAffinityKey {}
 unsafe impl aya::Pod for LbAffinity {}
+unsafe impl aya::Pod for LbMaglev {}

@@ -108,6 +108,7 @@ fn c_and_rust_layouts_agree() {
     check!(s, "lb_revnat", LbRevnat, { "address" => address, "port" => port, "pad" => pad });
     check!(s, "lb_affinity_key", LbAffinityKey, { "client" => client, "rev_nat_id" => rev_nat_id, "pad" => pad });
     check!(s, "lb_affinity", LbAffinity, { "backend_id" => backend_id, "last_used" => last_used });
+    check!(s, "lb_maglev", LbMaglev, { "backend_ids" => backend_ids });
     check!(s, "sock_revnat_key", SockRevnatKey, { "cookie" => cookie, "address" => address, "port" => port, "pad" => pad });
     check!(s, "pipeline_state", PipelineState, {
         "src_id" => src_id, "dst_id" => dst_id, "src_ep" => src_ep, "dst_ep" => dst_ep, "hook" => hook,
@@ -195,6 +196,8 @@ fn constants_match_the_c_headers() {
         ("LB_F_AFFINITY", LB_F_AFFINITY as u64),
         ("LB_F_LOCAL", LB_F_LOCAL as u64),
         ("LB_F_SNAT", LB_F_SNAT as u64),
+        ("LB_F_MAGLEV", LB_F_MAGLEV as u64),
+        ("LB_MAGLEV_SIZE", LB_MAGLEV_SIZE as u64),
     ] {
         assert_eq!(def(lb_h, name), value, "{name}");
     }

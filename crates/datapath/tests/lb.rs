@@ -274,3 +274,51 @@ fn the_host_per_packet_reaches_a_backend_and_a_service_without_one_refuses_into_
     assert_eq!((addr(&out[26..30]), addr(&out[30..34])), (VIP, GW), "from the service to the host");
     assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
 }
+
+/// Maglev: two nodes whose tables name the same backends (under their own
+/// ids) send every flow to the same backend; removing one backend moves
+/// its flows and hardly any other.
+#[test]
+fn with_maglev_every_node_picks_the_same_backend_and_a_removal_moves_little_else() {
+    use weft_service::maglev::{MaglevBackend, table};
+    let addrs: Vec<Ipv4Addr> = (0..3).map(|i| Ipv4Addr::new(10, 244, 2, 30 + i)).collect();
+    let program = |f: &Fixture, first_id: u32, members: &[Ipv4Addr]| {
+        let maps = ServiceMaps::open(&f.base).unwrap();
+        let backends: Vec<Backend> = members
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Backend { id: first_id + i as u32, address: *a, port: 8080, proto: 6 })
+            .collect();
+        let m: Vec<MaglevBackend> =
+            backends.iter().map(|b| MaglevBackend { id: b.id, ip: b.address, port: b.port }).collect();
+        maps.put_maglev(7, &table(&m, LB_MAGLEV_SIZE as u32).unwrap()).unwrap();
+        let fe = Frontend { address: VIP, port: 80, proto: 6 };
+        maps.put(fe, FrontendInfo { rev_nat_id: 7, flags: LB_F_MAGLEV, affinity_timeout: 0 }, &backends)
+            .unwrap();
+    };
+    let picks = |f: &mut Fixture, sports: std::ops::Range<u16>| -> Vec<Ipv4Addr> {
+        sports
+            .map(|sport| {
+                let syn = pkt::tcp(MAC_A, LXC_A, POD_A, sport, VIP, 80, pkt::TCP_SYN);
+                addr(&run(f, "from_container", &syn).1[30..34])
+            })
+            .collect()
+    };
+    let (mut one, mut two) = (fixture(), fixture());
+    program(&one, 1, &addrs);
+    program(&two, 101, &addrs);
+    let a = picks(&mut one, 50000..50200);
+    let b = picks(&mut two, 50000..50200);
+    assert_eq!(a, b, "both nodes send every flow to the same backend");
+    let used: std::collections::BTreeSet<_> = a.iter().collect();
+    assert_eq!(used.len(), 3, "and the flows spread over all three");
+
+    // The third backend leaves: new flows of the same tuples (fresh
+    // conntrack) go where they went unless they were on it.
+    let mut three = fixture();
+    program(&three, 1, &addrs[..2]);
+    let c = picks(&mut three, 50000..50200);
+    let moved = a.iter().zip(&c).filter(|(was, now)| **was != addrs[2] && was != now).count();
+    assert!(c.iter().all(|x| *x != addrs[2]), "nothing goes to the removed backend");
+    assert!(moved <= 10, "{moved} of the flows on the remaining backends moved");
+}

@@ -6,6 +6,7 @@
 //! services a change concerns.
 
 use crate::{
+    config::LbAlgorithm,
     endpoint::{STORE, store_err},
     state::Agent,
 };
@@ -19,11 +20,11 @@ use std::{
 use weft_api::{ApiError, ServiceApplyResult, ServiceName, ServiceView, code};
 use weft_datapath::{
     lb::{Backend as LbBackend, Frontend as LbFrontend, FrontendInfo, ServiceMaps},
-    maps::{LB_F_AFFINITY, LB_F_LOCAL, LB_F_NODEPORT, LB_F_SNAT},
+    maps::{LB_F_AFFINITY, LB_F_LOCAL, LB_F_MAGLEV, LB_F_NODEPORT, LB_F_SNAT, LB_MAGLEV_SIZE},
 };
 use weft_service::{
-    Action, ClusterIpRange, Frontend, NodePortRange, Protocol, Service, ServiceDocument, ServiceFrontend,
-    ServiceKey, ServiceTable,
+    Action, ClusterIpRange, Frontend, MaglevBackend, NodePortRange, Protocol, Service, ServiceDocument,
+    ServiceFrontend, ServiceKey, ServiceTable,
 };
 use weft_store::{Cmp, Op, Update};
 
@@ -247,6 +248,26 @@ fn map_frontends(agent: &Agent, f: &ServiceFrontend) -> Vec<(LbFrontend, Fronten
         .collect()
 }
 
+/// With `--lb-algorithm maglev`, the frontend's Maglev table goes in
+/// before the frontend that points to it (LB_F_MAGLEV); a frontend whose
+/// table cannot be written stays random rather than unreachable.
+fn maglev(
+    agent: &Agent,
+    maps: &ServiceMaps,
+    info: &mut FrontendInfo,
+    backends: &[LbBackend],
+) -> Result<(), String> {
+    if agent.cfg.lb_algorithm != LbAlgorithm::Maglev || backends.is_empty() {
+        return maps.delete_maglev(info.rev_nat_id).map_err(|e| e.to_string());
+    }
+    let members: Vec<MaglevBackend> =
+        backends.iter().map(|b| MaglevBackend { id: b.id, ip: b.address, port: b.port }).collect();
+    let table = weft_service::maglev::table(&members, LB_MAGLEV_SIZE as u32).map_err(|e| e.to_string())?;
+    maps.put_maglev(info.rev_nat_id, &table).map_err(|e| e.to_string())?;
+    info.flags |= LB_F_MAGLEV;
+    Ok(())
+}
+
 fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: ServiceMaps) {
     let mut table = ServiceTable::new(agent.cfg.node_name.clone());
     let mut raw: [BTreeMap<String, Vec<u8>>; 2] = Default::default();
@@ -324,8 +345,11 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             let mut now = Vec::new();
             let mut ids = Vec::new();
             for f in &fronts {
-                for (fe, info, backends) in map_frontends(agent, f) {
+                for (fe, mut info, backends) in map_frontends(agent, f) {
                     ids.extend(backends.iter().map(|b| b.id));
+                    if let Err(e) = maglev(agent, &maps, &mut info, &backends) {
+                        log::error!("services: {}/{}: Maglev table of {fe:?}: {e}", key.namespace, key.name);
+                    }
                     if let Err(e) = maps.put(fe, info, &backends) {
                         log::error!("services: {}/{}: writing {fe:?}: {e}", key.namespace, key.name);
                     }
