@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a one-node lab with two pods, then a 3-node VXLAN cluster on
-# etcd and a 2-node IP-in-IP one; shows the main flows with the `weft
-# monitor` lines (and tcpdump) each one produces, then tears everything down.
+# etcd (with masquerade and a NodePort served by another node) and a 2-node
+# IP-in-IP one; shows the main flows with the `weft monitor` lines (and
+# tcpdump) each one produces, then tears everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,7 @@ watch() {
   wait "$MON_PID" 2>/dev/null || true
   MON_PID=
   printf -- '--- weft monitor %s\n' "$args"
-  grep -v '^Listening' "$MON_OUT" | sed 's/^/    /' || true
+  grep -v '^Listening' "$MON_OUT" | head -n "${LINES:-1000}" | sed 's/^/    /' || true
 }
 
 "$WEFT" lab down "$LAB" >/dev/null 2>&1 || true
@@ -193,6 +194,52 @@ run in_lab node2 "$WEFT" endpoint list
 sleep 0.2
 run sh -c "$WEFT lab exec $LAB node1 $WEFT bpf ipcache list | grep -F '$REMOTE/32'"
 run in_lab pod1-1 ping -c 1 -W 2 "$REMOTE"
+
+say "Masquerade: pod1-1 reaches the lab's internet host 203.0.113.1 (which has no route to pods) as node1, SNAT in BPF"
+in_lab net busybox nc -l -p 8080 >/dev/null 2>&1 &
+NC=$!
+in_lab net timeout 5 tcpdump -lnni br0 -c 1 'tcp[tcpflags] & tcp-syn != 0 and dst port 8080' 2>/dev/null >"$MON_OUT.td" &
+TD=$!
+sleep 1
+watch "-t trace" sh -c "echo hello internet | $WEFT lab exec $LAB pod1-1 busybox nc -w 1 203.0.113.1 8080"
+wait $TD || true
+printf -- '--- tcpdump on the internet host: the SYN comes from node1 and a port of the SNAT range\n'
+sed 's/^/    /' "$MON_OUT.td"; rm -f "$MON_OUT.td"
+kill $NC 2>/dev/null || true
+run in_lab node1 "$WEFT" bpf nat list
+
+say "A NodePort from outside the cluster whose backend (pod2-1) is on another node: node1 sends it on as itself"
+BACKEND=$(in_lab pod2-1 ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+SVC=$(mktemp /tmp/weft-demo-svc.XXXXXX)
+cat >"$SVC" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 8080, protocol: TCP}]
+endpoints: [{addresses: [$BACKEND], nodeName: node2}]
+YAML
+run in_lab node1 "$WEFT" service apply -f "$SVC"
+rm -f "$SVC"
+sleep 0.5
+run sh -c "$WEFT lab exec $LAB node1 $WEFT bpf lb list | grep -F ':30080/TCP'"
+in_lab pod2-1 busybox nc -l -p 8080 >/dev/null 2>&1 &
+NC=$!
+in_lab pod2-1 timeout 5 tcpdump -lnni eth0 -c 1 'tcp[tcpflags] & tcp-syn != 0 and dst port 8080' 2>/dev/null >"$MON_OUT.td" &
+TD=$!
+sleep 1
+LINES=7 watch "-v -t debug" sh -c "echo hello nodeport | $WEFT lab exec $LAB net busybox nc -w 1 198.18.0.11 30080"
+wait $TD || true
+printf -- '--- (the SYN and its answer; every later packet of the flow the same)\n--- tcpdump in pod2-1: the connection comes from node1\n'
+sed 's/^/    /' "$MON_OUT.td"; rm -f "$MON_OUT.td"
+kill $NC 2>/dev/null || true
 run "$WEFT" lab down "$LAB"
 
 say "Calico's IP-in-IP on the wire (outer IPv4 protocol 4 between the nodes), done in BPF"
