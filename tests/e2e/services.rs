@@ -794,3 +794,65 @@ fn established_connections_through_a_cluster_ip_survive_an_agent_kill_and_restar
         assert_eq!(cli(&lab, node, &["bpf", "lb", "list"]), lb_before[i], "{node}: the same frontends");
     }
 }
+
+/// A UDP socket that socket LB connected to a backend (a client in the
+/// node's cgroup: `connect()` picked the backend): when that backend
+/// leaves the service, the agent ends the socket (sock_diag destroy) within
+/// a second, and the client's new socket reaches the backend that stays.
+/// Without that, the connected socket would keep talking to the departed
+/// pod, which still answers.
+#[test]
+fn a_udp_socket_connected_to_a_departed_backend_is_ended_and_the_client_reconnects() {
+    let lab = TestLab::up("svcudp", 2, 2);
+    let (ua, ub) = (serve_udp(&lab, "pod1-2"), serve_udp(&lab, "pod2-2"));
+    let ports = "[{port: 5353, protocol: UDP}]";
+    let spec = "  ports: [{port: 53, targetPort: 5353, protocol: UDP}]\n";
+    let dns = apply_service(&lab, &service_yaml("dns", spec, ports, &[(ua, "node1"), (ub, "node2")]));
+    wait_backends(&lab, &format!("{dns}:53/UDP"), &[ua, ub]);
+    let script = format!(
+        "import socket, time\n\
+         def conn():\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('{dns}', 53)); s.settimeout(0.2); return s\n\
+         s = conn()\n\
+         end = time.time() + 30\n\
+         while time.time() < end:\n    \
+             try:\n        s.send(b'who'); print('reply', s.recv(64).decode(), flush=True)\n    \
+             except socket.timeout:\n        print('timeout', flush=True)\n    \
+             except OSError as e:\n        print('ended', e.errno, flush=True); s = conn()\n    \
+             time.sleep(0.05)\n"
+    );
+    let mut child = lab.spawn("pod1-1", &["python3", "-u", "-c", &script]);
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let next =
+        || lines.recv_timeout(Duration::from_secs(5)).expect("the client prints a line at least every 0.3 s");
+    let first = loop {
+        let l = next();
+        if let Some(r) = l.strip_prefix("reply ") {
+            break r.to_string();
+        }
+    };
+    let (gone, stays, stays_on) = if first == ua.to_string() { (ua, ub, "node2") } else { (ub, ua, "node1") };
+    assert_eq!(first, gone.to_string());
+    apply_yaml(&lab, "node1", &slice_yaml("dns", ports, &[(stays, stays_on)]));
+    let t = Instant::now();
+    let mut ended = false;
+    loop {
+        let l = next();
+        ended |= l.starts_with("ended");
+        if l == format!("reply {stays}") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "still {l} after {:?}", t.elapsed());
+    }
+    eprintln!("the connected socket was ended and its client reconnected after {:?}", t.elapsed());
+    assert!(ended, "the client's socket was ended, not silently redirected");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -143,6 +143,19 @@ impl ServiceMaps {
         }
     }
 
+    /// Whether socket LB connected the socket `cookie` to `backend`
+    /// (a UDP translation it remembers for recvmsg).
+    pub fn sock_translated(&self, cookie: u64, backend: Ipv4Addr, port: u16) -> Result<bool, Error> {
+        let m: BpfHashMap<MapData, SockRevnatKey, LbRevnat> =
+            BpfHashMap::try_from(self.map(MAP_LB_SOCK_REVNAT)?).map_err(err(MAP_LB_SOCK_REVNAT))?;
+        let k = SockRevnatKey { cookie, address: ip_to_be(backend), port: port.to_be(), pad: 0 };
+        match m.get(&k, 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(Error(format!("{MAP_LB_SOCK_REVNAT}: {e}"))),
+        }
+    }
+
     /// Removes a frontend and its slots (backends stay: others may use them).
     pub fn delete(&self, fe: Frontend) -> Result<(), Error> {
         let mut svc = self.services()?;

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod ip;
 pub mod netlink;
 pub mod netns;
+pub mod sockdiag;
 pub mod sysctl;
 
 /// A named network namespace for a test, `weft-t-<pid>-<tag>`, deleted

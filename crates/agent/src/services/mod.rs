@@ -28,6 +28,8 @@ use weft_service::{
 };
 use weft_store::{Cmp, Op, Update};
 
+mod sockets;
+
 pub const SERVICES: &str = "services/";
 pub const SLICES: &str = "endpointslices/";
 /// Claimed addresses and ports: `service-ips/<ip>`, `service-nodeports/<port>`.
@@ -274,6 +276,8 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
     let mut programmed: BTreeMap<ServiceKey, Vec<LbFrontend>> = BTreeMap::new();
     let mut backends_in_use: BTreeMap<u32, usize> = BTreeMap::new();
     let mut per_service_backends: BTreeMap<ServiceKey, Vec<u32>> = BTreeMap::new();
+    // A UDP frontend's backends as programmed, to see which ones leave.
+    let mut udp_backends: BTreeMap<LbFrontend, BTreeSet<(Ipv4Addr, u16)>> = BTreeMap::new();
     loop {
         let Ok(first) = rx.recv_timeout(Duration::from_secs(5)) else { continue };
         let mut batch = vec![first];
@@ -340,6 +344,7 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
                 }
             }
         }
+        let mut departed: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
         for key in touched {
             let fronts = table.frontends_of(&key);
             let mut now = Vec::new();
@@ -353,11 +358,19 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
                     if let Err(e) = maps.put(fe, info, &backends) {
                         log::error!("services: {}/{}: writing {fe:?}: {e}", key.namespace, key.name);
                     }
+                    if fe.proto == proto(Protocol::Udp) {
+                        let set: BTreeSet<_> = backends.iter().map(|b| (b.address, b.port)).collect();
+                        let old = udp_backends.insert(fe, set.clone()).unwrap_or_default();
+                        departed.extend(old.difference(&set));
+                    }
                     now.push(fe);
                 }
             }
             for gone in programmed.get(&key).into_iter().flatten().filter(|f| !now.contains(f)) {
-                let _ = maps.delete(*gone);
+                if let Err(e) = maps.delete(*gone) {
+                    log::error!("services: {}/{}: removing {gone:?}: {e}", key.namespace, key.name);
+                }
+                departed.extend(udp_backends.remove(gone).unwrap_or_default());
             }
             for id in per_service_backends.remove(&key).unwrap_or_default() {
                 if let Some(n) = backends_in_use.get_mut(&id) {
@@ -373,6 +386,9 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             } else {
                 programmed.insert(key, now);
             }
+        }
+        if !departed.is_empty() {
+            sockets::end_connected_to(agent, departed);
         }
         let unused: Vec<u32> = backends_in_use.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
         for id in unused {
