@@ -163,6 +163,8 @@ pub struct AgentConfig {
     pub nat: crate::nat::NatConfig,
     /// How the per-packet path picks a service's backend for a new flow.
     pub lb_algorithm: LbAlgorithm,
+    /// Entries of the service maps when they are created (`--lb-max`).
+    pub lb_max: Option<u32>,
 }
 
 /// `--lb-algorithm`: random (the default), or Maglev consistent hashing,

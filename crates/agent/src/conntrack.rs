@@ -39,6 +39,7 @@ pub fn load_options(cfg: &AgentConfig) -> LoadOptions {
         ct_tcp_max: cfg.conntrack.tcp_max.unwrap_or(defaults.ct_tcp_max),
         ct_any_max: cfg.conntrack.any_max.unwrap_or(defaults.ct_any_max),
         nat_max: cfg.nat.max.unwrap_or(defaults.nat_max),
+        lb_max: cfg.lb_max.unwrap_or(defaults.lb_max),
     }
 }
 

@@ -168,6 +168,11 @@ struct AgentArgs {
     /// node, few flows moved when backends change).
     #[arg(long, env = "WEFT_LB_ALGORITHM", default_value = "random")]
     lb_algorithm: weft_agent::config::LbAlgorithm,
+    /// Entries of the service maps: one per frontend plus one per backend
+    /// of each (default 262144: 50,000 services of three backends).
+    /// Applies when the maps are created.
+    #[arg(long, env = "WEFT_LB_MAX")]
+    lb_max: Option<u32>,
     /// Lab this agent belongs to (only used to find it again).
     #[arg(long)]
     lab: Option<String>,
@@ -439,5 +444,6 @@ fn agent(a: AgentArgs, socket: &std::path::Path) -> Result<(), String> {
         },
         nat: weft_agent::nat::NatConfig { masquerade: a.masquerade, ports: a.snat_ports, max: a.nat_max },
         lb_algorithm: a.lb_algorithm,
+        lb_max: a.lb_max,
     })
 }

@@ -140,17 +140,31 @@ pub struct LoadOptions {
     pub ct_any_max: u32,
     /// Size of the SNAT table (two entries per translated flow).
     pub nat_max: u32,
+    /// Size of the service maps: frontend slots (one per frontend plus one
+    /// per backend of it), backends, reverse NAT, Maglev tables.
+    pub lb_max: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         let (ct_tcp_max, ct_any_max) = ct_sizes_for_memory(total_memory());
-        Self { tc_mode: TcMode::Auto, ct_tcp_max, ct_any_max, nat_max: NAT_MAX_DEFAULT }
+        Self {
+            tc_mode: TcMode::Auto,
+            ct_tcp_max,
+            ct_any_max,
+            nat_max: NAT_MAX_DEFAULT,
+            lb_max: LB_MAX_DEFAULT,
+        }
     }
 }
 
 /// Default size of the SNAT table: 64 Ki translated flows.
 pub const NAT_MAX_DEFAULT: u32 = 1 << 17;
+
+/// Default size of the service maps: room for 50,000 services of three
+/// backends (four slots each). They are not preallocated: an idle node
+/// pays for what it holds.
+pub const LB_MAX_DEFAULT: u32 = 1 << 18;
 
 /// Bytes one conntrack entry costs in the kernel, roughly: key and value,
 /// the hash element and the LRU node.
@@ -225,6 +239,10 @@ impl Datapath {
                 .map_max_entries(MAP_CT_TCP, opts.ct_tcp_max)
                 .map_max_entries(MAP_CT_ANY, opts.ct_any_max)
                 .map_max_entries(MAP_NAT, opts.nat_max)
+                .map_max_entries(MAP_LB_SERVICES, opts.lb_max)
+                .map_max_entries(MAP_LB_BACKENDS, opts.lb_max)
+                .map_max_entries(MAP_LB_REVNAT, opts.lb_max.min(1 << 16))
+                .map_max_entries(MAP_LB_MAGLEV, opts.lb_max.min(1 << 16))
                 .load(obj)
                 .map_err(|e| crate::kernel::explain(format!("loading {}: {e}", names[0])))?;
             for name in names {
