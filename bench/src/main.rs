@@ -4,6 +4,7 @@
 
 mod control;
 mod datapath;
+mod nat;
 mod policy;
 mod propagation;
 mod report;
@@ -34,6 +35,7 @@ struct Args {
     /// Only the policy figures: compile, and the datapath with conntrack
     /// and a policy of N rules.
     only_policy: bool,
+    only_nat: bool,
     /// Propagation samples and window length of the scale measurement.
     scale_samples: usize,
     scale_window: u64,
@@ -53,6 +55,7 @@ fn args() -> Result<Args, String> {
         only_scale: false,
         only_cni: false,
         only_policy: false,
+        only_nat: false,
         scale_samples: 50,
         scale_window: 20,
     };
@@ -75,6 +78,7 @@ fn args() -> Result<Args, String> {
             "--only-scale" => a.only_scale = true,
             "--only-cni" => a.only_cni = true,
             "--only-policy" => a.only_policy = true,
+            "--only-nat" => a.only_nat = true,
             "--quick" => {
                 a.rounds = 1;
                 a.secs = 1;
@@ -167,6 +171,19 @@ fn run() -> Result<(), String> {
         return write_report(&a, &s.0, &header);
     }
 
+    if a.only_nat {
+        nat::figures(a.rounds, a.secs, &mut s)?;
+        let header = format!(
+            "Measured {} on {}; the masquerade section only; {} rounds interleaved, {} s per measurement; whole run {} s.",
+            date(),
+            machine(),
+            a.rounds,
+            a.secs,
+            started.elapsed().as_secs()
+        );
+        return write_report(&a, &s.0, &header);
+    }
+
     // Data plane: every topology up at once, measured round after round.
     if !a.control_only {
         println!("# building topologies");
@@ -230,6 +247,15 @@ fn run() -> Result<(), String> {
             eprintln!("weft-bench: policy measurements stopped: {e}");
         }
         println!("# policy section: {} s", t.elapsed().as_secs());
+    }
+
+    // Masquerade to a host outside the cluster.
+    if !a.control_only {
+        let t = Instant::now();
+        if let Err(e) = nat::figures(a.rounds.min(3), a.secs, &mut s) {
+            eprintln!("weft-bench: masquerade measurements stopped: {e}");
+        }
+        println!("# masquerade section: {} s", t.elapsed().as_secs());
     }
 
     // Per-packet cost of the programs.

@@ -413,3 +413,65 @@ fn weft_pods(
         _cleanup: cleanup,
     })
 }
+
+/// How a pod's traffic to a host outside the cluster comes back.
+pub enum Egress {
+    /// No NAT: the internet host routes the pod pool back to the node (the
+    /// limit: what any NAT costs on top).
+    Routed,
+    /// weft does not masquerade; the node's netfilter does
+    /// (`-j MASQUERADE`, as Calico's natOutgoing and most CNIs do).
+    Iptables,
+    /// weft's SNAT in BPF (bpf/lib/nat.h).
+    Weft,
+}
+
+/// A pod of a one-node weft lab as the client, the lab's internet host
+/// (203.0.113.1, in the lab's underlay namespace) as the server.
+pub fn weft_to_internet(lab: &str, egress: Egress) -> Result<Topo, String> {
+    let _ = weft_lab::down(lab);
+    let mut opts = weft_lab::Options::new(lab, 1, 1)?;
+    if !matches!(egress, Egress::Weft) {
+        opts.agent_env.push(("WEFT_MASQUERADE".into(), "false".into()));
+    }
+    let before = crate::tools::weft_program_ids();
+    let l = weft_lab::up(&opts)?;
+    let cleanup = Cleanup::Lab(lab.to_string());
+    let programs = crate::tools::weft_program_ids().into_iter().filter(|id| !before.contains(id)).collect();
+    let node = l.node("node1").ok_or("no node1")?;
+    // Without weft's SNAT the node's stack forwards the pod's packets.
+    sysctl(&node.netns, "net.ipv4.ip_forward", "1")?;
+    let name = match egress {
+        Egress::Routed => {
+            let via = format!("route add 10.244.0.0/16 via {}", node.underlay_ip);
+            in_ns(&weft_lab::layout::underlay_ns(lab), vec![via])?;
+            "limit (weft, routed back, no NAT)"
+        }
+        Egress::Iptables => {
+            netns::run_in(Path::new(&path(&node.netns)), || {
+                let rule = "-t nat -A POSTROUTING -s 10.244.0.0/16 -o eth0 -j MASQUERADE";
+                let st = std::process::Command::new("iptables")
+                    .args(rule.split(' '))
+                    .status()
+                    .map_err(|e| weft_net::Error(format!("iptables: {e}")))?;
+                if !st.success() {
+                    return Err(weft_net::Error(format!("iptables {rule} failed")));
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            "iptables MASQUERADE"
+        }
+        Egress::Weft => "weft masquerade (BPF)",
+    };
+    Ok(Topo {
+        name: name.into(),
+        kind: "pod to the internet host",
+        client: l.netns_of("pod1-1").ok_or("no pod1-1")?,
+        server: l.netns_of("net").ok_or("no underlay")?,
+        server_ip: weft_lab::layout::INTERNET_IP.parse().unwrap(),
+        programs,
+        enforce: None,
+        _cleanup: cleanup,
+    })
+}
