@@ -27,9 +27,16 @@
 //!   per-service chain → `numgen random mod 3 vmap` → per-endpoint chain
 //!   with the DNAT, loaded with `nft -f`.
 //!
-//! One client process per measurement: connect, 1 byte each way, close, in
-//! a loop for the measurement's seconds; latency is connect() to the reply
-//! byte (p50, p99), the rate is connections per second. Each backend
+//! weft's conntrack is flushed before each of its measurements (`weft bpf
+//! ct flush`): it refuses new flows, rather than evicting, once it holds
+//! 7/8 of its size until the agent's GC runs, which these rounds of some
+//! 10,000 connections a second reach (netfilter's table in the other
+//! nodes stays far from its limit).
+//!
+//! One client process per measurement: connect, 1 byte each way, close (the
+//! server first, so the client keeps no TIME_WAIT), in a loop for the
+//! measurement's seconds; latency is connect() to the reply byte (p50,
+//! p99), the rate is connections per second. Each backend
 //! answers with its own number, so the client also proves that the
 //! connections spread over the 3 backends.
 //!
@@ -118,6 +125,21 @@ fn vip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 96, (1 + i / 250) as u8, (1 + i % 250) as u8)
 }
 
+/// The ClusterIP the client connects to, whatever the number of services
+/// (a client port reused towards another address would meet the backends'
+/// TIME_WAIT of the earlier one with other timestamps and sequence
+/// numbers, and be answered late).
+const TARGET: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The target's rev-NAT id and first backend id in weft's maps (the
+/// fillers use `i + 1` and `1 + 3i + j`).
+const TARGET_REV_NAT: u16 = u16::MAX;
+const TARGET_BACKEND_ID: u32 = 0xf000_0000;
+
+/// A service's ClusterIP: the target's in the middle of the list.
+fn svc_ip(n: usize, i: usize) -> Ipv4Addr {
+    if i == n / 2 { TARGET } else { vip(i) }
+}
+
 /// The filler services' backends: 172.16.0.0/12, never sent a packet.
 fn filler(i: usize, j: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + (i * BACKENDS + j) as u32)
@@ -151,18 +173,24 @@ fn hash(s: &str) -> String {
     format!("{h:016X}")
 }
 
-/// One service of a ruleset: its index and backends.
+/// One service of a ruleset: its index, ClusterIP and backends.
 struct Svc {
     i: usize,
+    ip: Ipv4Addr,
     backends: Vec<Ipv4Addr>,
+}
+
+impl Svc {
+    fn filler(i: usize) -> Svc {
+        Svc { i, ip: vip(i), backends: (0..BACKENDS).map(|j| filler(i, j)).collect() }
+    }
 }
 
 /// The services of a scale: `n`, the target (`n / 2`) with `real`.
 fn services(n: usize, real: &[Ipv4Addr]) -> impl Iterator<Item = Svc> + '_ {
-    (0..n).map(move |i| Svc {
-        i,
-        backends: if i == n / 2 { real.to_vec() } else { (0..BACKENDS).map(|j| filler(i, j)).collect() },
-    })
+    (0..n).map(
+        move |i| if i == n / 2 { Svc { i, ip: TARGET, backends: real.to_vec() } } else { Svc::filler(i) },
+    )
 }
 
 fn svc_chain(i: usize) -> String {
@@ -173,10 +201,10 @@ fn sep_chain(i: usize, b: Ipv4Addr) -> String {
     format!("KUBE-SEP-{}", hash(&format!("default/svc{i}:http/{b}")))
 }
 
-fn kube_services_rule(i: usize) -> String {
+fn kube_services_rule(n: usize, i: usize) -> String {
     format!(
         "-A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment \"default/svc{i}:http cluster IP\" -m tcp --dport {SVC_PORT} -j {}\n",
-        vip(i),
+        svc_ip(n, i),
         svc_chain(i)
     )
 }
@@ -187,7 +215,7 @@ fn iptables_service_rules(s: &Svc) -> String {
     let mut r = format!(
         "-A {} ! -s {NF_PODS} -d {}/32 -p tcp -m comment --comment \"default/svc{i}:http cluster IP\" -m tcp --dport {SVC_PORT} -j KUBE-MARK-MASQ\n",
         svc_chain(i),
-        vip(i)
+        s.ip
     );
     for (j, b) in s.backends.iter().enumerate() {
         let stat = if j + 1 < n {
@@ -232,7 +260,7 @@ fn iptables_full(n: usize, real: &[Ipv4Addr]) -> String {
           -A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0\n\
           -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n";
     for i in 0..n {
-        r += &kube_services_rule(i);
+        r += &kube_services_rule(n, i);
     }
     for s in services(n, real) {
         r += &iptables_service_rules(&s);
@@ -244,8 +272,8 @@ fn iptables_full(n: usize, real: &[Ipv4Addr]) -> String {
 /// minimal sync writes it (`iptables-restore --noflush`): KUBE-SERVICES
 /// whole, the service's chain and the new endpoint's, the old one deleted.
 fn iptables_change(n: usize, c: usize, new: Ipv4Addr) -> String {
-    let old = Svc { i: c, backends: (0..BACKENDS).map(|j| filler(c, j)).collect() };
-    let mut now = Svc { i: c, backends: old.backends.clone() };
+    let old = Svc::filler(c);
+    let mut now = Svc::filler(c);
     now.backends[BACKENDS - 1] = new;
     // Declaring a chain flushes it: the old endpoint's is emptied, then
     // deleted at the end.
@@ -256,7 +284,7 @@ fn iptables_change(n: usize, c: usize, new: Ipv4Addr) -> String {
         sep_chain(c, new)
     );
     for i in 0..n {
-        r += &kube_services_rule(i);
+        r += &kube_services_rule(n, i);
     }
     // The rules of the service chain and of the new endpoint chain only
     // (the kept endpoints' chains are not rewritten).
@@ -293,7 +321,7 @@ fn nft_service_rules(s: &Svc) -> String {
     format!(
         "add rule ip {TABLE} {ch} ip daddr {} tcp dport {SVC_PORT} ip saddr != {NF_PODS} jump mark-for-masquerade\n\
          add rule ip {TABLE} {ch} numgen random mod {} vmap {{ {} }}\n",
-        vip(s.i),
+        s.ip,
         s.backends.len(),
         arms.join(", ")
     )
@@ -334,7 +362,7 @@ fn nft_full(n: usize, real: &[Ipv4Addr]) -> String {
         r += &nft_service_rules(&s);
         r += &format!(
             "add element ip {TABLE} service-ips {{ {} . tcp . {SVC_PORT} : goto {} }}\n",
-            vip(s.i),
+            s.ip,
             nft_service_chain(s.i)
         );
     }
@@ -350,7 +378,7 @@ fn nft_change(c: usize, new: Ipv4Addr) -> String {
     now[BACKENDS - 1] = new;
     let mut r = nft_endpoint(c, new);
     r += &format!("flush chain ip {TABLE} {}\n", nft_service_chain(c));
-    r += &nft_service_rules(&Svc { i: c, backends: now });
+    r += &nft_service_rules(&Svc { i: c, ip: vip(c), backends: now });
     r += &format!("delete chain ip {TABLE} {}\n", nft_endpoint_chain(c, old[BACKENDS - 1]));
     r
 }
@@ -469,6 +497,10 @@ struct ClientRun {
     p99_us: f64,
     /// Connections answered by backend 1, 2, 3.
     per_backend: [u64; BACKENDS],
+    /// Attempts that failed (connect timed out after 2 s, or the reply did
+    /// not come), with the first error.
+    failed: u64,
+    first_error: Option<String>,
 }
 
 /// The client process (`weft-bench --services-client NETNS CGROUP|- IP
@@ -507,24 +539,53 @@ fn client(args: &[String]) -> Result<ClientRun, String> {
     let mut per_backend = [0u64; BACKENDS];
     let start = Instant::now();
     let mut b = [1u8; 1];
+    let (mut failed, mut first_error) = (0u64, None);
     while start.elapsed().as_secs_f64() < secs {
         let t = Instant::now();
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
-            .map_err(|e| format!("connect {to} after {} connections: {e}", lat.len()))?;
-        s.write_all(&[1]).map_err(|e| format!("write: {e}"))?;
-        s.read_exact(&mut b).map_err(|e| format!("read: {e}"))?;
+        let mut once = || -> Result<TcpStream, String> {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+            s.write_all(&[1]).map_err(|e| format!("write: {e}"))?;
+            s.read_exact(&mut b).map_err(|e| format!("read: {e}"))?;
+            Ok(s)
+        };
+        let mut s = match once() {
+            Ok(s) => s,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(format!("{e} (after {} connections)", lat.len()));
+                if failed > 20 {
+                    return Err(format!(
+                        "{failed} connections to {to} failed, the first: {}",
+                        first_error.unwrap()
+                    ));
+                }
+                continue;
+            }
+        };
         lat.push(t.elapsed().as_secs_f64() * 1e6);
+        // The server closes first, so TIME_WAIT stays on its side: the
+        // client's ports towards the one ClusterIP would otherwise run
+        // out after some 28,000 connections a minute.
+        let mut rest = [0u8; 1];
+        let _ = s.read(&mut rest);
         if let Some(c) = per_backend.get_mut(usize::from(b[0]).wrapping_sub(1)) {
             *c += 1;
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    if lat.is_empty() {
+        return Err(format!("no connection completed, {failed} failed: {}", first_error.unwrap_or_default()));
+    }
     Ok(ClientRun {
         connections: lat.len() as u64,
         secs,
         p50_us: report::percentile(&lat, 0.5),
         p99_us: report::percentile(&lat, 0.99),
         per_backend,
+        failed,
+        first_error,
     })
 }
 
@@ -674,6 +735,8 @@ struct WeftNode {
     backends: Vec<Ipv4Addr>,
     /// sock_connect4 of this lab's agent.
     connect4: Vec<u32>,
+    /// The agent's API socket.
+    socket: PathBuf,
     /// Services the maps can hold (3 backends each).
     capacity: usize,
     loaded: usize,
@@ -735,6 +798,7 @@ impl WeftNode {
             cgroup,
             backends,
             connect4,
+            socket: node.socket.clone(),
             capacity: capacity(&node.bpffs)?,
             loaded: 0,
             _servers: servers,
@@ -760,15 +824,18 @@ fn put_services(maps: &ServiceMaps, n: usize, real: &[Ipv4Addr]) -> Result<(), S
 }
 
 fn put_one(maps: &ServiceMaps, s: &Svc) -> Result<(), String> {
-    let fe = Frontend { address: vip(s.i), port: SVC_PORT, proto: 6 };
+    let target = s.ip == TARGET;
+    let fe = Frontend { address: s.ip, port: SVC_PORT, proto: 6 };
+    let id = |j: usize| if target { TARGET_BACKEND_ID + j as u32 } else { 1 + (s.i * BACKENDS + j) as u32 };
     let backends: Vec<Backend> = s
         .backends
         .iter()
         .enumerate()
-        .map(|(j, b)| Backend { id: 1 + (s.i * BACKENDS + j) as u32, address: *b, port: BE_PORT, proto: 6 })
+        .map(|(j, b)| Backend { id: id(j), address: *b, port: BE_PORT, proto: 6 })
         .collect();
-    let info = FrontendInfo { rev_nat_id: s.i as u16 + 1, ..Default::default() };
-    maps.put(fe, info, &backends).map_err(|e| format!("service {} of {}: {e}", s.i + 1, vip(s.i)))
+    let rev_nat_id = if target { TARGET_REV_NAT } else { s.i as u16 + 1 };
+    let info = FrontendInfo { rev_nat_id, ..Default::default() };
+    maps.put(fe, info, &backends).map_err(|e| format!("service {} of {}: {e}", s.i + 1, s.ip))
 }
 
 /// Everything of the data-plane measurement.
@@ -823,13 +890,21 @@ impl Bed {
     }
 
     /// One client run against subject `k` at `n` services, checked.
-    fn measure(&self, k: Kind, n: usize, secs: u64) -> Result<ClientRun, String> {
-        let target = vip(n / 2);
+    fn measure(&self, k: Kind, secs: u64) -> Result<ClientRun, String> {
+        let target = TARGET;
         let (ns, cgroup) = match k {
             Kind::WeftSock => (self.weft.sock_client.clone(), Some(self.weft.cgroup.clone())),
             Kind::WeftPacket => (self.weft.packet_client.clone(), None),
             _ => (self.nf.iter().find(|x| x.kind == k).unwrap().client.clone(), None),
         };
+        if matches!(k, Kind::WeftSock | Kind::WeftPacket) {
+            // weft refuses new flows once its conntrack holds 7/8 of its
+            // size until the agent's GC has run: each measurement starts
+            // with an empty table (see the report's note).
+            weft_api::Client::new(&self.weft.socket)
+                .call(&weft_api::Request::BpfCtFlush)
+                .map_err(|e| format!("conntrack flush: {e}"))?;
+        }
         let c0 = run_count(&self.weft.connect4);
         let r = run_client(&ns, cgroup.as_deref(), target, secs)?;
         let connects = run_count(&self.weft.connect4) - c0;
@@ -897,13 +972,25 @@ fn data_plane(
         println!("# services: {} services, round {}/{}", n_fmt(n), round + 1, p.rounds);
         crate::control::quiesce();
         for k in &kinds {
-            let r = bed.measure(*k, n, p.secs)?;
+            let r = bed.measure(*k, p.secs)?;
             println!(
                 "# services: {}: {} connections, backends {:?}",
                 k.subject(),
                 r.connections,
                 r.per_backend
             );
+            if r.failed > 0 {
+                let note = format!(
+                    "{} ClusterIPs, {}: {} of {} connections failed ({}).",
+                    n_fmt(n),
+                    k.subject(),
+                    r.failed,
+                    r.connections + r.failed,
+                    r.first_error.as_deref().unwrap_or("")
+                );
+                println!("# services: {note}");
+                notes.push(note);
+            }
             let (sub, base) = (k.subject(), k.baseline());
             s.add(&g, LAT_P50, "µs", false, sub, base, r.p50_us);
             s.add(&g, LAT_P99, "µs", false, sub, base, r.p99_us);
@@ -946,7 +1033,7 @@ fn programming(bed: &mut Bed, p: &Params, s: &mut Samples) -> Result<(), String>
                     let t = Instant::now();
                     put_services(&maps, n, &bed.weft.backends)?;
                     s.add(&g, all, "ms", false, WEFT_MAPS, false, ms(t.elapsed()));
-                    let mut svc = Svc { i: 0, backends: (0..BACKENDS).map(|j| filler(0, j)).collect() };
+                    let mut svc = Svc::filler(0);
                     svc.backends[BACKENDS - 1] = replacement(round);
                     let t = Instant::now();
                     put_one(&maps, &svc)?;
