@@ -9,6 +9,7 @@ mod policy;
 mod propagation;
 mod report;
 mod scale;
+mod services;
 mod tools;
 mod topo;
 
@@ -22,8 +23,9 @@ struct Args {
     endpoints: usize,
     out: PathBuf,
     readme: Option<PathBuf>,
-    /// Only redraw the chart and table from a raw.json of an earlier run.
-    replot: Option<PathBuf>,
+    /// Only redraw the chart and table from the raw.json of earlier runs
+    /// (`--replot` again merges another: its series replace the same ones).
+    replot: Vec<PathBuf>,
     /// Only the control plane (no data-plane topologies).
     control_only: bool,
     /// Simulated nodes of the scale measurement.
@@ -36,6 +38,15 @@ struct Args {
     /// and a policy of N rules.
     only_policy: bool,
     only_nat: bool,
+    /// Only the services figures: connections through a ClusterIP with
+    /// 10 to 50,000 services, and programming them.
+    only_services: bool,
+    /// Numbers of services of the services data plane.
+    services_scales: Vec<usize>,
+    /// Services programmed from empty (weft's maps, iptables, nftables).
+    services_program: usize,
+    /// Services applied through weft's agent API.
+    services_api: usize,
     /// Propagation samples and window length of the scale measurement.
     scale_samples: usize,
     scale_window: u64,
@@ -49,13 +60,17 @@ fn args() -> Result<Args, String> {
         endpoints: 1000,
         out: "bench/results".into(),
         readme: None,
-        replot: None,
+        replot: Vec::new(),
         control_only: false,
         scale_nodes: 200,
         only_scale: false,
         only_cni: false,
         only_policy: false,
         only_nat: false,
+        only_services: false,
+        services_scales: services::SCALES.to_vec(),
+        services_program: 10_000,
+        services_api: 1_000,
         scale_samples: 50,
         scale_window: 20,
     };
@@ -69,7 +84,7 @@ fn args() -> Result<Args, String> {
             "--endpoints" => a.endpoints = val()?.parse().map_err(|e| format!("--endpoints: {e}"))?,
             "--out" => a.out = val()?.into(),
             "--readme" => a.readme = Some(val()?.into()),
-            "--replot" => a.replot = Some(val()?.into()),
+            "--replot" => a.replot.push(val()?.into()),
             "--control-only" => a.control_only = true,
             "--scale-nodes" => a.scale_nodes = val()?.parse().map_err(|e| format!("--scale-nodes: {e}"))?,
             "--scale-window" => {
@@ -79,6 +94,20 @@ fn args() -> Result<Args, String> {
             "--only-cni" => a.only_cni = true,
             "--only-policy" => a.only_policy = true,
             "--only-nat" => a.only_nat = true,
+            "--only-services" => a.only_services = true,
+            "--services-scales" => {
+                a.services_scales = val()?
+                    .split(',')
+                    .map(|n| n.trim().parse().map_err(|e| format!("--services-scales: {e}")))
+                    .collect::<Result<_, _>>()?;
+                a.services_scales.sort();
+            }
+            "--services-program" => {
+                a.services_program = val()?.parse().map_err(|e| format!("--services-program: {e}"))?
+            }
+            "--services-api" => {
+                a.services_api = val()?.parse().map_err(|e| format!("--services-api: {e}"))?
+            }
             "--quick" => {
                 a.rounds = 1;
                 a.secs = 1;
@@ -87,6 +116,9 @@ fn args() -> Result<Args, String> {
                 a.scale_nodes = 20;
                 a.scale_samples = 20;
                 a.scale_window = 10;
+                a.services_scales = vec![10, 1000];
+                a.services_program = 1000;
+                a.services_api = 200;
             }
             other => return Err(format!("unknown argument {other}; see bench/src/main.rs")),
         }
@@ -95,6 +127,12 @@ fn args() -> Result<Args, String> {
 }
 
 fn main() {
+    // The services section's client, run as a process of its own so it
+    // can join a cgroup.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--services-client") {
+        std::process::exit(services::client_main(&argv[2..]));
+    }
     if let Err(e) = run() {
         eprintln!("weft-bench: {e}");
         std::process::exit(1);
@@ -135,9 +173,16 @@ impl Samples {
 
 fn run() -> Result<(), String> {
     let a = args()?;
-    if let Some(raw) = &a.replot {
-        let b = std::fs::read(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
-        let series: Vec<Series> = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+    if !a.replot.is_empty() {
+        let mut series: Vec<Series> = Vec::new();
+        for raw in &a.replot {
+            let b = std::fs::read(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
+            let more: Vec<Series> = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+            series.retain(|s| {
+                !more.iter().any(|m| m.group == s.group && m.metric == s.metric && m.subject == s.subject)
+            });
+            series.extend(more);
+        }
         return write_report(&a, &series, "Replotted from an earlier run.");
     }
     let started = Instant::now();
@@ -167,6 +212,19 @@ fn run() -> Result<(), String> {
             policy_rounds(&a),
             a.secs,
             started.elapsed().as_secs()
+        );
+        return write_report(&a, &s.0, &header);
+    }
+    if a.only_services {
+        let notes = services::run(&services_params(&a), &mut s)?;
+        let header = format!(
+            "Measured {} on {}; the services section only; {} rounds interleaved, {} s per measurement; whole run {} s.{}",
+            date(),
+            machine(),
+            services_rounds(&a),
+            services_secs(&a),
+            started.elapsed().as_secs(),
+            notes.iter().map(|n| format!(" {n}")).collect::<String>()
         );
         return write_report(&a, &s.0, &header);
     }
@@ -258,6 +316,18 @@ fn run() -> Result<(), String> {
         println!("# masquerade section: {} s", t.elapsed().as_secs());
     }
 
+    // Services: connections through a ClusterIP with 10 to 50,000
+    // services, and programming them.
+    let mut notes = Vec::new();
+    if !a.control_only {
+        let t = Instant::now();
+        match services::run(&services_params(&a), &mut s) {
+            Ok(n) => notes = n,
+            Err(e) => eprintln!("weft-bench: services measurements stopped: {e}"),
+        }
+        println!("# services section: {} s", t.elapsed().as_secs());
+    }
+
     // Per-packet cost of the programs.
     println!("# BPF_PROG_TEST_RUN");
     for _ in 0..if a.control_only { 0 } else { a.rounds } {
@@ -273,10 +343,11 @@ fn run() -> Result<(), String> {
     let elapsed = started.elapsed().as_secs();
     let machine = machine();
     let header = format!(
-        "Measured {} on {machine}; {} rounds interleaved, {} s per measurement; whole run {elapsed} s.",
+        "Measured {} on {machine}; {} rounds interleaved, {} s per measurement; whole run {elapsed} s.{}",
         date(),
         a.rounds,
-        a.secs
+        a.secs,
+        notes.iter().map(|n| format!(" {n}")).collect::<String>()
     );
     write_report(&a, &s.0, &header)?;
     println!("# done in {elapsed} s");
@@ -285,7 +356,7 @@ fn run() -> Result<(), String> {
 
 fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String> {
     std::fs::create_dir_all(&a.out).map_err(|e| e.to_string())?;
-    let md = report::markdown(series, header);
+    let md = report::markdown(series, header) + &services::summary(series);
     std::fs::write(a.out.join("latest.md"), &md).map_err(|e| e.to_string())?;
     std::fs::write(a.out.join("raw.json"), serde_json::to_vec_pretty(series).unwrap())
         .map_err(|e| e.to_string())?;
@@ -300,6 +371,7 @@ fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String>
             ("cross node", "TCP connections (connect, 1 B each way, close)"),
             policy::PANELS[0],
             policy::PANELS[1],
+            services::PANEL,
         ],
         &a.out.join("latest.png"),
         std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
@@ -316,6 +388,27 @@ fn write_report(a: &Args, series: &[Series], header: &str) -> Result<(), String>
 /// under 10 minutes on 2 cores).
 fn policy_rounds(a: &Args) -> usize {
     a.rounds.min(3)
+}
+
+/// Rounds and seconds per measurement of the services section (4 subjects
+/// at up to 4 numbers of services, and programming 10,000 services up to
+/// 3 times: about 5 minutes at most on 2 cores).
+fn services_rounds(a: &Args) -> usize {
+    a.rounds.min(3)
+}
+
+fn services_secs(a: &Args) -> u64 {
+    a.secs.min(2)
+}
+
+fn services_params(a: &Args) -> services::Params {
+    services::Params {
+        scales: a.services_scales.clone(),
+        program: a.services_program,
+        api: a.services_api,
+        rounds: services_rounds(a),
+        secs: services_secs(a),
+    }
 }
 
 /// Policy compile, then the datapath with conntrack and policy.

@@ -36,7 +36,7 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
     s[((s.len() as f64 * p).ceil() as usize).clamp(1, s.len()) - 1]
 }
 
-fn fmt(v: f64) -> String {
+pub fn fmt(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -49,11 +49,11 @@ fn fmt(v: f64) -> String {
 /// One table per (group, metric): subject, median, min–max, ratio.
 pub fn markdown(series: &[Series], header: &str) -> String {
     let mut out = format!("{header}\n");
-    let mut by: BTreeMap<(String, String), Vec<&Series>> = BTreeMap::new();
+    let mut by: BTreeMap<(Natural, Natural), Vec<&Series>> = BTreeMap::new();
     for s in series {
-        by.entry((s.group.clone(), s.metric.clone())).or_default().push(s);
+        by.entry((Natural::of(&s.group), Natural::of(&s.metric))).or_default().push(s);
     }
-    for ((group, metric), list) in by {
+    for ((Natural { text: group, .. }, Natural { text: metric, .. }), list) in by {
         let unit = &list[0].unit;
         let better = if list[0].higher_is_better { "higher is better" } else { "lower is better" };
         out += &format!(
@@ -69,6 +69,54 @@ pub fn markdown(series: &[Series], header: &str) -> String {
         }
     }
     out
+}
+
+/// A name ordered with its numbers read as numbers ("10 services" before
+/// "1,000 services"), otherwise as its text.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Natural {
+    parts: Vec<Part>,
+    text: String,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Text(String),
+    Number(u64),
+}
+
+impl Natural {
+    fn of(s: &str) -> Natural {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut num: Option<u64> = None;
+        let cs: Vec<char> = s.chars().collect();
+        for (i, &c) in cs.iter().enumerate() {
+            // A comma between digits belongs to the number.
+            let grouping = c == ',' && num.is_some() && cs.get(i + 1).is_some_and(char::is_ascii_digit);
+            match (c.to_digit(10), &mut num) {
+                (Some(d), Some(n)) => *n = n.saturating_mul(10).saturating_add(u64::from(d)),
+                (Some(d), None) => {
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    num = Some(u64::from(d));
+                }
+                (None, _) if grouping => {}
+                (None, _) => {
+                    if let Some(n) = num.take() {
+                        parts.push(Part::Number(n));
+                    }
+                    text.push(c);
+                }
+            }
+        }
+        parts.extend(num.map(Part::Number));
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Natural { parts, text: s.to_string() }
+    }
 }
 
 fn baseline_name(list: &[&Series]) -> String {
@@ -163,5 +211,8 @@ mod tests {
         let md =
             markdown(&[s("limit", true, vec![10.0, 10.0]), s("weft", false, vec![5.0, 6.0, 7.0])], "# t");
         assert!(md.contains("| weft | 6.00 | 5.00–7.00 | 0.60 |"), "{md}");
+        let mut names = vec!["s — 10,000 x", "s — 1,000 x", "s — 10 x", "a p99", "a p50", "s — 50,000 x"];
+        names.sort_by_key(|n| Natural::of(n));
+        assert_eq!(names, ["a p50", "a p99", "s — 10 x", "s — 1,000 x", "s — 10,000 x", "s — 50,000 x"]);
     }
 }

@@ -51,20 +51,20 @@ impl Drop for Cleanup {
     }
 }
 
-fn path(ns: &str) -> String {
+pub(crate) fn path(ns: &str) -> String {
     format!("/run/netns/{ns}")
 }
 
 /// Runs iproute2 commands (and sysctls) inside a namespace.
-fn in_ns(ns: &str, cmds: Vec<String>) -> Result<(), String> {
+pub(crate) fn in_ns(ns: &str, cmds: Vec<String>) -> Result<(), String> {
     netns::run_in(Path::new(&path(ns)), move || ip::batch(&cmds)).map_err(|e| format!("{ns}: {e}"))
 }
 
-fn sysctl(ns: &str, key: &'static str, v: &'static str) -> Result<(), String> {
+pub(crate) fn sysctl(ns: &str, key: &'static str, v: &'static str) -> Result<(), String> {
     netns::run_in(Path::new(&path(ns)), move || weft_net::sysctl::set(key, v)).map_err(|e| e.to_string())
 }
 
-fn fresh(names: &[&str]) -> Result<Vec<String>, String> {
+pub(crate) fn fresh(names: &[&str]) -> Result<Vec<String>, String> {
     let mut v = Vec::new();
     for n in names {
         let ns = format!("weft-bench-{n}");
@@ -102,7 +102,7 @@ pub fn limit_same() -> Result<Topo, String> {
 
 /// A pod namespace on a node namespace, Calico style: /32, default via
 /// 169.254.1.1 answered by proxy ARP on the host side, a host route per pod.
-fn routed_pod(node: &str, pod: &str, host_dev: &str, addr: Ipv4Addr) -> Result<(), String> {
+pub(crate) fn routed_pod(node: &str, pod: &str, host_dev: &str, addr: Ipv4Addr) -> Result<(), String> {
     in_ns(
         node,
         vec![
