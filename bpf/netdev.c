@@ -23,6 +23,7 @@
 #include "lib/nat.h"
 #include "lib/encap.h"
 #include "lib/ipip.h"
+#include "lib/icmp.h"
 
 /* Identity of a source address: a pod's, a node's, or world. A remote
  * host is the remote-node identity here. */
@@ -63,6 +64,32 @@ static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct dro
 	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
 }
 
+/* A NodePort packet that will not fit the path to the backend's node once
+ * encapsulated (DF set): dropped (an event says why), and the client gets
+ * "fragmentation needed" from the node, out of the node's device, quoting
+ * the packet as the client sent it (to the node port: its socket must
+ * recognise it). */
+static __always_inline int nodeport_too_big(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p,
+					    const struct weft_config *cfg, struct drop_ctx *d)
+{
+	struct ethhdr *eth;
+	__u8 mac[ETH_ALEN_];
+	int ret;
+
+	drop_finish(skb, DROP(DROP_FRAG_NEEDED), d);
+	ret = lb_untranslate(skb, l4_off, p);
+	if (ret < 0)
+		return ret;
+	eth = eth_hdr(skb);
+	if (!eth)
+		return DROP(DROP_INVALID);
+	send_debug(skb, DBG_FRAG_NEEDED, 0, cfg->path_mtu, 0, 0);
+	mac_copy(mac, eth->h_dest);
+	if (icmp_unreachable(skb, cfg->node_ip4, ICMP_FRAG_NEEDED, cfg->path_mtu, mac) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+}
+
 /* A NodePort flow whose backend is on another node (externalTrafficPolicy
  * Cluster): it goes on from the node's own address and a port of its own
  * (lib/nat.h), so the backend answers this node, which answers the client
@@ -73,11 +100,17 @@ static __always_inline int nodeport_to_node(struct __sk_buff *skb, __u32 l4_off,
 {
 	struct encap_ctx c = { .src_id = IDENTITY_HOST };
 	struct ipcache_info *remote = ipcache_lookup(p->key.daddr);
+	struct iphdr *ip;
 	int ret;
 
 	if (!remote || !remote->tunnel_endpoint)
 		return DROP(DROP_UNROUTABLE);
 	d->dst_id = remote->sec_identity;
+	ip = ip4_hdr(skb);
+	if (!ip)
+		return DROP(DROP_INVALID);
+	if (too_big(skb, ip, cfg->path_mtu))
+		return nodeport_too_big(skb, l4_off, p, cfg, d);
 	ret = snat_out(skb, l4_off, p, cfg->node_ip4, p->rev_nat_id, 0);
 	if (ret < 0)
 		return ret;
@@ -105,13 +138,18 @@ static __always_inline int nodeport_in(struct __sk_buff *skb, struct iphdr *ip, 
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return 1;
 	/* Most of what reaches the node (VXLAN, its own connections) is not
-	 * in the node port range: no map lookup for it. */
-	if (!cfg || bpf_skb_load_bytes(skb, l4_off + 2, &dport, sizeof(dport)) < 0 ||
-	    bpf_ntohs(dport) < cfg->nodeport_min || bpf_ntohs(dport) > cfg->nodeport_max)
+	 * in the node port range: no map lookup for it. A later fragment has
+	 * no port to look at: its first fragment's, if that was a NodePort's,
+	 * is in weft_frags. */
+	if (!cfg)
+		return 1;
+	if (!(ip->frag_off & bpf_htons(IP_OFFSET)) &&
+	    (bpf_skb_load_bytes(skb, l4_off + 2, &dport, sizeof(dport)) < 0 ||
+	     bpf_ntohs(dport) < cfg->nodeport_min || bpf_ntohs(dport) > cfg->nodeport_max))
 		return 1;
 	ret = ct_extract(skb, ip, CT_INGRESS, &p);
 	if (ret < 0)
-		return ret;
+		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? 1 : ret;
 	fe = lb_lookup(p.key.daddr, p.key.dport, p.key.proto);
 	if (!fe || !(fe->flags & LB_F_NODEPORT))
 		return 1;

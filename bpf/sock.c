@@ -64,11 +64,12 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int remembe
 	struct lb_frontend *fe;
 	struct lb_backend *be;
 	__u32 id = 0;
+	__u16 slot;
 
 	fe = lb_lookup(addr, port, proto);
 	if (!fe)
 		return SYS_PROCEED;
-	be = lb_pick(addr, port, proto, fe, &id, sock_client(ctx), 0);
+	be = lb_pick(addr, port, proto, fe, &id, sock_client(ctx), 0, &slot);
 	if (!be) {
 		send_trace_sock(ctx, SOCK_EV_REJECT, addr, port, 0, 0);
 		return SYS_REJECT;

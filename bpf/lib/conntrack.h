@@ -75,7 +75,7 @@ struct ct_entry {
 	__u16 ep_id;       /* the local endpoint */
 	__u16 flags;       /* CT_F_* */
 	__u16 rev_nat_id;  /* replies are translated back to this service (0: none) */
-	__u16 pad;
+	__u16 backend_slot; /* CT_SERVICE entries: the frontend slot it had then */
 	__u32 backend_id;  /* CT_SERVICE entries: the backend the flow got */
 };
 

@@ -156,16 +156,22 @@ static __always_inline struct lb_frontend *lb_lookup(__be32 addr, __be16 port, _
 	return bpf_map_lookup_elem(&weft_lb_services, &k);
 }
 
-/* The backend `id` if it is still one of the frontend's (a bounded walk
- * of its first 64 slots: a service with more re-picks, which is only a
- * lost affinity, never a wrong backend), else NULL. */
+/* The backend `id` if it is still one of the frontend's, else NULL: one
+ * lookup when `hint` names the slot it had (a flow remembers it), else a
+ * bounded walk of the first 64 slots (session affinity: a service with
+ * more re-picks, which is only a lost affinity, never a wrong backend). */
 static __always_inline struct lb_backend *lb_member(__be32 addr, __be16 port, __u8 proto,
-						    const struct lb_frontend *fe, __u32 id)
+						    const struct lb_frontend *fe, __u32 id, __u16 hint)
 {
-	struct lb_key k = { .address = addr, .port = port, .proto = proto };
+	struct lb_key k = { .address = addr, .port = port, .proto = proto, .slot = hint };
 	struct lb_frontend *slot;
 	__u16 i;
 
+	if (hint && hint <= fe->count) {
+		slot = bpf_map_lookup_elem(&weft_lb_services, &k);
+		if (slot && slot->backend_id == id)
+			return bpf_map_lookup_elem(&weft_lb_backends, &id);
+	}
 	for (i = 1; i <= 64 && i <= fe->count; i++) {
 		k.slot = i;
 		slot = bpf_map_lookup_elem(&weft_lb_services, &k);
@@ -226,7 +232,7 @@ static __always_inline __u32 lb_maglev_pick(const struct lb_frontend *fe, __u32 
  * the service's. */
 static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8 proto,
 						  const struct lb_frontend *fe, __u32 *id,
-						  __be32 client, __u32 hash)
+						  __be32 client, __u32 hash, __u16 *picked_slot)
 {
 	struct lb_key k = { .address = addr, .port = port, .proto = proto };
 	struct lb_affinity_key ak = { .client = client, .rev_nat_id = fe->rev_nat_id };
@@ -241,7 +247,7 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 		now = lb_now();
 		aff = bpf_map_lookup_elem(&weft_lb_affinity, &ak);
 		if (aff && now - aff->last_used <= fe->affinity_timeout) {
-			be = lb_member(addr, port, proto, fe, aff->backend_id);
+			be = lb_member(addr, port, proto, fe, aff->backend_id, 0);
 			if (be) {
 				*id = aff->backend_id;
 				aff->last_used = now;
@@ -250,12 +256,18 @@ static __always_inline struct lb_backend *lb_pick(__be32 addr, __be16 port, __u8
 		}
 	}
 	*id = (fe->flags & LB_F_MAGLEV) && hash ? lb_maglev_pick(fe, hash) : 0;
+	/* A Maglev id whose backend is not written yet (the agent mid-update)
+	 * falls back to a random slot: never a refusal while backends exist. */
+	if (*id && !bpf_map_lookup_elem(&weft_lb_backends, id))
+		*id = 0;
+	*picked_slot = 0;
 	if (!*id) {
 		k.slot = (bpf_get_prandom_u32() % fe->count) + 1;
 		slot = bpf_map_lookup_elem(&weft_lb_services, &k);
 		if (!slot)
 			return NULL;
 		*id = slot->backend_id;
+		*picked_slot = k.slot;
 	}
 	if (fe->flags & LB_F_AFFINITY) {
 		fresh.backend_id = *id;
@@ -332,23 +344,28 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 	struct ct_entry *e, fresh = {};
 	struct lb_backend *be;
 	__u32 id = 0;
+	__u16 picked = 0;
 
 	k.scope = CT_SERVICE;
 	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
 	if (e) {
-		be = lb_member(k.daddr, k.dport, k.proto, fe, e->backend_id);
+		be = lb_member(k.daddr, k.dport, k.proto, fe, e->backend_id, e->backend_slot);
 		if (be) {
-			ct_update(e, p, 0);
+			/* Replies never pass here: the client's first ACK after
+			 * its SYN says the flow was answered, so the entry
+			 * lives as long as an established flow's. */
+			ct_update(e, p, (p->tcp_flags & (TCP_FLAG_ACK | TCP_FLAG_SYN)) == TCP_FLAG_ACK);
 			return be;
 		}
 		/* That backend left the service: the flow moves to another
 		 * (a UDP client on a fixed port notices at its next datagram). */
 	}
-	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr, lb_flow_hash(&k) | 1);
+	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr, lb_flow_hash(&k) | 1, &picked);
 	if (!be)
 		return NULL;
 	fresh.created = ct_now();
 	fresh.backend_id = id;
+	fresh.backend_slot = picked;
 	fresh.rev_nat_id = fe->rev_nat_id;
 	fresh.tx_packets = 1;
 	fresh.tx_bytes = p->len;
@@ -439,7 +456,9 @@ static __always_inline int lb_host_reply(struct __sk_buff *skb)
 		return 0;
 	ret = ct_extract(skb, ip, CT_INGRESS, &p);
 	if (ret < 0)
-		return ret;
+		/* A later fragment whose first went to the host untracked is
+		 * the host's, not a drop. */
+		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? 0 : ret;
 	if (ct_lookup(skb, 0, &p) != CT_REPLY || !p.rev_nat_id)
 		return 0;
 	return lb_reverse(skb, sizeof(struct ethhdr) + ip->ihl * 4, &p);

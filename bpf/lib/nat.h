@@ -138,17 +138,23 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8
 }
 
 /* Accounts a packet of the flow on `e`: its state and expiry. Returns
- * whether the expiry moved (the partner entry then moves too). */
+ * whether either changed (the partner entry then follows). */
 static __always_inline int nat_touch(struct nat_entry *e, const struct ct_packet *p, int reply, __u32 now)
 {
-	__u16 flags = ct_next_flags(e->flags, p->tcp_flags, reply);
+	__u16 closed = CT_F_TX_CLOSING | CT_F_RX_CLOSING;
+	__u16 flags = e->flags;
 	__u32 expires;
 
-	if (flags != e->flags)
-		e->flags = flags;
+	/* A new SYN on a closed flow's tuple opens a new flow: its state
+	 * starts over (as conntrack's does). */
+	if ((p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN && (flags & closed))
+		flags = 0;
+	flags = ct_next_flags(flags, p->tcp_flags, reply);
+
 	expires = now + ct_lifetime_for(flags, p->key.proto);
-	if (expires == e->expires)
+	if (flags == e->flags && expires == e->expires)
 		return 0;
+	e->flags = flags;
 	e->expires = expires;
 	return 1;
 }
@@ -214,7 +220,7 @@ static __always_inline int nat_closed(const struct nat_entry *e, __u8 proto, __u
  * full. */
 static __always_inline int nat_claim(const struct nat_key *k, const struct nat_entry *want, __u32 now)
 {
-	struct nat_entry *old;
+	struct nat_entry *old, *se;
 	struct nat_key stale;
 	__u32 seen;
 
@@ -224,8 +230,12 @@ static __always_inline int nat_claim(const struct nat_key *k, const struct nat_e
 	if (!old)
 		return -1; /* not there, yet not insertable: the table is full */
 	if (old->addr == want->addr && old->port == want->port) {
-		/* This flow's own (its NAT_OUT entry expired first). */
+		/* This flow's own (its NAT_OUT entry expired first): it
+		 * starts over. */
 		old->expires = want->expires;
+		old->flags = want->flags;
+		old->created = want->created;
+		old->rev_nat_id = want->rev_nat_id;
 		return 0;
 	}
 	seen = old->expires;
@@ -233,8 +243,12 @@ static __always_inline int nat_claim(const struct nat_key *k, const struct nat_e
 		return 1;
 	if (__sync_val_compare_and_swap(&old->expires, seen, want->expires) != seen)
 		return 1; /* another CPU claimed it first */
+	/* The old flow's NAT_OUT entry goes too, if it still names this
+	 * port (the flow may have moved to another port since). */
 	nat_out_key(&stale, k, old);
-	bpf_map_delete_elem(&weft_nat, &stale);
+	se = bpf_map_lookup_elem(&weft_nat, &stale);
+	if (se && se->addr == k->daddr && se->port == k->dport)
+		bpf_map_delete_elem(&weft_nat, &stale);
 	old->addr = want->addr;
 	old->port = want->port;
 	old->rev_nat_id = want->rev_nat_id;
@@ -506,7 +520,9 @@ static __always_inline int nat_reply(struct __sk_buff *skb, struct drop_ctx *d)
 	l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
 	ret = ct_extract(skb, ip, CT_INGRESS, &p);
 	if (ret < 0)
-		return ret;
+		/* A later fragment whose first was not for a translated
+		 * flow (so not recorded) is the node's own. */
+		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? 1 : ret;
 	if (p.related)
 		ret = snat_in_related(skb, l4_off, &p);
 	else

@@ -253,7 +253,7 @@ pub struct CtEntry {
     pub ep_id: u16,
     pub flags: u16,
     pub rev_nat_id: u16,
-    pub pad: u16,
+    pub backend_slot: u16,
     pub backend_id: u32,
 }
 

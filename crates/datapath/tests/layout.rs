@@ -83,7 +83,7 @@ fn c_and_rust_layouts_agree() {
     check!(s, "ct_entry", CtEntry, {
         "tx_packets" => tx_packets, "tx_bytes" => tx_bytes, "rx_packets" => rx_packets, "rx_bytes" => rx_bytes,
         "expires" => expires, "created" => created, "peer_id" => peer_id, "ep_id" => ep_id, "flags" => flags,
-        "rev_nat_id" => rev_nat_id, "pad" => pad, "backend_id" => backend_id,
+        "rev_nat_id" => rev_nat_id, "backend_slot" => backend_slot, "backend_id" => backend_id,
     });
     check!(s, "policy_key", PolicyKey, {
         "prefixlen" => prefixlen, "ep_id" => ep_id, "direction" => direction, "peer_kind" => peer_kind,

@@ -322,7 +322,8 @@ fn a_closed_tcp_flows_port_serves_the_next_flow_after_a_second_not_before() {
     // Two seconds later (the entries' clocks moved back by two).
     let nat = Nat::open(&f.base).unwrap();
     let mut m: aya::maps::HashMap<_, NatKey, NatEntry> = aya::maps::HashMap::try_from(
-        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(f.dp.dir().join(MAP_NAT)).unwrap()).unwrap(),
+        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(f.dp.dir().join(MAP_NAT)).unwrap())
+            .unwrap(),
     )
     .unwrap();
     for (k, mut e) in nat.entries().unwrap() {
