@@ -401,9 +401,15 @@ static __always_inline int ipv4_to_endpoint(struct __sk_buff *skb, struct pipeli
 	if (ret < 0)
 		return ret;
 	state = ct_lookup(skb, dst->ep_id, &p);
-	/* A reply from a service's backend: from the service again. */
+	/* A reply from a service's backend: from the service again; an
+	 * ICMP error about the client's packet to it: about the service. */
 	if (state == CT_REPLY) {
 		ret = lb_reverse(skb, sizeof(struct ethhdr) + ihl * 4, &p);
+		if (ret < 0)
+			return ret;
+	}
+	if (state == CT_RELATED) {
+		ret = lb_related_untranslate(skb, sizeof(struct ethhdr) + ihl * 4, &p);
 		if (ret < 0)
 			return ret;
 	}

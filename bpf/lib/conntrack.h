@@ -362,8 +362,13 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 
 		k.scope ^= 1;
 		rev.scope ^= 1;
-		if (bpf_map_lookup_elem(map, &k) || bpf_map_lookup_elem(map, &rev))
+		e = bpf_map_lookup_elem(map, &k);
+		if (!e)
+			e = bpf_map_lookup_elem(map, &rev);
+		if (e) {
 			state = CT_RELATED;
+			p->rev_nat_id = e->rev_nat_id;
+		}
 		send_debug(skb, DBG_CT_VERDICT, ep, state, 0, 0);
 		return state;
 	}

@@ -442,6 +442,41 @@ static __always_inline int lb_untranslate(struct __sk_buff *skb, __u32 l4_off, c
 	return 0;
 }
 
+/* An ICMP error about a translated flow, on its way to the client: it
+ * quotes the client's packet as it reached the backend, and the client's
+ * socket knows the service, so the quoted destination becomes the
+ * service again (and the quoted header's and the ICMP checksums follow;
+ * the quoted L4 checksum is left as it is, as receivers do not check it).
+ * Returns 0 or a DROP() code. */
+static __always_inline int lb_related_untranslate(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+{
+	__u32 icmp_csum = l4_off + 2, inner = l4_off + 8, inner_l4;
+	__be16 old_check, new_check;
+	struct lb_revnat *rn;
+	__u16 id = p->rev_nat_id;
+	__u8 ihl;
+
+	if (!id || (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP))
+		return 0;
+	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
+	if (!rn || rn->address == p->key.daddr)
+		return 0;
+	if (bpf_skb_load_bytes(skb, inner, &ihl, 1) < 0 || bpf_skb_load_bytes(skb, inner + 10, &old_check, 2) < 0)
+		return DROP(DROP_CT_INVALID_HDR);
+	inner_l4 = inner + (ihl & 0xf) * 4;
+	if (bpf_l3_csum_replace(skb, inner + 10, p->key.daddr, rn->address, sizeof(__be32)) < 0 ||
+	    bpf_skb_load_bytes(skb, inner + 10, &new_check, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, inner + 16, &rn->address, sizeof(__be32), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, inner_l4 + 2, &rn->port, sizeof(__be16), 0) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	if (bpf_l4_csum_replace(skb, icmp_csum, p->key.daddr, rn->address, sizeof(__be32)) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_check, new_check, sizeof(__be16)) < 0 ||
+	    bpf_l4_csum_replace(skb, icmp_csum, p->key.dport, rn->port, sizeof(__be16)) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	send_debug(skb, DBG_LB_REVNAT, 0, rn->address, bpf_ntohs(rn->port), id);
+	return 0;
+}
+
 /* A reply to a service flow the host opened per packet (bpf/host.c
  * tracks those at its egress): from the service again, for the host's
  * socket. Called wherever a packet is about to go up to the host. Returns

@@ -262,3 +262,32 @@ fn a_maglev_table_written_before_its_backends_refuses_no_client() {
         "the client got port unreachable from a service with a backend; drops {drops:?}"
     );
 }
+
+#[test]
+fn an_icmp_error_from_a_backend_quotes_the_service_to_the_client() {
+    let mut f = fixture();
+    let mut c = f.dp.config().unwrap();
+    c.mode = MODE_NATIVE;
+    c.underlay_ifindex = TEST_IFINDEX;
+    c.node_ip4 = ip_to_be(NODE);
+    f.dp.set_config(c).unwrap();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let dns = Frontend { address: VIP, port: 53, proto: 17 };
+    let be = Backend { id: 3, address: REMOTE_POD, port: 5353, proto: 17 };
+    maps.put(dns, FrontendInfo { rev_nat_id: 9, ..Default::default() }, &[be]).unwrap();
+    let q = pkt::udp(MAC_A, LXC_A, POD_A, 41000, VIP, 53, 20);
+    let (v, sent) = run(&mut f, "from_container", &q);
+    assert_eq!((v, addr(&sent[30..34])), (TC_ACT_REDIRECT, REMOTE_POD));
+    // The backend has no listener: "port unreachable" about what it got.
+    let err = pkt::icmp_error(ROUTER_MAC, ROUTER_MAC, REMOTE_POD, POD_A, 3, 3, &sent);
+    let (v, out) = run(&mut f, "from_network", &err);
+    assert_eq!(v, TC_ACT_REDIRECT, "delivered to the pod");
+    let inner = &out[42..];
+    assert_eq!(
+        (addr(&inner[16..20]), port(&inner[22..24])),
+        (VIP, 53),
+        "the quoted packet is the one the client sent (to the service)"
+    );
+    assert_eq!(pkt::csum(&inner[..20]), 0, "the quoted header's checksum");
+    assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
+}
