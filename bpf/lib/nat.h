@@ -25,8 +25,7 @@
  * weft_nat is a plain hash, never an LRU: a full table refuses new flows
  * (DROP_NAT_TABLE_FULL) rather than evicting a live flow's translation.
  * Entries age as conntrack's do (ct_lifetime_for); an expired entry's port
- * — or a TCP flow's both sides closed a second ago (nat_closed) — can be
- * taken by a new flow at once (the expiry is claimed with a
+ * can be taken by a new flow at once (the expiry is claimed with a
  * compare-and-swap, so only one flow wins it), and the agent deletes
  * expired entries (crates/agent/src/conntrack.rs). */
 #ifndef WEFT_NAT_H
@@ -196,23 +195,6 @@ static __always_inline int nat_restore_in(const struct nat_key *in, const struct
 	return !bpf_map_update_elem(&weft_nat, in, &back, BPF_NOEXIST);
 }
 
-/* Whether a TCP flow is over: both sides closed (FIN or RST) at least
- * NAT_CLOSED_GRACE seconds ago. Its port can serve the next flow to the
- * same destination then, as Linux reuses a tuple in TIME_WAIT for a new
- * SYN: waiting out the closing lifetime would cap connections to one
- * destination at the range's size per lifetime (453/s with the default
- * range, where a client opening short connections wants thousands). */
-#define NAT_CLOSED_GRACE 1
-
-static __always_inline int nat_closed(const struct nat_entry *e, __u8 proto, __u32 now)
-{
-	__u32 left = e->expires - now;
-
-	return proto == IPPROTO_TCP &&
-	       (e->flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING)) == (CT_F_TX_CLOSING | CT_F_RX_CLOSING) &&
-	       (__s32)(ct_lifetime_for(e->flags, proto) - left) >= NAT_CLOSED_GRACE;
-}
-
 /* Takes the port of NAT_IN entry `k` for the flow described by `want`:
  * inserts it, or claims it when its flow has expired (then the old flow's
  * NAT_OUT entry goes), or finds it already this flow's. Returns 0 when the
@@ -239,7 +221,12 @@ static __always_inline int nat_claim(const struct nat_key *k, const struct nat_e
 		return 0;
 	}
 	seen = old->expires;
-	if ((__s32)(now - seen) <= 0 && !nat_closed(old, k->proto, now))
+	/* A closed TCP flow's port is not taken before its entry expires
+	 * (the closing lifetime): the far end may still hold the tuple in
+	 * TIME_WAIT and answer a new SYN on it with a stale ACK (measured:
+	 * taking it a second after the close cost one SYN retransmission in
+	 * twenty connections). */
+	if ((__s32)(now - seen) <= 0)
 		return 1;
 	if (__sync_val_compare_and_swap(&old->expires, seen, want->expires) != seen)
 		return 1; /* another CPU claimed it first */

@@ -25,9 +25,12 @@ pub struct PortRange {
     pub last: u16,
 }
 
-/// Above Linux's default ephemeral range (32768-60999) and the node port
-/// range (30000-32767).
-pub const DEFAULT_PORTS: PortRange = PortRange { first: 61000, last: 65535 };
+/// Below the node port range (30000-32767) and Linux's default ephemeral
+/// range (32768-60999): the node's own connections never come from these
+/// ports, and a node service listening on one of them is not disturbed (a
+/// reply is matched on the remote address and port too). 28,976 ports per
+/// destination (61000-65535, the other free stretch, has 4,536).
+pub const DEFAULT_PORTS: PortRange = PortRange { first: 1024, last: 29999 };
 
 impl std::str::FromStr for PortRange {
     type Err = String;
@@ -169,7 +172,7 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_and_refuse_what_the_node_uses() {
-        assert_eq!("61000-65535".parse::<PortRange>(), Ok(DEFAULT_PORTS));
+        assert_eq!("1024-29999".parse::<PortRange>(), Ok(DEFAULT_PORTS));
         for bad in ["", "61000", "65535-61000", "80-90", "1-x"] {
             let e = bad.parse::<PortRange>().unwrap_err();
             assert!(e.contains("FIRST-LAST"), "{bad}: {e}");

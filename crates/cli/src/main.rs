@@ -157,7 +157,7 @@ struct AgentArgs {
     /// Source ports SNAT gives out (masquerade, NodePorts to other nodes'
     /// backends); must avoid the node port range and the node's
     /// ip_local_port_range.
-    #[arg(long, env = "WEFT_SNAT_PORTS", default_value = "61000-65535")]
+    #[arg(long, env = "WEFT_SNAT_PORTS", default_value = "1024-29999")]
     snat_ports: weft_agent::nat::PortRange,
     /// Entries of the NAT table, two per translated flow (default 131072).
     /// Applies when the map is created.
