@@ -339,3 +339,34 @@ fn a_closed_tcp_flows_port_is_not_taken_before_its_entry_expires() {
     let (verdict, out) = run(&mut f, "from_container", &next);
     assert_eq!((verdict, port(&out[34..36])), (TC_ACT_REDIRECT, 61000));
 }
+
+/// A pod port used again after its flow expired gets the same SNAT port:
+/// the far end sees the old tuple and takes over its TIME_WAIT (a random
+/// port would meet another flow's TIME_WAIT, and the SYN be lost).
+#[test]
+fn a_pod_port_used_again_leaves_with_the_same_snat_port() {
+    let mut f = masquerading(1024, 29999);
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, EXT, 80, pkt::TCP_SYN);
+    let (_, out) = run(&mut f, "from_container", &syn);
+    let first = port(&out[34..36]);
+    let nat = Nat::open(&f.base).unwrap();
+    let mut m: aya::maps::HashMap<_, NatKey, NatEntry> = aya::maps::HashMap::try_from(
+        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(f.dp.dir().join(MAP_NAT)).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    for (k, mut e) in nat.entries().unwrap() {
+        e.expires = e.expires.wrapping_sub(100_000);
+        m.insert(k, e, 0).unwrap();
+    }
+    let (_, out) = run(&mut f, "from_container", &syn);
+    assert_eq!(port(&out[34..36]), first, "the same port again");
+    // Another port of the pod starts elsewhere.
+    let other = pkt::tcp(MAC_A, LXC_A, POD_A, 40001, EXT, 80, pkt::TCP_SYN);
+    let next = if first == 29999 { 1024 } else { first + 1 };
+    assert_eq!(
+        port(&run(&mut f, "from_container", &other).1[34..36]),
+        next,
+        "one pod's ports map one to one"
+    );
+}
