@@ -64,9 +64,10 @@ pub fn apply(agent: &Agent, documents: &[Value]) -> Result<ServiceApplyResult, A
         ServiceDocument::from_json(v).map_err(|e| e.to_string())
     })?;
     let mut results = Vec::new();
+    let mut claimed: Option<Claimed> = None;
     for d in docs {
         match d {
-            ServiceDocument::Service(s) => results.push(store_service(agent, s)?),
+            ServiceDocument::Service(s) => results.push(store_service(agent, s, &mut claimed)?),
             ServiceDocument::EndpointSlice(sl) => {
                 let (ns, name) = sl.slice_key();
                 let bytes = serde_json::to_vec(&sl).expect("slices serialize");
@@ -78,10 +79,34 @@ pub fn apply(agent: &Agent, documents: &[Value]) -> Result<ServiceApplyResult, A
     Ok(ServiceApplyResult { results })
 }
 
-fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
+/// The ClusterIPs and NodePorts claimed in the store, read once per apply
+/// (not once per Service: an apply of many would read them all again for
+/// each) and kept up to date with this apply's own claims; read again when
+/// a transaction finds the store moved.
+struct Claimed {
+    ips: BTreeSet<Ipv4Addr>,
+    ports: BTreeSet<u16>,
+}
+
+impl Claimed {
+    fn read(agent: &Agent) -> Result<Claimed, ApiError> {
+        let ips = agent.store.list(IPS).map_err(store_err(STORE))?;
+        let ports = agent.store.list(NODEPORTS).map_err(store_err(STORE))?;
+        Ok(Claimed {
+            ips: ips.iter().filter_map(|(k, _)| k.strip_prefix(IPS)?.parse().ok()).collect(),
+            ports: ports.iter().filter_map(|(k, _)| k.strip_prefix(NODEPORTS)?.parse().ok()).collect(),
+        })
+    }
+}
+
+fn store_service(agent: &Agent, mut s: Service, cache: &mut Option<Claimed>) -> Result<String, ApiError> {
     let key = s.key();
     let skey = service_key(&key);
     for _ in 0..10 {
+        if cache.is_none() {
+            *cache = Some(Claimed::read(agent)?);
+        }
+        let claimed = cache.as_mut().expect("read above");
         let old = agent.store.get(&skey).map_err(store_err(STORE))?;
         let old_svc: Option<Service> = old.as_ref().and_then(|b| serde_json::from_slice(b).ok());
         let (old_ip, old_ports) = old_svc.as_ref().map(claims).unwrap_or((None, vec![]));
@@ -91,22 +116,10 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
         {
             s.spec.cluster_ip = weft_service::ClusterIp::Addr(ip);
         }
-        let mut used_ips: BTreeSet<Ipv4Addr> = agent
-            .store
-            .list(IPS)
-            .map_err(store_err(STORE))?
-            .iter()
-            .filter_map(|(k, _)| k.strip_prefix(IPS)?.parse().ok())
-            .filter(|ip| Some(*ip) != old_ip)
-            .collect();
-        let mut used_ports: BTreeSet<u16> = agent
-            .store
-            .list(NODEPORTS)
-            .map_err(store_err(STORE))?
-            .iter()
-            .filter_map(|(k, _)| k.strip_prefix(NODEPORTS)?.parse().ok())
-            .filter(|p| !old_ports.contains(p))
-            .collect();
+        let mut used_ips: BTreeSet<Ipv4Addr> =
+            claimed.ips.iter().copied().filter(|ip| Some(*ip) != old_ip).collect();
+        let mut used_ports: BTreeSet<u16> =
+            claimed.ports.iter().copied().filter(|p| !old_ports.contains(p)).collect();
         weft_service::assign(
             &mut s,
             &ClusterIpRange::default(),
@@ -142,9 +155,17 @@ fn store_service(agent: &Agent, mut s: Service) -> Result<String, ApiError> {
             ops.push(Op::Delete(format!("{NODEPORTS}{p}")));
         }
         if agent.store.txn(&cmps, &ops).map_err(store_err(STORE))? {
+            claimed.ips.extend(ip);
+            if let Some(o) = old_ip.filter(|o| Some(*o) != ip) {
+                claimed.ips.remove(&o);
+            }
+            claimed.ports.retain(|p| !old_ports.contains(p));
+            claimed.ports.extend(ports.iter().copied());
             let ip = ip.map(|i| i.to_string()).unwrap_or_else(|| "None".into());
             return Ok(format!("Service {}/{} stored (ClusterIP {ip})", key.namespace, key.name));
         }
+        // The store moved under us (another apply claimed): read again.
+        *cache = None;
     }
     Err(ApiError::new(code::TRY_AGAIN, "the service's address or ports kept being taken", "try again"))
 }
