@@ -15,22 +15,6 @@ use weft_datapath::{
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
-/// The L4 checksum over the pseudo header verifies (sums to zero).
-fn l4_ok(frame: &[u8]) -> bool {
-    let ip = &frame[14..34];
-    let l4 = &frame[34..];
-    let mut buf = Vec::new();
-    buf.extend_from_slice(&ip[12..20]);
-    buf.extend_from_slice(&[0, ip[9]]);
-    buf.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    buf.extend_from_slice(l4);
-    pkt::csum(&buf) == 0
-}
-
-fn addr(b: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(b[0], b[1], b[2], b[3])
-}
-
 fn service(f: &Fixture, backends: &[Backend]) {
     let maps = ServiceMaps::open(&f.base).unwrap();
     let fe = Frontend { address: VIP, port: 80, proto: 6 };

@@ -16,47 +16,6 @@ use weft_datapath::{
     nat::Nat,
 };
 
-const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
-
-/// Masquerade on, the node at NODE, SNAT ports `first..=last`.
-fn masquerading(first: u16, last: u16) -> Fixture {
-    let mut f = fixture();
-    let mut c = f.dp.config().unwrap();
-    c.flags |= CFG_F_MASQUERADE;
-    c.node_ip4 = ip_to_be(NODE);
-    c.underlay_ifindex = TEST_IFINDEX;
-    c.snat_port_min = first;
-    c.snat_port_max = last;
-    c.nodeport_min = 30000;
-    c.nodeport_max = 32767;
-    f.dp.set_config(c).unwrap();
-    f.dp.put_endpoint(NODE, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
-        .unwrap();
-    f
-}
-
-fn addr(b: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(b[0], b[1], b[2], b[3])
-}
-
-fn port(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-/// The L4 checksum over the pseudo header verifies (sums to zero).
-fn l4_ok(frame: &[u8]) -> bool {
-    let ip = &frame[14..34];
-    let l4 = &frame[34..];
-    let mut buf = Vec::new();
-    buf.extend_from_slice(&ip[12..20]);
-    buf.extend_from_slice(&[0, ip[9]]);
-    buf.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    buf.extend_from_slice(l4);
-    pkt::csum(&buf) == 0
-}
-
 fn drops(f: &mut Fixture, reason: u8) -> u64 {
     f.dp.drop_counts().unwrap().iter().find(|(r, _)| *r == reason).map_or(0, |d| d.1)
 }

@@ -16,47 +16,7 @@ use weft_datapath::{
     nat::Nat,
 };
 
-const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-
-fn masquerading(first: u16, last: u16) -> Fixture {
-    let mut f = fixture();
-    let mut c = f.dp.config().unwrap();
-    c.flags |= CFG_F_MASQUERADE;
-    c.node_ip4 = ip_to_be(NODE);
-    c.underlay_ifindex = TEST_IFINDEX;
-    c.snat_port_min = first;
-    c.snat_port_max = last;
-    c.nodeport_min = 30000;
-    c.nodeport_max = 32767;
-    f.dp.set_config(c).unwrap();
-    f.dp.put_endpoint(NODE, EndpointInfo { flags: ENDPOINT_F_HOST, sec_identity: 1, ..Default::default() })
-        .unwrap();
-    f
-}
-
-fn addr(b: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(b[0], b[1], b[2], b[3])
-}
-
-fn port(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-fn drop_reasons(f: &mut Fixture) -> Vec<String> {
-    events(f).into_iter().filter(|e| e.kind == "drop").filter_map(|e| e.reason_text).collect()
-}
-
-fn nat_map(f: &Fixture) -> aya::maps::HashMap<aya::maps::MapData, NatKey, NatEntry> {
-    aya::maps::HashMap::try_from(
-        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(f.dp.dir().join(MAP_NAT)).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
 
 #[test]
 fn a_flow_keeps_its_backend_in_a_service_of_more_than_64_backends() {
