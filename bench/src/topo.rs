@@ -130,11 +130,20 @@ pub(crate) fn routed_pod(node: &str, pod: &str, host_dev: &str, addr: Ipv4Addr) 
 /// The FORWARD rules of a routed node: netfilter connection tracking
 /// active, as kube-proxy leaves it.
 fn conntrack_rules(node: &str) -> Result<(), String> {
-    netns::run_in(Path::new(&path(node)), || {
-        for rule in [
+    iptables(
+        node,
+        &[
             "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
             "-A FORWARD -m conntrack --ctstate NEW -j ACCEPT",
-        ] {
+        ],
+    )
+}
+
+/// Adds iptables rules inside a namespace, in order.
+fn iptables(ns: &str, rules: &[&'static str]) -> Result<(), String> {
+    let rules = rules.to_vec();
+    netns::run_in(Path::new(&path(ns)), move || {
+        for rule in rules {
             let st = std::process::Command::new("iptables")
                 .args(rule.split(' '))
                 .status()
@@ -448,18 +457,7 @@ pub fn weft_to_internet(lab: &str, egress: Egress) -> Result<Topo, String> {
             "limit (weft, routed back, no NAT)"
         }
         Egress::Iptables => {
-            netns::run_in(Path::new(&path(&node.netns)), || {
-                let rule = "-t nat -A POSTROUTING -s 10.244.0.0/16 -o eth0 -j MASQUERADE";
-                let st = std::process::Command::new("iptables")
-                    .args(rule.split(' '))
-                    .status()
-                    .map_err(|e| weft_net::Error(format!("iptables: {e}")))?;
-                if !st.success() {
-                    return Err(weft_net::Error(format!("iptables {rule} failed")));
-                }
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
+            iptables(&node.netns, &["-t nat -A POSTROUTING -s 10.244.0.0/16 -o eth0 -j MASQUERADE"])?;
             "iptables MASQUERADE"
         }
         Egress::Weft => "weft masquerade (BPF)",

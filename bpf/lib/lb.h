@@ -403,9 +403,10 @@ static __always_inline __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off, s
 	return vip;
 }
 
-/* A reply of a translated flow: the backend's address becomes the
- * service's again. Returns 0 or a DROP() code. */
-static __always_inline int lb_reverse(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+/* Puts the frontend of the flow's reverse-NAT id back in the packet: as
+ * its source (`dst` 0: a reply, backend -> client) or as its destination
+ * (`dst` 1: the client's own packet). Returns 0 or a DROP() code. */
+static __always_inline int lb_restore(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p, int dst)
 {
 	struct lb_revnat *rn;
 	__u16 id = p->rev_nat_id;
@@ -415,31 +416,27 @@ static __always_inline int lb_reverse(struct __sk_buff *skb, __u32 l4_off, const
 	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
 	if (!rn)
 		return 0;
-	send_debug(skb, DBG_LB_REVNAT, 0, rn->address, bpf_ntohs(rn->port), id);
-	/* The reply travels backend -> client: its source is the backend. */
-	if (lb_rewrite(skb, l4_off, p->key.proto, 0, !p->later_fragment, p->key.saddr, rn->address, p->key.sport,
-		       rn->port) < 0)
+	if (!dst)
+		send_debug(skb, DBG_LB_REVNAT, 0, rn->address, bpf_ntohs(rn->port), id);
+	if (lb_rewrite(skb, l4_off, p->key.proto, dst, !p->later_fragment, dst ? p->key.daddr : p->key.saddr,
+		       rn->address, dst ? p->key.dport : p->key.sport, rn->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	return 0;
 }
 
+/* A reply of a translated flow: the backend's address becomes the
+ * service's again. */
+static __always_inline int lb_reverse(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+{
+	return lb_restore(skb, l4_off, p, 0);
+}
+
 /* Undoes lb_translate on the client's own packet (its destination is the
  * service's again), for an ICMP error that quotes it: the client's socket
- * knows the service, not the backend. Returns 0 or a DROP() code. */
+ * knows the service, not the backend. */
 static __always_inline int lb_untranslate(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
 {
-	struct lb_revnat *rn;
-	__u16 id = p->rev_nat_id;
-
-	if (!id)
-		return 0;
-	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
-	if (!rn)
-		return 0;
-	if (lb_rewrite(skb, l4_off, p->key.proto, 1, !p->later_fragment, p->key.daddr, rn->address, p->key.dport,
-		       rn->port) < 0)
-		return DROP(DROP_WRITE_ERROR);
-	return 0;
+	return lb_restore(skb, l4_off, p, 1);
 }
 
 /* An ICMP error about a translated flow, on its way to the client: it

@@ -171,6 +171,19 @@ static __always_inline void nat_out_key(struct nat_key *out, const struct nat_ke
 	out->pad = 0;
 }
 
+/* The NAT_IN key of the flow leaving as `out` from `node`:`port` (an
+ * echo reply carries the new id in both places). */
+static __always_inline void nat_in_key(struct nat_key *in, const struct nat_key *out, __be32 node, __be16 port)
+{
+	in->saddr = out->daddr;
+	in->daddr = node;
+	in->sport = out->proto == IPPROTO_ICMP ? port : out->dport;
+	in->dport = port;
+	in->proto = out->proto;
+	in->dir = NAT_IN;
+	in->pad = 0;
+}
+
 /* Keeps the other entry of the flow alive as long as this one. */
 static __always_inline struct nat_entry *nat_touch_partner(const struct nat_key *k, __u32 expires, __u16 flags)
 {
@@ -355,13 +368,7 @@ static __always_inline int snat_out(struct __sk_buff *skb, __u32 l4_off, const s
 	e = bpf_map_lookup_elem(&weft_nat, &k);
 	if (e && !nat_expired(e, now)) {
 		if (nat_touch(e, p, 0, now)) {
-			in.saddr = k.daddr;
-			in.daddr = e->addr;
-			in.sport = k.proto == IPPROTO_ICMP ? e->port : k.dport;
-			in.dport = e->port;
-			in.proto = k.proto;
-			in.dir = NAT_IN;
-			in.pad = 0;
+			nat_in_key(&in, &k, e->addr, e->port);
 			if (!nat_touch_partner(&in, e->expires, e->flags) && !nat_restore_in(&in, &k, e)) {
 				/* The port went to another flow: this one
 				 * starts over with a new port. */
@@ -382,13 +389,7 @@ static __always_inline int snat_out(struct __sk_buff *skb, __u32 l4_off, const s
 		fresh.flags = ct_next_flags(0, p->tcp_flags, 0);
 		fresh.expires = now + ct_lifetime_for(fresh.flags, k.proto);
 		if (bpf_map_update_elem(&weft_nat, &k, &fresh, BPF_ANY) < 0) {
-			in.saddr = k.daddr;
-			in.daddr = node;
-			in.sport = k.proto == IPPROTO_ICMP ? port : k.dport;
-			in.dport = port;
-			in.proto = k.proto;
-			in.dir = NAT_IN;
-			in.pad = 0;
+			nat_in_key(&in, &k, node, port);
 			bpf_map_delete_elem(&weft_nat, &in);
 			return DROP(DROP_NAT_TABLE_FULL);
 		}
