@@ -40,15 +40,6 @@
 static __always_inline int stage_ipv4_from_lxc(struct __sk_buff *skb);
 static __always_inline int stage_ipv4_to_endpoint(struct __sk_buff *skb);
 
-#ifdef WEFT_INLINE_STAGES
-static __always_inline int invoke_stage(struct __sk_buff *skb, __u32 slot)
-{
-	if (slot == CALL_IPV4_FROM_LXC)
-		return stage_ipv4_from_lxc(skb);
-	return stage_ipv4_to_endpoint(skb);
-}
-#endif
-
 static __always_inline int handle_arp(struct __sk_buff *skb, __u16 ep,
 				      __u32 sec, __u32 own_ip4,
 				      const __u8 *lxc_mac)
@@ -212,6 +203,23 @@ static __always_inline int masquerade(struct __sk_buff *skb, __u32 l4_off, const
 	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
 }
 
+/* What the pod sends as the node (a NodePort flow's reply, an error about
+ * it) goes straight out of the node's device: the stack would take a
+ * packet from its own address coming in from a pod for a martian. Returns
+ * 1 when the packet is not from the node's address. */
+static __always_inline int leave_as_node(struct __sk_buff *skb, struct trace_ctx *t, int state)
+{
+	struct weft_config *cfg = config_get();
+	struct iphdr *ip = ip4_hdr(skb);
+
+	if (!cfg || !ip || !cfg->underlay_ifindex || ip->saddr != cfg->node_ip4)
+		return 1;
+	t->state = state;
+	t->ifindex = cfg->underlay_ifindex;
+	send_trace(skb, TRACE_TO_NETWORK, t);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+}
+
 /* A pod's connection through a service to itself (lib/lb.h
  * LB_HAIRPIN_IP4): it comes from the hairpin address, and `p` follows. */
 static __always_inline int hairpin_out(struct __sk_buff *skb, __u32 l4_off, struct ct_packet *p)
@@ -231,6 +239,62 @@ static __always_inline int hairpin_back(struct __sk_buff *skb, __u32 l4_off, con
 		       p->key.dport, p->key.dport) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	return 0;
+}
+
+/* An ICMP error the pod sends (port unreachable, fragmentation needed,
+ * ...) about a packet of one of its flows: it goes where its header says,
+ * without policy (the flow was allowed), translated as the flow is: as a
+ * service's backend, about the client's packet to the service and, for a
+ * NodePort, from the node (lib/lb.h); about a masqueraded flow, from the
+ * node, quoting the packet as it arrived (lib/nat.h). An error about no
+ * flow the pod has is dropped: it would carry anything past policy. */
+static __always_inline int icmp_error_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
+					       struct drop_ctx *d, struct ct_packet *p, __u32 l4_off,
+					       __be32 daddr, struct trace_ctx *t, struct encap_ctx *c)
+{
+	struct weft_config *cfg = config_get();
+	struct ipcache_info *remote;
+	struct endpoint_info *dst;
+	int ret;
+
+	if (ct_lookup(skb, st->src_ep, p) != CT_RELATED)
+		return DROP(DROP_ICMP_NO_FLOW);
+	st->ct_state = CT_RELATED;
+	t->state = CT_RELATED;
+	c->state = CT_RELATED;
+	d->dst_id = peer_identity(daddr);
+	st->dst_id = d->dst_id;
+	t->dst_id = d->dst_id;
+	if (p->rev_nat_id) {
+		ret = lb_related_untranslate(skb, l4_off, p);
+		if (ret < 0)
+			return ret;
+		ret = leave_as_node(skb, t, CT_RELATED);
+		if (ret != 1)
+			return ret;
+	}
+	send_trace(skb, TRACE_FROM_ENDPOINT, t);
+	dst = lookup_endpoint(daddr);
+	if (dst && (dst->flags & ENDPOINT_F_HOST)) {
+		send_trace(skb, TRACE_TO_HOST, t);
+		return CTX_ACT_OK;
+	}
+	if (dst) {
+		d->dst_ep = dst->ep_id;
+		return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+	}
+	remote = ipcache_lookup(daddr);
+	if (remote && remote->tunnel_endpoint)
+		return encap_to_node(skb, c, remote);
+	if (d->dst_id == IDENTITY_WORLD && cfg && (cfg->flags & CFG_F_MASQUERADE) && cfg->underlay_ifindex) {
+		ret = snat_out_related(skb, l4_off, p);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			return leave_as_node(skb, t, CT_RELATED);
+	}
+	send_trace(skb, TRACE_TO_STACK, t);
+	return CTX_ACT_OK;
 }
 
 static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
@@ -255,6 +319,8 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	ret = ct_extract(skb, ip, CT_EGRESS, &p);
 	if (ret < 0)
 		return ret;
+	if (p.related)
+		return icmp_error_from_lxc(skb, st, d, &p, l4_off, ip->daddr, &t, &c);
 	/* A service address becomes the flow's backend (lib/lb.h). */
 	vip = lb_translate(skb, l4_off, &p);
 	if (vip < 0 && drop_reason((int)vip) == DROP_NO_SERVICE_BACKEND)
@@ -272,20 +338,14 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	}
 	state = ct_lookup(skb, st->src_ep, &p);
 	/* The reply of a NodePort flow: from the node's address and port
-	 * again, straight out of the node's device (the stack would take a
-	 * packet from its own address coming in from a pod for a martian). */
+	 * again, out of the node's device. */
 	if (state == CT_REPLY && p.rev_nat_id) {
 		ret = lb_reverse(skb, l4_off, &p);
 		if (ret < 0)
 			return ret;
-		cfg = config_get();
-		ip = ip4_hdr(skb);
-		if (cfg && ip && cfg->underlay_ifindex && ip->saddr == cfg->node_ip4) {
-			t.state = state;
-			t.ifindex = cfg->underlay_ifindex;
-			send_trace(skb, TRACE_TO_NETWORK, &t);
-			return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
-		}
+		ret = leave_as_node(skb, &t, state);
+		if (ret != 1)
+			return ret;
 		if (daddr == LB_HAIRPIN_IP4) {
 			ret = hairpin_back(skb, l4_off, &p);
 			if (ret < 0)

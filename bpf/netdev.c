@@ -117,6 +117,88 @@ static __always_inline int nodeport_to_node(struct __sk_buff *skb, __u32 l4_off,
 	return encap_to_node(skb, &c, remote);
 }
 
+/* The backend of the NodePort flow whose reply `p` (node:nodePort ->
+ * client) quotes: the one its CT_SERVICE entry remembers, or NULL. */
+static __always_inline struct lb_backend *nodeport_flow_backend(const struct ct_packet *p)
+{
+	struct lb_frontend *fe = lb_lookup(p->key.saddr, p->key.sport, p->key.proto);
+	struct ct_entry *e;
+	struct ct_key k;
+
+	if (!fe || !(fe->flags & LB_F_NODEPORT))
+		return NULL;
+	ct_key_reverse(&k, &p->key);
+	k.scope = CT_SERVICE;
+	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
+	if (!e)
+		return NULL;
+	return bpf_map_lookup_elem(&weft_lb_backends, &e->backend_id);
+}
+
+/* An ICMP error about a NodePort flow's reply (fragmentation needed on the
+ * client's path, above all) arriving for the node: it quotes the reply as
+ * it left, node:nodePort -> client, and the backend must hear about its
+ * own packet. The quote's source becomes the backend's again; a backend
+ * on this node gets the error through its delivery stage, one on another
+ * node (the flow SNATed) gets it through the tunnel, its quote's
+ * destination the node's port that the backend answered. The outer source
+ * (the router that sent it) is kept. Returns 1 when not about a NodePort
+ * flow. */
+static __always_inline int nodeport_related(struct __sk_buff *skb, struct iphdr *ip, struct drop_ctx *d)
+{
+	struct encap_ctx c = { .src_id = IDENTITY_HOST };
+	__u32 l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
+	__be32 node = ip->daddr, sender = ip->saddr;
+	struct ipcache_info *remote;
+	struct endpoint_info *dst;
+	struct lb_backend *be;
+	struct nat_entry *ne;
+	struct ct_packet p;
+	struct nat_key nk;
+	__be32 backend;
+	int ret;
+
+	ret = ct_extract(skb, ip, CT_INGRESS, &p);
+	if (ret < 0)
+		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? 1 : ret;
+	if (!p.related || (p.key.proto != IPPROTO_TCP && p.key.proto != IPPROTO_UDP))
+		return 1;
+	be = nodeport_flow_backend(&p);
+	if (!be)
+		return 1;
+	backend = be->address;
+	d->src_id = source_identity(sender);
+	send_debug(skb, DBG_LB_BACKEND, 0, backend, bpf_ntohs(be->port), 0);
+	if (icmp_quote_rewrite(skb, l4_off, p.key.proto, 0, p.key.saddr, backend, p.key.sport, be->port) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	dst = lookup_endpoint(backend);
+	if (!dst) {
+		/* SNATed on to another node (nodeport_to_node): the backend
+		 * answered this node's port of the flow. */
+		nk = (struct nat_key){ .saddr = p.key.daddr, .daddr = backend, .sport = p.key.dport,
+				       .dport = be->port, .proto = p.key.proto, .dir = NAT_OUT };
+		ne = bpf_map_lookup_elem(&weft_nat, &nk);
+		remote = ipcache_lookup(backend);
+		if (!ne || !remote || !remote->tunnel_endpoint)
+			return DROP(DROP_UNROUTABLE);
+		if (icmp_quote_rewrite(skb, l4_off, p.key.proto, 1, p.key.daddr, ne->addr, p.key.dport, ne->port) < 0)
+			return DROP(DROP_WRITE_ERROR);
+	}
+	if (icmp_outer_rewrite(skb, 1, node, backend) < 0)
+		return DROP(DROP_WRITE_ERROR);
+	if (!dst) {
+		d->dst_id = remote->sec_identity;
+		return encap_to_node(skb, &c, remote);
+	}
+	if (dst->flags & ENDPOINT_F_HOST)
+		return DROP(DROP_UNROUTABLE);
+	d->dst_ep = dst->ep_id;
+	d->dst_id = dst->sec_identity;
+	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
+		return DROP(DROP_NO_STATE);
+	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+}
+
 /* A connection from outside to one of the node's addresses on a NodePort:
  * translated to a backend on this node (lib/lb.h) and on to the delivery
  * stage, which keeps the reverse-NAT id in the flow's entry. Returns 1
@@ -135,6 +217,8 @@ static __always_inline int nodeport_in(struct __sk_buff *skb, struct iphdr *ip, 
 	struct weft_config *cfg = config_get();
 	__be16 dport;
 
+	if (ip->protocol == IPPROTO_ICMP)
+		return nodeport_related(skb, ip, d);
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return 1;
 	/* Most of what reaches the node (VXLAN, its own connections) is not

@@ -32,8 +32,8 @@ struct arp_eth_ip4 {
 /* Returns the ARP payload of an Ethernet/IPv4 ARP request, or NULL. */
 static __always_inline struct arp_eth_ip4 *arp_request(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
+	void *data = skb_data(skb);
+	void *end = skb_data_end(skb);
 	struct arp_eth_ip4 *arp = data + sizeof(struct ethhdr);
 
 	if ((void *)(arp + 1) > end)
@@ -50,8 +50,8 @@ static __always_inline struct arp_eth_ip4 *arp_request(struct __sk_buff *skb)
 static __always_inline int arp_make_reply(struct __sk_buff *skb,
 					  const __u8 *mac)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
+	void *data = skb_data(skb);
+	void *end = skb_data_end(skb);
 	struct ethhdr *eth = data;
 	struct arp_eth_ip4 *arp = data + sizeof(struct ethhdr);
 	__be32 tip, sip;

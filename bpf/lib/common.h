@@ -50,11 +50,25 @@ static __always_inline void mac_copy(__u8 *dst, const __u8 *src)
 	__builtin_memcpy(dst, src, ETH_ALEN_);
 }
 
+/* skb->data and skb->data_end, each read by one load from the context:
+ * written in C, clang may keep `skb + offset` in a register (or on the
+ * stack) and load through it later, which the verifier refuses
+ * ("dereference of modified ctx ptr"). */
+#define SKB_LOAD(skb, field) ({                                                   \
+	void *__v;                                                                \
+	asm volatile("%0 = *(u32 *)(%1 + %2)"                                     \
+		     : "=r"(__v)                                                  \
+		     : "r"(skb), "i"(__builtin_offsetof(struct __sk_buff, field))); \
+	__v;                                                                      \
+})
+#define skb_data(skb)     SKB_LOAD(skb, data)
+#define skb_data_end(skb) SKB_LOAD(skb, data_end)
+
 /* Returns the Ethernet header or NULL when the frame is too short. */
 static __always_inline struct ethhdr *eth_hdr(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
+	void *data = skb_data(skb);
+	void *end = skb_data_end(skb);
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > end)
@@ -66,8 +80,8 @@ static __always_inline struct ethhdr *eth_hdr(struct __sk_buff *skb)
  * packet is too short or the header length is invalid. */
 static __always_inline struct iphdr *ip4_hdr(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
+	void *data = skb_data(skb);
+	void *end = skb_data_end(skb);
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 
 	if ((void *)(ip + 1) > end)

@@ -363,11 +363,16 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 		k.scope ^= 1;
 		rev.scope ^= 1;
 		e = bpf_map_lookup_elem(map, &k);
-		if (!e)
-			e = bpf_map_lookup_elem(map, &rev);
 		if (e) {
+			/* About a packet the way the flow's first went (to
+			 * the backend, for a service flow): its quote is to
+			 * name the service (lib/lb.h lb_related_untranslate). */
 			state = CT_RELATED;
 			p->rev_nat_id = e->rev_nat_id;
+		} else if (bpf_map_lookup_elem(map, &rev)) {
+			/* About a reply: quoted as the one who gets the error
+			 * sent it. */
+			state = CT_RELATED;
 		}
 		send_debug(skb, DBG_CT_VERDICT, ep, state, 0, 0);
 		return state;

@@ -42,6 +42,7 @@
 #define DROP_NAT_NO_PORT       233  /* weft: every SNAT port towards the destination is taken */
 #define DROP_NAT_TABLE_FULL    234  /* weft: weft_nat holds its configured number of entries */
 #define DROP_NAT_UNSUPPORTED   235  /* weft: a protocol SNAT cannot translate (leaving untranslated would leak the pod's address) */
+#define DROP_ICMP_NO_FLOW      236  /* weft: a pod's ICMP error about no flow it has */
 
 /* Source files that can decide a drop, by name; __FILE_NAME__ folds to one
  * of these numbers at compile time. New files go at the end (the ids are

@@ -16,6 +16,7 @@
 #include "drop.h"
 #include "dbg.h"
 #include "conntrack.h"
+#include "icmp.h"
 
 #ifndef WEFT_LB_MAX
 #define WEFT_LB_MAX 65536
@@ -439,36 +440,29 @@ static __always_inline int lb_untranslate(struct __sk_buff *skb, __u32 l4_off, c
 	return lb_restore(skb, l4_off, p, 1);
 }
 
-/* An ICMP error about a translated flow, on its way to the client: it
- * quotes the client's packet as it reached the backend, and the client's
- * socket knows the service, so the quoted destination becomes the
- * service again (and the quoted header's and the ICMP checksums follow;
- * the quoted L4 checksum is left as it is, as receivers do not check it).
- * Returns 0 or a DROP() code. */
+/* An ICMP error about a translated flow's packet in its first direction
+ * (client -> backend): the client's socket knows the service, so the
+ * quoted destination becomes the service again. When the backend itself
+ * sent the error (port unreachable), its outer source becomes the service
+ * too: a client outside the cluster cannot route to a pod's address (and
+ * would not expect it). `p` is the error as conntrack saw it; its
+ * rev_nat_id is the flow's. Returns 0 or a DROP() code. */
 static __always_inline int lb_related_untranslate(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
 {
-	__u32 icmp_csum = l4_off + 2, inner = l4_off + 8, inner_l4;
-	__be16 old_check, new_check;
+	struct iphdr *ip = ip4_hdr(skb);
 	struct lb_revnat *rn;
 	__u16 id = p->rev_nat_id;
-	__u8 ihl;
 
 	if (!id || (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP))
 		return 0;
 	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
 	if (!rn || rn->address == p->key.daddr)
 		return 0;
-	if (bpf_skb_load_bytes(skb, inner, &ihl, 1) < 0 || bpf_skb_load_bytes(skb, inner + 10, &old_check, 2) < 0)
-		return DROP(DROP_CT_INVALID_HDR);
-	inner_l4 = inner + (ihl & 0xf) * 4;
-	if (bpf_l3_csum_replace(skb, inner + 10, p->key.daddr, rn->address, sizeof(__be32)) < 0 ||
-	    bpf_skb_load_bytes(skb, inner + 10, &new_check, 2) < 0 ||
-	    bpf_skb_store_bytes(skb, inner + 16, &rn->address, sizeof(__be32), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, inner_l4 + 2, &rn->port, sizeof(__be16), 0) < 0)
+	if (!ip)
+		return DROP(DROP_INVALID);
+	if (ip->saddr == p->key.daddr && icmp_outer_rewrite(skb, 0, p->key.daddr, rn->address) < 0)
 		return DROP(DROP_WRITE_ERROR);
-	if (bpf_l4_csum_replace(skb, icmp_csum, p->key.daddr, rn->address, sizeof(__be32)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, old_check, new_check, sizeof(__be16)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, p->key.dport, rn->port, sizeof(__be16)) < 0)
+	if (icmp_quote_rewrite(skb, l4_off, p->key.proto, 1, p->key.daddr, rn->address, p->key.dport, rn->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	send_debug(skb, DBG_LB_REVNAT, 0, rn->address, bpf_ntohs(rn->port), id);
 	return 0;

@@ -39,6 +39,7 @@
 #include "trace.h"
 #include "pipeline.h"
 #include "lb.h"
+#include "icmp.h"
 
 #ifndef WEFT_NAT_MAX
 #define WEFT_NAT_MAX 131072
@@ -91,15 +92,7 @@ static __always_inline int nat_proto_ok(const struct ct_packet *p)
 	       (p->key.proto == IPPROTO_ICMP && p->key.sport);
 }
 
-/* Where the port (ICMP: the echo id) and the L4 checksum are, relative to
- * the L4 header, for the source (`dst` 0) or the destination. */
-static __always_inline __u32 nat_port_off(__u8 proto, int dst)
-{
-	if (proto == IPPROTO_ICMP)
-		return 4;
-	return dst ? 2 : 0;
-}
-
+/* Where the L4 checksum is (ports: l4_port_off, lib/icmp.h). */
 static __always_inline __u32 nat_csum_off(__u8 proto)
 {
 	if (proto == IPPROTO_TCP)
@@ -131,7 +124,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8
 		return -1;
 	if (bpf_skb_store_bytes(skb, ip_off, &new_ip, sizeof(new_ip), 0) < 0)
 		return -1;
-	if (l4 && bpf_skb_store_bytes(skb, l4_off + nat_port_off(proto, dst), &new_port, sizeof(new_port), 0) < 0)
+	if (l4 && bpf_skb_store_bytes(skb, l4_off + l4_port_off(proto, dst), &new_port, sizeof(new_port), 0) < 0)
 		return -1;
 	return 0;
 }
@@ -433,49 +426,58 @@ static __always_inline int snat_in(struct __sk_buff *skb, __u32 l4_off, const st
 
 /* An ICMP error about a translated flow (fragmentation needed above all)
  * arriving for the node: it quotes the packet as it left, node:port ->
- * remote, and the pod must see the packet it sent. The outer destination,
- * the quoted source address and port, the quoted header's checksum and the
- * ICMP checksum are rewritten; the quoted L4 checksum is left as it is (a
- * receiver of an ICMP error does not check it: the quote may be cut).
- * Returns 0, 1 when not about a translated flow, or a DROP() code. */
-static __always_inline int snat_in_related(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+ * remote, and the flow's source must see the packet it sent: the outer
+ * destination and the quoted source become the original's again
+ * (lib/icmp.h), and `p` with them. Returns 0 (and the flow's reverse-NAT
+ * id in `*rev_nat_id`: a NodePort flow's quote is then the client's packet
+ * to the backend, which the client knows as to the service), 1 when not
+ * about a translated flow, or a DROP() code. */
+static __always_inline int snat_in_related(struct __sk_buff *skb, __u32 l4_off, struct ct_packet *p,
+					   __u16 *rev_nat_id)
 {
 	struct nat_key k = { .saddr = p->key.daddr, .daddr = p->key.saddr, .sport = p->key.dport,
 			     .dport = p->key.sport, .proto = p->key.proto, .dir = NAT_IN };
-	__u32 icmp_csum = l4_off + 2, inner = l4_off + 8, inner_l4;
-	__be16 old_check, new_check;
 	struct nat_entry *e;
-	__u8 ihl;
 
 	if (!nat_proto_ok(p))
 		return 1;
 	e = bpf_map_lookup_elem(&weft_nat, &k);
 	if (!e || nat_expired(e, ct_now()))
 		return 1;
-	if (bpf_skb_load_bytes(skb, inner, &ihl, 1) < 0 ||
-	    bpf_skb_load_bytes(skb, inner + 10, &old_check, 2) < 0)
-		return DROP(DROP_CT_INVALID_HDR);
-	inner_l4 = inner + (ihl & 0xf) * 4;
-	/* The quoted source address, its header's checksum with it. */
-	if (bpf_l3_csum_replace(skb, inner + 10, k.daddr, e->addr, sizeof(__be32)) < 0 ||
-	    bpf_skb_load_bytes(skb, inner + 10, &new_check, 2) < 0 ||
-	    bpf_skb_store_bytes(skb, inner + 12, &e->addr, sizeof(__be32), 0) < 0)
-		return DROP(DROP_WRITE_ERROR);
-	/* The quoted source port (an echo's id). */
-	if (bpf_skb_store_bytes(skb, inner_l4 + nat_port_off(k.proto, 0), &e->port, sizeof(__be16), 0) < 0)
-		return DROP(DROP_WRITE_ERROR);
-	/* All three are ICMP payload: its checksum follows them. */
-	if (bpf_l4_csum_replace(skb, icmp_csum, k.daddr, e->addr, sizeof(__be32)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, old_check, new_check, sizeof(__be16)) < 0 ||
-	    bpf_l4_csum_replace(skb, icmp_csum, k.dport, e->port, sizeof(__be16)) < 0)
+	if (icmp_quote_rewrite(skb, l4_off, k.proto, 0, k.daddr, e->addr, k.dport, e->port) < 0 ||
+	    icmp_outer_rewrite(skb, 1, k.daddr, e->addr) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	send_debug(skb, DBG_SNAT_REVERSE, 0, k.daddr, e->addr,
 		   ((__u32)bpf_ntohs(k.dport) << 16) | bpf_ntohs(e->port));
-	if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check),
-				k.daddr, e->addr, sizeof(__be32)) < 0 ||
-	    bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, daddr),
-				&e->addr, sizeof(__be32), 0) < 0)
+	/* `p` follows: it is about the original's packet now. */
+	p->key.saddr = e->addr;
+	p->key.sport = e->port;
+	*rev_nat_id = e->rev_nat_id;
+	return 0;
+}
+
+/* An ICMP error a pod sends about a packet of its masqueraded flow (the
+ * far end's, as the pod got it: remote -> pod:port): it leaves as the
+ * node, quoting that packet as it came (to node:port), so the far end
+ * recognises its flow. Returns 0, 1 when the flow is not translated, or a
+ * DROP() code. */
+static __always_inline int snat_out_related(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p)
+{
+	struct nat_key k = { .saddr = p->key.daddr, .daddr = p->key.saddr, .sport = p->key.dport,
+			     .dport = p->key.sport, .proto = p->key.proto, .dir = NAT_OUT };
+	struct iphdr *ip = ip4_hdr(skb);
+	struct nat_entry *e;
+
+	/* Only about the pod's own flow: the quote names the pod. */
+	if (!nat_proto_ok(p) || !ip || ip->saddr != k.saddr)
+		return 1;
+	e = bpf_map_lookup_elem(&weft_nat, &k);
+	if (!e || nat_expired(e, ct_now()))
+		return 1;
+	if (icmp_quote_rewrite(skb, l4_off, k.proto, 1, k.saddr, e->addr, k.sport, e->port) < 0 ||
+	    icmp_outer_rewrite(skb, 0, k.saddr, e->addr) < 0)
 		return DROP(DROP_WRITE_ERROR);
+	send_debug(skb, DBG_SNAT, 0, k.saddr, e->addr, ((__u32)bpf_ntohs(k.sport) << 16) | bpf_ntohs(e->port));
 	return 0;
 }
 
@@ -515,29 +517,37 @@ static __always_inline int nat_reply(struct __sk_buff *skb, struct drop_ctx *d)
 	struct ct_packet p;
 	struct iphdr *ip = ip4_hdr(skb);
 	__u16 rev_nat_id = 0;
+	__be32 sender;
 	__u32 l4_off;
 	int ret;
 
 	if (!ip || !cfg || ip->daddr != cfg->node_ip4 || !nat_may_answer(skb, ip, cfg))
 		return 1;
 	l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
+	sender = ip->saddr;
 	ret = ct_extract(skb, ip, CT_INGRESS, &p);
 	if (ret < 0)
 		/* A later fragment whose first was not for a translated
 		 * flow (so not recorded) is the node's own. */
 		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? 1 : ret;
 	if (p.related)
-		ret = snat_in_related(skb, l4_off, &p);
+		ret = snat_in_related(skb, l4_off, &p, &rev_nat_id);
 	else
 		ret = snat_in(skb, l4_off, &p, &rev_nat_id);
 	if (ret)
 		return ret;
-	src = ipcache_lookup(p.key.saddr);
+	src = ipcache_lookup(sender);
 	d->src_id = src ? src->sec_identity : IDENTITY_WORLD;
 	t.src_id = d->src_id;
-	if (rev_nat_id && !p.related) {
+	if (rev_nat_id) {
+		/* A NodePort flow: the reply, or an error about the client's
+		 * packet (its quote now client -> backend), answers as the
+		 * service. */
 		p.rev_nat_id = rev_nat_id;
-		ret = lb_reverse(skb, l4_off, &p);
+		if (p.related)
+			ret = lb_related_untranslate(skb, l4_off, &p);
+		else
+			ret = lb_reverse(skb, l4_off, &p);
 		if (ret < 0)
 			return ret;
 		t.ifindex = cfg->underlay_ifindex;

@@ -87,18 +87,25 @@ pipeline_start(__u16 src_ep, __u32 src_id, __u8 hook)
 }
 
 /* Continues in stage `slot`. Evaluates to a drop only when the slot is
- * empty (no agent ever loaded the stage). Test builds that need to see
- * what happens after the stage (bpf/tests/probe_lxc.c) define
- * WEFT_INLINE_STAGES and an invoke_stage() that calls it directly. */
-#ifdef WEFT_INLINE_STAGES
-static __always_inline int invoke_stage(struct __sk_buff *skb, __u32 slot);
-#define tail_call_stage(skb, slot) invoke_stage(skb, slot)
-#else
-#define tail_call_stage(skb, slot)                        \
+ * empty (no agent ever loaded the stage). */
+#define tail_call_slot(skb, slot)                         \
 	({                                                \
 		bpf_tail_call(skb, &weft_calls, slot);    \
 		DROP(DROP_MISSED_TAIL_CALL);              \
 	})
+
+/* Test builds that need to see what from-lxc did to the packet
+ * (bpf/tests/probe_lxc.c reads the tunnel key it set) define
+ * WEFT_INLINE_STAGES: that stage (lxc.c) is then called directly, chosen
+ * by the slot's name at compile time; the delivery stage stays a tail
+ * call (inlined too, the program would be past the verifier's limit). */
+#ifdef WEFT_INLINE_STAGES
+static __always_inline int stage_ipv4_from_lxc(struct __sk_buff *skb);
+#define invoke_CALL_IPV4_FROM_LXC(skb)    stage_ipv4_from_lxc(skb)
+#define invoke_CALL_IPV4_TO_ENDPOINT(skb) tail_call_slot(skb, CALL_IPV4_TO_ENDPOINT)
+#define tail_call_stage(skb, slot)        invoke_##slot(skb)
+#else
+#define tail_call_stage(skb, slot)        tail_call_slot(skb, slot)
 #endif
 
 #endif /* WEFT_PIPELINE_H */

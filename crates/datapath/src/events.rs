@@ -86,6 +86,7 @@ pub fn drop_reason_text(reason: u8) -> &'static str {
         233 => "NAT: no free port towards the destination",
         234 => "NAT: table full",
         235 => "NAT: unsupported protocol",
+        236 => "ICMP error about no flow of the pod",
         _ => "Unknown reason",
     }
 }
