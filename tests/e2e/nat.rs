@@ -69,14 +69,19 @@ fn apply_yaml(lab: &TestLab, node: &str, yaml: &str) -> String {
 /// A NodePort service (externalTrafficPolicy Cluster) whose one backend is
 /// `backend` on `node`.
 fn nodeport(lab: &TestLab, backend: &str, node: &str) {
+    nodeport_to(lab, backend, node, 8080)
+}
+
+/// The same with the backend's port `target`.
+fn nodeport_to(lab: &TestLab, backend: &str, node: &str, target: u16) {
     let out = apply_yaml(
         lab,
         "node1",
         &format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: np}}\nspec:\n  type: NodePort\n  \
-             ports: [{{port: 80, targetPort: 8080, nodePort: 30080}}]\n---\n\
+             ports: [{{port: 80, targetPort: {target}, nodePort: 30080}}]\n---\n\
              apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: np-1, labels: {{kubernetes.io/service-name: np}}}}\n\
-             addressType: IPv4\nports: [{{port: 8080, protocol: TCP}}]\nendpoints: [{{addresses: [{backend}], nodeName: {node}}}]\n"
+             addressType: IPv4\nports: [{{port: {target}, protocol: TCP}}]\nendpoints: [{{addresses: [{backend}], nodeName: {node}}}]\n"
         ),
     );
     assert!(out.contains("Service default/np stored"), "{out}");
@@ -84,7 +89,7 @@ fn nodeport(lab: &TestLab, backend: &str, node: &str) {
         let ip = lab.lab.node(n).unwrap().underlay_ip.to_string();
         lab.eventually(Duration::from_secs(5), "the NodePort frontend with its backend", || {
             let lb = String::from_utf8_lossy(&lab.weft(n, &["bpf", "lb", "list"]).stdout).to_string();
-            lb.contains(&format!("{ip}:30080/TCP")) && lb.contains(&format!("{backend}:8080"))
+            lb.contains(&format!("{ip}:30080/TCP")) && lb.contains(&format!("{backend}:{target}"))
         });
     }
 }
@@ -108,6 +113,125 @@ fn nodeport_reaches_the_other_nodes_backend(lab: &TestLab, ports: std::ops::Rang
     assert!(via2.starts_with(weft_lab::layout::ETCD_IP), "a local backend sees the client itself: {via2}");
     let nat = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "nat", "list"]).stdout).to_string();
     assert!(nat.contains("nodeport") && nat.contains(&format!("{backend}:8080")), "{nat}");
+}
+
+/// A client outside the cluster behind a narrower link: its own namespace
+/// (`weft-<lab>-far`, 203.0.113.77) wired to the lab's underlay namespace,
+/// which routes to it with a locked MTU of 1000, so the client advertises
+/// a full-size MSS and a full-size packet towards it gets "fragmentation
+/// needed" from the underlay namespace, as from a router on the way.
+/// Removed on drop (with its link), also when the test fails.
+struct FarClient {
+    ns: String,
+}
+
+const FAR_CLIENT: &str = "203.0.113.77";
+
+impl FarClient {
+    fn new(lab: &TestLab) -> FarClient {
+        let ns = format!("weft-{}-far", lab.name());
+        let underlay = lab.netns_path("net").rsplit('/').next().unwrap().to_string();
+        let far = FarClient { ns: ns.clone() };
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        };
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link",
+            "add",
+            "weft-far0",
+            "netns",
+            &underlay,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ]);
+        for cmd in [
+            "link set weft-far0 up",
+            "addr add 192.0.2.1/30 dev weft-far0",
+            &format!("route add {FAR_CLIENT}/32 via 192.0.2.2 mtu lock 1000"),
+        ] {
+            ip(&["-n", &underlay].iter().copied().chain(cmd.split(' ')).collect::<Vec<_>>());
+        }
+        for cmd in [
+            "link set lo up",
+            "link set eth0 up",
+            "addr add 192.0.2.2/30 dev eth0",
+            &format!("addr add {FAR_CLIENT}/32 dev eth0"),
+            &format!("route add default via 192.0.2.1 src {FAR_CLIENT}"),
+        ] {
+            ip(&["-n", &ns].iter().copied().chain(cmd.split(' ')).collect::<Vec<_>>());
+        }
+        ip(&["netns", "exec", &underlay, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        far
+    }
+
+    /// How many bytes a TCP connection to `addr:port` reads until the
+    /// server closes it (or 15 s pass).
+    fn read_all(&self, addr: &str, port: u16) -> usize {
+        let target: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        spawn_in_ns(&format!("/run/netns/{}", self.ns), move || {
+            let mut c = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let mut got = 0;
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            got
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for FarClient {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// A TCP server on `ip:port` in `target`'s namespace sending each client
+/// `len` bytes, then closing.
+fn serve_bulk(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16, len: usize) {
+    let (ready, listening) = std::sync::mpsc::channel();
+    spawn_in_ns(&lab.netns_path(target), move || {
+        let l = TcpListener::bind((ip, port)).unwrap();
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let _ = c.write_all(&vec![b'x'; len]);
+            });
+        }
+    });
+    listening.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// The backend's replies do not fit the client's path: the router's
+/// "fragmentation needed" about the reply (node:nodePort -> client) must
+/// reach the backend about its own packet, or the transfer stalls (the
+/// node's stack has no socket for it). Through node1 the backend is local;
+/// through node2 the flow is SNATed to it, and the error follows it
+/// through the tunnel.
+fn nodeport_replies_too_big_for_the_clients_path_arrive_whole(lab: &TestLab) {
+    let backend: Ipv4Addr = lab.pod_ip("pod1-1").parse().unwrap();
+    const LEN: usize = 300_000;
+    serve_bulk(lab, "pod1-1", backend, 8090, LEN);
+    nodeport_to(lab, &backend.to_string(), "node1", 8090);
+    let far = FarClient::new(lab);
+    for node in ["node1", "node2"] {
+        let ip = lab.lab.node(node).unwrap().underlay_ip.to_string();
+        assert_eq!(far.read_all(&ip, 30080), LEN, "all of the reply through {node}");
+    }
 }
 
 #[test]
@@ -150,6 +274,7 @@ fn pods_reach_the_outside_as_their_node_and_a_small_port_range_runs_out_with_a_c
     }
 
     nodeport_reaches_the_other_nodes_backend(&lab, 61000..=61003);
+    nodeport_replies_too_big_for_the_clients_path_arrive_whole(&lab);
 
     // Four ports towards one host and port (a port no earlier flow used):
     // four connections hold them, the fifth is dropped (counted, and
