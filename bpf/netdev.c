@@ -35,6 +35,14 @@ static __always_inline __u32 source_identity(__be32 saddr)
 	return id == IDENTITY_HOST ? IDENTITY_REMOTE_NODE : id;
 }
 
+/* Whether `saddr` is a pod's (a cluster identity), on any node. */
+static __always_inline int from_pod(__be32 saddr)
+{
+	struct ipcache_info *info = ipcache_lookup(saddr);
+
+	return info && info->sec_identity >= IDENTITY_MIN_CLUSTER;
+}
+
 /* On to the delivery stage, or to the host when not for a local pod. */
 static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct drop_ctx *d)
 {
@@ -309,10 +317,12 @@ static __always_inline int from_network_ipv4(struct __sk_buff *skb, struct drop_
 	}
 	if (cfg->mode != MODE_NATIVE)
 		return CTX_ACT_OK;
-	/* Native: only packets for local pods are ours (and the answers to
-	 * the host's service flows, to its pod gateway address). */
+	/* Native: only packets for local pods are ours, and the answers of
+	 * backends to the host's service flows (lb_host_reply): to its pod
+	 * gateway address (the route's source), or from a pod to the node's
+	 * own address (the node's other traffic is not looked up). */
 	dst = lookup_endpoint(ip->daddr);
-	if (dst && (dst->flags & ENDPOINT_F_HOST) && ip->daddr != cfg->node_ip4)
+	if (dst && (dst->flags & ENDPOINT_F_HOST) && (ip->daddr != cfg->node_ip4 || from_pod(ip->saddr)))
 		return lb_host_reply(skb);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST))
 		return CTX_ACT_OK;

@@ -26,7 +26,7 @@
  * allocated one (cluster identities are 256..65535, VNIs are 24 bits). */
 static __always_inline int identity_valid(__u32 id)
 {
-	if (id >= 256)
+	if (id >= IDENTITY_MIN_CLUSTER)
 		return id <= 0xffffff;
 	return id == IDENTITY_HOST || id == IDENTITY_WORLD ||
 	       id == IDENTITY_HEALTH || id == IDENTITY_REMOTE_NODE;

@@ -36,6 +36,7 @@
 #define IDENTITY_WORLD       2
 #define IDENTITY_HEALTH      4
 #define IDENTITY_REMOTE_NODE 6
+#define IDENTITY_MIN_CLUSTER 256  /* allocated identities (pods) start here */
 
 #define ETH_ALEN_ 6
 

@@ -259,6 +259,29 @@ fn the_host_per_packet_reaches_a_backend_and_a_service_without_one_refuses_into_
     assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
 }
 
+/// Native routing: the host's per-packet flow from the node's own address
+/// (a process bound to it) to a backend on another node; the reply comes
+/// back over the underlay to the node's address and must reach the host
+/// from the service, not from the backend (the host's socket would answer
+/// it with a reset).
+#[test]
+fn in_native_routing_the_reply_to_the_hosts_flow_from_the_node_address_is_from_the_service() {
+    let mut f = masquerading(61000, 61099);
+    let mut c = f.dp.config().unwrap();
+    c.mode = MODE_NATIVE;
+    f.dp.set_config(c).unwrap();
+    let host_mac = [0x02, 0, 0, 0, 0, 0x01];
+    service(&f, &[Backend { id: 1, address: REMOTE_POD, port: 8080, proto: 6 }]);
+    let syn = pkt::tcp(host_mac, host_mac, NODE, 45000, VIP, 80, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_host", &syn);
+    assert_eq!((verdict, addr(&out[30..34])), (TC_ACT_REDIRECT, REMOTE_POD), "routed to the backend's node");
+    let synack = pkt::tcp(ROUTER_MAC, ROUTER_MAC, REMOTE_POD, 8080, NODE, 45000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (verdict, out) = run(&mut f, "from_network", &synack);
+    assert_eq!(verdict, TC_ACT_OK, "up to the host");
+    assert_eq!((addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])), (VIP, 80), "from the service");
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+}
+
 /// Maglev: two nodes whose tables name the same backends (under their own
 /// ids) send every flow to the same backend; removing one backend moves
 /// its flows and hardly any other.
