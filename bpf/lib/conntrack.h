@@ -148,7 +148,8 @@ struct ct_packet {
 	__u8  related;      /* an ICMP error: key is the offending packet's */
 	__u16 rev_nat_id;   /* lookup: the found entry's; create: the one to store */
 	__u8  later_fragment; /* no L4 header here: ports came from the first */
-	__u8  pad[3];
+	__u8  icmp_echo;    /* an echo or echo reply (its id, even 0, is its port) */
+	__u8  pad[2];
 };
 
 static __always_inline __u32 ct_now(void)
@@ -266,6 +267,7 @@ static __always_inline int ct_extract(struct __sk_buff *skb, const struct iphdr 
 			p->key.proto = inner.protocol;
 			return ct_ports(skb, off + 8 + inner.ihl * 4, inner.protocol, &p->key);
 		}
+		p->icmp_echo = type == ICMP_ECHO || type == ICMP_ECHOREPLY;
 	}
 	ret = ct_ports(skb, off, ip->protocol, &p->key);
 	return ret;

@@ -85,11 +85,12 @@ static __always_inline int nat_expired(const struct nat_entry *e, __u32 now)
 	return (__s32)(now - e->expires) > 0;
 }
 
-/* Whether SNAT can translate this protocol: TCP, UDP, ICMP echo. */
+/* Whether SNAT can translate this protocol: TCP, UDP, ICMP echo (an
+ * error's quote of an echo: by its id, which is then not 0). */
 static __always_inline int nat_proto_ok(const struct ct_packet *p)
 {
 	return p->key.proto == IPPROTO_TCP || p->key.proto == IPPROTO_UDP ||
-	       (p->key.proto == IPPROTO_ICMP && p->key.sport);
+	       (p->key.proto == IPPROTO_ICMP && (p->icmp_echo || p->key.sport));
 }
 
 /* Where the L4 checksum is (ports: l4_port_off, lib/icmp.h). */

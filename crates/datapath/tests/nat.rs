@@ -167,6 +167,26 @@ fn a_ping_to_the_outside_gets_an_id_of_the_node_and_the_reply_its_own_again() {
     assert_eq!((addr(&out[30..34]), port(&out[38..40])), (POD_A, id), "its address and id again");
     assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
     assert_eq!(pkt::csum(&out[14..34]), 0);
+
+    // An echo id of 0 (some pingers use it) is an id like any other.
+    let mut zero = pkt::icmp_echo(MAC_A, LXC_A, POD_A, EXT, 64);
+    zero[38..40].copy_from_slice(&[0, 0]);
+    zero[36..38].copy_from_slice(&[0, 0]);
+    let c = pkt::csum(&zero[34..]);
+    zero[36..38].copy_from_slice(&c.to_be_bytes());
+    let (verdict, out) = run(&mut f, "from_container", &zero);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "translated, not dropped: {:?}", drop_reasons(&mut f));
+    let zero_id = port(&out[38..40]);
+    assert!((61000..=61099).contains(&zero_id) && zero_id != nat_id, "an id of its own: {zero_id}");
+    assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
+    reply[38..40].copy_from_slice(&zero_id.to_be_bytes());
+    reply[36..38].copy_from_slice(&[0, 0]);
+    let c = pkt::csum(&reply[34..]);
+    reply[36..38].copy_from_slice(&c.to_be_bytes());
+    let (verdict, out) = run(&mut f, "from_network", &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "to the pod");
+    assert_eq!((addr(&out[30..34]), port(&out[38..40])), (POD_A, 0), "with id 0 again");
+    assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
 }
 
 #[test]
