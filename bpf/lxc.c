@@ -194,7 +194,7 @@ static __always_inline int refuse_no_backend(struct __sk_buff *skb, int code, st
 static __always_inline int masquerade(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p,
 				      struct trace_ctx *t, const struct weft_config *cfg)
 {
-	int ret = snat_out(skb, l4_off, p, cfg->node_ip4, 0, t->source);
+	int ret = snat_out(skb, l4_off, p, 0, t->source);
 
 	if (ret < 0)
 		return ret;

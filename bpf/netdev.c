@@ -119,7 +119,7 @@ static __always_inline int nodeport_to_node(struct __sk_buff *skb, __u32 l4_off,
 		return DROP(DROP_INVALID);
 	if (too_big(skb, ip, cfg->path_mtu))
 		return nodeport_too_big(skb, l4_off, p, cfg, d);
-	ret = snat_out(skb, l4_off, p, cfg->node_ip4, p->rev_nat_id, 0);
+	ret = snat_out(skb, l4_off, p, p->rev_nat_id, 0);
 	if (ret < 0)
 		return ret;
 	return encap_to_node(skb, &c, remote);

@@ -403,21 +403,19 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 	return state;
 }
 
-/* Records a new flow (after policy allowed it). Refused, with "CT: Map
- * insertion failed", when the table holds its configured number of flows:
- * established flows keep their entries rather than the LRU evicting them. */
-static __always_inline int ct_create(struct __sk_buff *skb, __u16 ep, __u32 peer_id,
-				     const struct ct_packet *p)
+/* Admission of a new entry into the table of `proto`: its counter of
+ * created entries (to count the entry once it is in), or NULL when the
+ * table holds its configured number of entries: established flows keep
+ * theirs rather than the LRU evicting them. Every entry the datapath
+ * creates is admitted here (flows, and CT_SERVICE entries: lib/lb.h). */
+static __always_inline __u64 *ct_admit(__u8 proto)
 {
 	struct weft_config *cfg = config_get();
-	struct ct_entry e = {};
 	__u32 created = CT_COUNT_ANY_CREATED, base = CT_COUNT_ANY_BASE;
 	__u64 *n_created, *n_base, limit;
 
-	if (p->related)
-		return 0;
 	limit = cfg ? cfg->ct_any_limit : 0;
-	if (p->key.proto == IPPROTO_TCP) {
+	if (proto == IPPROTO_TCP) {
 		created = CT_COUNT_TCP_CREATED;
 		base = CT_COUNT_TCP_BASE;
 		limit = cfg ? cfg->ct_tcp_limit : 0;
@@ -425,8 +423,24 @@ static __always_inline int ct_create(struct __sk_buff *skb, __u16 ep, __u32 peer
 	n_created = bpf_map_lookup_elem(&weft_ct_count, &created);
 	n_base = bpf_map_lookup_elem(&weft_ct_count, &base);
 	if (!n_created || !n_base)
-		return DROP(DROP_CT_CREATE_FAILED);
+		return NULL;
 	if (limit && *n_created - *n_base >= limit)
+		return NULL;
+	return n_created;
+}
+
+/* Records a new flow (after policy allowed it). Refused, with "CT: Map
+ * insertion failed", when the table is full (ct_admit). */
+static __always_inline int ct_create(struct __sk_buff *skb, __u16 ep, __u32 peer_id,
+				     const struct ct_packet *p)
+{
+	struct ct_entry e = {};
+	__u64 *n_created;
+
+	if (p->related)
+		return 0;
+	n_created = ct_admit(p->key.proto);
+	if (!n_created)
 		return DROP(DROP_CT_CREATE_FAILED);
 	e.created = ct_now();
 	e.peer_id = peer_id;

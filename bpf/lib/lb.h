@@ -337,13 +337,16 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8 
 }
 
 /* The backend a flow to a service was given, remembered in a CT_SERVICE
- * entry (or chosen now and remembered). */
+ * entry (or chosen now and remembered). NULL with `*err` 0: the service
+ * has no usable backend; with a DROP() code: the conntrack table is full
+ * (the entry is admitted as any flow's). */
 static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet *p,
-							  const struct lb_frontend *fe)
+							  const struct lb_frontend *fe, int *err)
 {
 	struct ct_key k = p->key;
 	struct ct_entry *e, fresh = {};
 	struct lb_backend *be;
+	__u64 *n_created;
 	__u32 id = 0;
 	__u16 picked = 0;
 
@@ -364,6 +367,11 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr, lb_flow_hash(&k) | 1, &picked);
 	if (!be)
 		return NULL;
+	n_created = e ? NULL : ct_admit(k.proto);
+	if (!e && !n_created) {
+		*err = DROP(DROP_CT_CREATE_FAILED);
+		return NULL;
+	}
 	fresh.created = ct_now();
 	fresh.backend_id = id;
 	fresh.backend_slot = picked;
@@ -371,30 +379,39 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 	fresh.tx_packets = 1;
 	fresh.tx_bytes = p->len;
 	fresh.expires = fresh.created + ct_lifetime(&fresh, k.proto);
-	bpf_map_update_elem(ct_map(k.proto), &k, &fresh, BPF_ANY);
+	if (!bpf_map_update_elem(ct_map(k.proto), &k, &fresh, BPF_ANY) && n_created)
+		__sync_fetch_and_add(n_created, 1);
 	return be;
 }
 
 /* A packet to a service: DNAT to the flow's backend, and `p` follows
  * (its tuple is the backend's, its rev_nat_id the service's). Returns the
  * service address (for traces' orig-ip), 0 when not a service, or a
- * DROP() code. */
-static __always_inline __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off, struct ct_packet *p)
+ * DROP() code.
+ *
+ * A global function, not inlined: the verifier checks it once, on its own,
+ * and its callers see only its result. Inlined, its many paths (affinity,
+ * Maglev, a flow whose backend left, a full table) multiplied those of
+ * from-lxc past the verifier's million instructions. */
+__attribute__((noinline)) __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off, struct ct_packet *p)
 {
 	struct lb_frontend *fe;
 	struct lb_backend *be;
-	__be32 vip = p->key.daddr;
-	__be16 vport = p->key.dport;
+	__be32 vip;
+	__be16 vport;
+	int err = 0;
 
-	if (p->related || (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP))
+	if (!p || p->related || (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP))
 		return 0;
+	vip = p->key.daddr;
+	vport = p->key.dport;
 	fe = lb_lookup(vip, vport, p->key.proto);
 	if (!fe)
 		return 0;
 	send_debug(skb, DBG_LB_LOOKUP, 0, vip, ((__u32)bpf_ntohs(vport) << 16) | p->key.proto, fe->count);
-	be = lb_flow_backend(p, fe);
+	be = lb_flow_backend(p, fe, &err);
 	if (!be)
-		return DROP(DROP_NO_SERVICE_BACKEND);
+		return err ? err : DROP(DROP_NO_SERVICE_BACKEND);
 	send_debug(skb, DBG_LB_BACKEND, 0, be->address, bpf_ntohs(be->port), 0);
 	if (lb_rewrite(skb, l4_off, p->key.proto, 1, !p->later_fragment, vip, be->address, vport, be->port) < 0)
 		return DROP(DROP_WRITE_ERROR);

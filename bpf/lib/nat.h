@@ -343,22 +343,35 @@ static __always_inline int nat_alloc(const struct nat_key *out, __be32 node, __u
 	return ret;
 }
 
-/* The flow `p` (its tuple as it is now) leaves as `node`: its source
+/* The flow `p` (its tuple as it is now) leaves as the node: its source
  * becomes the node's address and a port of the flow's own, kept for the
- * flow's life. Returns 0 or a DROP() code. */
-static __always_inline int snat_out(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p,
-				    __be32 node, __u16 rev_nat_id, __u16 ep)
+ * flow's life. Returns 0 or a DROP() code.
+ *
+ * A global function, as lb_translate: verified once, and its locals (the
+ * port search's) live in its own frame, not in every caller's. */
+__attribute__((noinline)) int snat_out(struct __sk_buff *skb, __u32 l4_off, const struct ct_packet *p,
+				       __u16 rev_nat_id, __u16 ep)
 {
-	struct nat_key k = { .saddr = p->key.saddr, .daddr = p->key.daddr, .sport = p->key.sport,
-			     .dport = p->key.dport, .proto = p->key.proto, .dir = NAT_OUT };
+	struct weft_config *cfg = config_get();
+	struct nat_key k = {};
 	struct nat_entry *e, fresh = {};
 	struct nat_key in;
 	__u32 now = ct_now();
 	__be16 port = 0;
+	__be32 node;
 	int ret;
 
-	if (!nat_proto_ok(p))
+	if (!p || !nat_proto_ok(p))
 		return DROP(DROP_NAT_UNSUPPORTED);
+	if (!cfg)
+		return DROP(DROP_NAT_NO_PORT);
+	node = cfg->node_ip4;
+	k.saddr = p->key.saddr;
+	k.daddr = p->key.daddr;
+	k.sport = p->key.sport;
+	k.dport = p->key.dport;
+	k.proto = p->key.proto;
+	k.dir = NAT_OUT;
 	e = bpf_map_lookup_elem(&weft_nat, &k);
 	if (e && !nat_expired(e, now)) {
 		if (nat_touch(e, p, 0, now)) {

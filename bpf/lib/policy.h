@@ -184,8 +184,12 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, const str
 }
 
 /* Decides a new flow: 0 when it may pass, DROP(DROP_POLICY) when not.
- * Endpoints that do not enforce the direction pass without a lookup. */
-static __always_inline int policy_check(struct __sk_buff *skb, const struct policy_flow *f)
+ * Endpoints that do not enforce the direction pass without a lookup.
+ *
+ * A global function, not inlined: the verifier checks it once, on its
+ * own, and its callers see only its result (inlined, its paths — peer
+ * kinds, ports, verdict events — multiplied those of from-lxc). */
+static __always_inline int policy_decide(struct __sk_buff *skb, const struct policy_flow *f)
 {
 	struct policy_verdict v = { .action = POLICY_DENY, .match = POLICY_MATCH_NONE };
 	struct policy_cidr_key ck = { .prefixlen = 32, .ip4 = f->peer_addr };
@@ -235,6 +239,13 @@ static __always_inline int policy_check(struct __sk_buff *skb, const struct poli
 	if (v.action != POLICY_ALLOW)
 		return DROP(DROP_POLICY);
 	return 0;
+}
+
+__attribute__((noinline)) int policy_check(struct __sk_buff *skb, const struct policy_flow *f)
+{
+	if (!f)
+		return DROP(DROP_INVALID);
+	return policy_decide(skb, f);
 }
 
 #endif /* WEFT_POLICY_H */

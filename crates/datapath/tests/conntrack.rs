@@ -174,7 +174,7 @@ fn a_full_table_refuses_new_flows_and_keeps_the_established_ones() {
     assert_eq!(drop.reason_text.as_deref(), Some("CT: Map insertion failed"));
     assert_eq!(drop.file.as_deref(), Some("conntrack.h"));
     let ct_h = include_str!("../../../bpf/lib/conntrack.h");
-    assert_eq!(drop.line, Some(line_of(ct_h, "if (limit && *n_created - *n_base >= limit)") + 1));
+    assert_eq!(drop.line, Some(line_of(ct_h, "n_created = ct_admit(p->key.proto);") + 2));
     assert!(entry(&f, key(POD_A, SPORT + 1, POD_B, 80, 6, CT_EGRESS)).is_none());
 
     let ack = pkt::tcp(MAC_A, LXC_A, POD_A, SPORT, POD_B, 80, pkt::TCP_ACK);

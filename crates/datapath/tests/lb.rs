@@ -259,6 +259,30 @@ fn the_host_per_packet_reaches_a_backend_and_a_service_without_one_refuses_into_
     assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
 }
 
+/// A flow's CT_SERVICE entry is admitted like any conntrack entry: it
+/// counts against the limit, and a full table drops a new service flow
+/// (with conntrack's reason, not the "no backend" reject) before writing
+/// it, so service entries cannot push the LRU into evicting live flows.
+#[test]
+fn service_entries_count_against_the_conntrack_limit() {
+    let mut f = fixture();
+    let mut c = f.dp.config().unwrap();
+    c.ct_tcp_limit = 3; // one flow: its service entry, A's egress, B's ingress
+    f.dp.set_config(c).unwrap();
+    service(&f, &[Backend { id: 1, address: POD_B, port: 8080, proto: 6 }]);
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 50000, VIP, 80, pkt::TCP_SYN);
+    assert_eq!(run(&mut f, "from_container", &syn).0, TC_ACT_REDIRECT);
+    let ct = Conntrack::open(&f.base).unwrap();
+    assert_eq!(ct.live(weft_datapath::conntrack::Table::Tcp).unwrap(), 3, "the service entry is counted");
+    events(&mut f);
+
+    let other = pkt::tcp(MAC_A, LXC_A, POD_A, 50001, VIP, 80, pkt::TCP_SYN);
+    assert_eq!(run(&mut f, "from_container", &other).0, TC_ACT_SHOT, "dropped, not answered");
+    assert_eq!(drop_reasons(&mut f), vec!["CT: Map insertion failed".to_string()]);
+    let entries = ct.entries().unwrap();
+    assert_eq!(entries.len(), 3, "nothing written for the refused flow: {entries:?}");
+}
+
 /// Native routing: the host's per-packet flow from the node's own address
 /// (a process bound to it) to a backend on another node; the reply comes
 /// back over the underlay to the node's address and must reach the host

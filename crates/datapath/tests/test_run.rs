@@ -383,3 +383,30 @@ fn too_big_with_df_gets_fragmentation_needed_back() {
     let ev = events(&mut f);
     assert_eq!(ev.iter().find(|e| e.kind == "drop").unwrap().reason, Some(136));
 }
+
+/// How much of the verifier's budget each program takes (it gives up at
+/// 1,000,000 instructions processed per program): a change that takes a
+/// program near it fails here, with the numbers, before the program
+/// stops loading on a kernel whose verifier explores a little more.
+#[test]
+fn every_program_verifies_with_room_to_spare() {
+    use weft_datapath::loader::{PROGRAMS, STAGES};
+    const BUDGET: u32 = 1_000_000;
+    let mut f = fixture();
+    let names: Vec<&str> = PROGRAMS.iter().copied().chain(STAGES.iter().map(|s| s.1)).collect();
+    let counts: Vec<(&str, u32)> = names
+        .iter()
+        .map(|n| {
+            let info = f.dp.program(n).expect("program").info().expect("program info");
+            (*n, info.verified_instruction_count().expect("verified_insns (Linux 5.16+)"))
+        })
+        .collect();
+    eprintln!("instructions the verifier processed: {counts:?}");
+    for (name, n) in counts {
+        assert!(
+            n < BUDGET / 2,
+            "{name}: the verifier processed {n} of its {BUDGET} instructions; move paths out \
+             (a global function, as lb_translate, or a tail call) before it stops loading"
+        );
+    }
+}
