@@ -45,7 +45,8 @@ struct Args {
     services_scales: Vec<usize>,
     /// Services programmed from empty (weft's maps, iptables, nftables).
     services_program: usize,
-    /// Services applied through weft's agent API.
+    /// Services applied through weft's agent API (in files of
+    /// `services::API_CHUNK`, one apply after the other).
     services_api: usize,
     /// Propagation samples and window length of the scale measurement.
     scale_samples: usize,
@@ -70,7 +71,7 @@ fn args() -> Result<Args, String> {
         only_services: false,
         services_scales: services::SCALES.to_vec(),
         services_program: 10_000,
-        services_api: 1_000,
+        services_api: 10_000,
         scale_samples: 50,
         scale_window: 20,
     };

@@ -46,8 +46,9 @@
 //! writes it: KUBE-SERVICES whole, the changed chains, `--noflush`) and
 //! `nft -f` (the change as kube-proxy's nftables mode writes it: the new
 //! endpoint chain, the service chain flushed and rewritten, the old one
-//! deleted); and weft's agent API (`weft service apply -f`) with a smaller
-//! number of services on a fresh one-node lab (see `Params::api`).
+//! deleted); and weft's agent API (`weft service apply -f`) on a fresh
+//! one-node lab, the same number of services in files of [`API_CHUNK`]
+//! (a request is at most 1 MiB), applied one after the other.
 
 use crate::{LabGuard, Samples, report, topo};
 use std::{
@@ -57,7 +58,10 @@ use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
-use weft_datapath::lb::{Backend, Frontend, FrontendInfo, ServiceMaps};
+use weft_datapath::{
+    lb::{Backend, Frontend, FrontendInfo, ServiceMaps},
+    maps::{LbBackend, LbFrontend, LbKey, MAP_LB_BACKENDS, MAP_LB_SERVICES, be_to_ip, ip_to_be},
+};
 
 /// Numbers of services of the data-plane measurement.
 pub const SCALES: [usize; 4] = [10, 1_000, 10_000, 50_000];
@@ -86,9 +90,8 @@ pub struct Params {
     pub scales: Vec<usize>,
     /// Services programmed from empty (weft's maps, iptables, nftables).
     pub program: usize,
-    /// Services applied through weft's agent API: its store claims each
-    /// ClusterIP by listing every claimed one, so the cost grows with the
-    /// square of the number (see the report's note).
+    /// Services applied through weft's agent API, in applies of
+    /// [`API_CHUNK`] (a request is at most 1 MiB).
     pub api: usize,
     pub rounds: usize,
     pub secs: u64,
@@ -760,7 +763,6 @@ fn run_count(ids: &[u32]) -> u64 {
 /// hold: a slot per backend plus the frontend's own in weft_lb_services,
 /// a backend entry each in weft_lb_backends.
 fn capacity(bpffs: &Path) -> Result<usize, String> {
-    use weft_datapath::maps::{MAP_LB_BACKENDS, MAP_LB_SERVICES};
     let dir = weft_datapath::loader::pin_dir(bpffs);
     let max = |name: &str| -> Result<usize, String> {
         aya::maps::MapInfo::from_pin(dir.join(name))
@@ -957,7 +959,7 @@ fn data_plane(
             ),
             _ => format!(
                 "weft's service maps hold {} services of 3 backends (weft_lb_services has a slot per backend \
-                 plus one per frontend, 65,536 entries by default; not configurable)",
+                 plus one per frontend, sized by the agent's --lb-max)",
                 n_fmt(bed.weft.capacity)
             ),
         };
@@ -1101,7 +1103,12 @@ fn api_documents(range: std::ops::Range<usize>, last: Option<Ipv4Addr>) -> Strin
 
 /// CPU seconds a process has used.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_secs_of(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds in a `stat` file of /proc (a process's or a thread's).
+fn cpu_secs_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
     // Fields after the name: state ppid ... utime (14th overall) stime.
@@ -1110,67 +1117,216 @@ fn cpu_secs(pid: u32) -> f64 {
     (u + s) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// Services per `weft service apply -f` file: a request is at most 1 MiB
+/// (`crates/agent/src/server.rs`, MAX_REQUEST; the CLI reads at most that
+/// much of a file), about 1,700 Services with their EndpointSlices; 1,000
+/// of these take some 420 KiB.
+pub const API_CHUNK: usize = 1_000;
+/// The largest file the API measurement writes (the 1 MiB request less
+/// room for the request's own framing).
+const API_MAX_FILE: usize = 1_000_000;
+
+/// A frontend's backends in the kernel maps, read the way the datapath
+/// does (head slot, then each slot's backend): `None` while its head is
+/// missing. One lookup per slot, not a listing of the whole map.
+struct MapReader {
+    services: aya::maps::HashMap<aya::maps::MapData, LbKey, LbFrontend>,
+    backends: aya::maps::HashMap<aya::maps::MapData, u32, LbBackend>,
+}
+
+impl MapReader {
+    fn open(bpffs: &Path) -> Result<MapReader, String> {
+        let dir = weft_datapath::loader::pin_dir(bpffs);
+        let open = |name: &str| -> Result<aya::maps::Map, String> {
+            let data = aya::maps::MapData::from_pin(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+            aya::maps::Map::from_map_data(data).map_err(|e| format!("{name}: {e}"))
+        };
+        Ok(MapReader {
+            services: aya::maps::HashMap::try_from(open(MAP_LB_SERVICES)?).map_err(|e| e.to_string())?,
+            backends: aya::maps::HashMap::try_from(open(MAP_LB_BACKENDS)?).map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn key(ip: Ipv4Addr, slot: u16) -> LbKey {
+        LbKey { address: ip_to_be(ip), port: SVC_PORT.to_be(), slot, proto: 6, pad: [0; 3] }
+    }
+
+    /// How many backends `ip:80/tcp`'s head slot counts (0: no head).
+    fn count(&self, ip: Ipv4Addr) -> u16 {
+        self.services.get(&Self::key(ip, 0), 0).map(|v| v.count).unwrap_or(0)
+    }
+
+    /// The backends' addresses of `ip:80/tcp`, in slot order.
+    fn backends(&self, ip: Ipv4Addr) -> Vec<Ipv4Addr> {
+        (1..=self.count(ip))
+            .filter_map(|slot| self.services.get(&Self::key(ip, slot), 0).ok())
+            .filter_map(|v| self.backends.get(&v.backend_id, 0).ok())
+            .map(|b| be_to_ip(b.address))
+            .collect()
+    }
+}
+
+/// CPU seconds of each of a process's threads, by thread name, most first.
+fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, f64> = Default::default();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let tid: u32 = t.file_name().to_string_lossy().parse().unwrap_or(0);
+        *by_name.entry(name).or_default() += cpu_secs_of(&format!("/proc/{pid}/task/{tid}/stat"));
+    }
+    let mut v: Vec<_> = by_name.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
+}
+
 /// `weft service apply -f` of `p.api` Services and their EndpointSlices
-/// on a fresh one-node lab, until every frontend is in the kernel maps;
-/// then one EndpointSlice change until its new backend is.
+/// on a fresh one-node lab, in files of [`API_CHUNK`] applied one after
+/// the other (each apply starts when the one before has returned, without
+/// waiting for the maps), until every frontend is in the kernel maps; then
+/// one EndpointSlice change until its new backend is. Each apply's time
+/// and the moment its Services are all in the maps are printed, the first
+/// and the last apply's also recorded: an agent whose work per Service
+/// grew with the Services it holds would show here.
 fn agent_api(p: &Params, s: &mut Samples) -> Result<(), String> {
     let n = p.api;
-    let g = format!("services — weft agent API, {} Services + EndpointSlices", n_fmt(n));
+    let chunks: Vec<std::ops::Range<usize>> =
+        (0..n).step_by(API_CHUNK).map(|a| a..(a + API_CHUNK).min(n)).collect();
+    let g = format!(
+        "services — weft agent API, {} Services + EndpointSlices ({} applies of up to {})",
+        n_fmt(n),
+        chunks.len(),
+        n_fmt(API_CHUNK)
+    );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut files = TempFiles(Vec::new());
-    let all = files.write("api-all.json", &api_documents(0..n, None))?;
+    let mut paths = Vec::new();
+    for (k, r) in chunks.iter().enumerate() {
+        let text = api_documents(r.clone(), None);
+        if text.len() > API_MAX_FILE {
+            return Err(format!("apply file {} is {} bytes: more than a request may be", k + 1, text.len()));
+        }
+        paths.push(files.write(&format!("api-{k}.json"), &text)?);
+    }
     for round in 0..p.rounds {
-        println!("# services: agent API, {} services, round {}/{}", n_fmt(n), round + 1, p.rounds);
+        println!(
+            "# services: agent API, {} services in {} applies, round {}/{}",
+            n_fmt(n),
+            chunks.len(),
+            round + 1,
+            p.rounds
+        );
         let _ = weft_lab::down(API_LAB);
         let opts = weft_lab::Options::new(API_LAB, 1, 0)?;
         let l = weft_lab::up(&opts)?;
         let _guard = LabGuard(API_LAB);
         let node = l.node("node1").ok_or("no node1")?;
-        let maps = ServiceMaps::open(&node.bpffs).map_err(|e| e.to_string())?;
-        let ours = |maps: &ServiceMaps| -> Result<Vec<(Frontend, Vec<Backend>)>, String> {
-            Ok(maps
-                .list()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter(|(fe, _, _)| fe.port == SVC_PORT && fe.address.octets()[..2] == [10, 96])
-                .map(|(fe, _, b)| (fe, b))
-                .collect())
-        };
+        let reader = MapReader::open(&node.bpffs)?;
         crate::control::quiesce();
-        let cli = |file: &Path| {
-            Command::new(&opts.weft_bin)
+        let cli = |file: &Path| -> Result<(), String> {
+            let out = Command::new(&opts.weft_bin)
                 .args(["--socket", &node.socket.display().to_string(), "service", "apply", "-f"])
                 .arg(file)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("weft service apply: {e}"))
+                .output()
+                .map_err(|e| format!("weft service apply: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("weft service apply: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+            Ok(())
         };
         let cpu0 = cpu_secs(node.pid);
         let t = Instant::now();
-        let child = cli(&all)?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let returned = t.elapsed();
-        if !out.status.success() {
-            return Err(format!("weft service apply: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        loop {
-            let have = ours(&maps)?.iter().filter(|(_, b)| b.len() == BACKENDS).count();
-            if have >= n {
-                break;
+        // When the Services of apply k (and of every one before it) were
+        // all in the maps, measured from `t` by a thread that looks them
+        // up one by one while the applies run.
+        let done = std::sync::Mutex::new(vec![None::<Duration>; chunks.len()]);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut applies: Vec<(Duration, Duration)> = Vec::new();
+        let applied = std::thread::scope(|sc| -> Result<(), String> {
+            let watcher = sc.spawn(|| -> Result<(), String> {
+                let mut next = 0;
+                for (k, r) in chunks.iter().enumerate() {
+                    while next < r.end {
+                        if reader.count(vip(next)) as usize == BACKENDS {
+                            next += 1;
+                            continue;
+                        }
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if t.elapsed() > Duration::from_secs(900) {
+                            return Err(format!("{next} of {n} services in the maps after 900 s"));
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    done.lock().unwrap()[k] = Some(t.elapsed());
+                }
+                Ok(())
+            });
+            let mut run = || -> Result<(), String> {
+                for path in &paths {
+                    let a = t.elapsed();
+                    cli(path)?;
+                    applies.push((a, t.elapsed()));
+                }
+                Ok(())
+            };
+            let r = run();
+            if r.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            if t.elapsed() > Duration::from_secs(600) {
-                return Err(format!("{have} of {n} services in the maps after 600 s"));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let programmed = t.elapsed();
+            let w = watcher.join().map_err(|_| "the map watcher panicked".to_string())?;
+            r.and(w)
+        });
+        applied?;
+        let done: Vec<Duration> = done.into_inner().unwrap().into_iter().map(Option::unwrap).collect();
+        let programmed = *done.last().ok_or("no Services")?;
+        let returned = applies.last().ok_or("no applies")?.1;
         std::thread::sleep(Duration::from_millis(200));
         let cpu = cpu_secs(node.pid) - cpu0;
-        s.add(&g, "weft service apply -f, until it returns", "ms", false, "weft", false, ms(returned));
+        let threads: Vec<String> =
+            thread_cpu(node.pid).iter().take(6).map(|(t, c)| format!("{t} {c:.1} s")).collect();
+        println!("# services: agent API: the agent's threads' CPU: {}", threads.join(", "));
+        for (k, ((a, b), d)) in applies.iter().zip(&done).enumerate() {
+            println!(
+                "# services: agent API apply {}/{} ({} Services): returned after {:.2} s, its Services in the maps {:.2} s after it started ({:.1} s from the first)",
+                k + 1,
+                chunks.len(),
+                chunks[k].len(),
+                (*b - *a).as_secs_f64(),
+                d.saturating_sub(*a).as_secs_f64(),
+                d.as_secs_f64()
+            );
+        }
+        let last = applies.len() - 1;
+        let picks: &[(usize, &str)] =
+            if last == 0 { &[(0, "first")] } else { &[(0, "first"), (last, "last")] };
+        for &(k, what) in picks {
+            let (a, b) = applies[k];
+            s.add(
+                &g,
+                &format!("{what} apply ({} Services), until it returns", n_fmt(chunks[k].len())),
+                "ms",
+                false,
+                "weft",
+                false,
+                ms(b - a),
+            );
+            s.add(
+                &g,
+                &format!("{what} apply, until its Services are in the kernel maps"),
+                "ms",
+                false,
+                "weft",
+                false,
+                ms(done[k].saturating_sub(a)),
+            );
+        }
+        s.add(&g, "all applies, until the last returns", "ms", false, "weft", false, ms(returned));
         s.add(
             &g,
-            "weft service apply -f, until every frontend is in the kernel maps",
+            "all applies, until every frontend is in the kernel maps",
             "ms",
             false,
             "weft",
@@ -1182,19 +1338,8 @@ fn agent_api(p: &Params, s: &mut Samples) -> Result<(), String> {
         let new = replacement(round);
         let one = files.write("api-change.json", &api_documents(0..1, Some(new)))?;
         let t = Instant::now();
-        let out = cli(&one)?.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("weft service apply: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        loop {
-            let fe = maps
-                .list()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|(fe, _, _)| fe.address == vip(0) && fe.port == SVC_PORT);
-            if fe.is_some_and(|(_, _, b)| b.iter().any(|b| b.address == new)) {
-                break;
-            }
+        cli(&one)?;
+        while !reader.backends(vip(0)).contains(&new) {
             if t.elapsed() > Duration::from_secs(60) {
                 return Err("the changed EndpointSlice is not in the maps after 60 s".into());
             }
@@ -1211,16 +1356,6 @@ fn agent_api(p: &Params, s: &mut Samples) -> Result<(), String> {
 /// notes for the report.
 pub fn run(p: &Params, s: &mut Samples) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
-    if p.api < p.program {
-        notes.push(format!(
-            "weft's agent API is measured with {} Services, not {}: `weft service apply -f` reads at most 1 MiB \
-             (about 1,700 Services with their EndpointSlices) and the agent refuses larger requests, and storing \
-             a Service lists every ClusterIP claimed so far, so the time per Service grows with their number \
-             (by hand, 1,000 at a time: 5 s for the first 1,000, 79 s for the fourth).",
-            n_fmt(p.api),
-            n_fmt(p.program)
-        ));
-    }
     let mut bed = Bed::up()?;
     let mut programmed = false;
     for &n in &p.scales {
@@ -1326,5 +1461,8 @@ mod tests {
         assert!(nft_change(0, replacement(0)).contains("delete chain ip weft-kube-proxy endpoint-"));
         let docs: serde_json::Value = serde_json::from_str(&api_documents(0..2, None)).unwrap();
         assert_eq!(docs.as_array().unwrap().len(), 4);
+        // The API's largest file (the last services have the longest
+        // names and addresses) fits a request.
+        assert!(api_documents(49_000..49_000 + API_CHUNK, None).len() < API_MAX_FILE);
     }
 }

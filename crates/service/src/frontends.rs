@@ -354,24 +354,38 @@ impl ServiceTable {
     }
 
     /// Whether the backend ids suffice for these new per-service sets.
+    /// Only the backends these sets add or drop are counted again (a
+    /// backend no set touches keeps its use count, and with it its id or
+    /// its lack of one): the work is the size of the change, not of the
+    /// table, so applying many slices one by one stays linear.
     fn check_backend_ids(
         &self,
         new_sets: &BTreeMap<ServiceKey, BTreeSet<BackendKey>>,
     ) -> Result<(), IdsExhausted> {
-        let mut users = self.backend_users.clone();
+        // The use counts of the touched backends, as they would become.
+        let mut users: BTreeMap<BackendKey, Option<usize>> = BTreeMap::new();
+        let now = |k: &BackendKey| self.backend_users.get(k).copied();
+        let none = BTreeSet::new();
         for (service, set) in new_sets {
-            let old = self.backends_of.get(service).cloned().unwrap_or_default();
+            let old = self.backends_of.get(service).unwrap_or(&none);
             for k in old.difference(set) {
-                if let Some(n) = users.get_mut(k) {
+                if let Some(n) = users.entry(*k).or_insert_with(|| now(k)) {
                     *n -= 1;
                 }
             }
-            for k in set.difference(&old) {
-                *users.entry(*k).or_default() += 1;
+            for k in set.difference(old) {
+                *users.entry(*k).or_insert_with(|| now(k)).get_or_insert(0) += 1;
             }
         }
-        let new = users.iter().filter(|&(k, &n)| n > 0 && self.backend_ids.get(k).is_none()).count();
-        let freed = users.iter().filter(|&(k, &n)| n == 0 && self.backend_ids.get(k).is_some()).count();
+        let users = users.into_iter().filter_map(|(k, n)| Some((k, n?)));
+        let (mut new, mut freed) = (0, 0);
+        for (k, n) in users {
+            match (n > 0, self.backend_ids.get(&k).is_some()) {
+                (true, false) => new += 1,
+                (false, true) => freed += 1,
+                _ => {}
+            }
+        }
         if new > self.backend_ids.available() + freed {
             return Err(self.backend_ids.exhausted());
         }

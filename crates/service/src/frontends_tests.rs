@@ -501,3 +501,33 @@ fn from_a_list_document() {
     }
     assert!(t.frontends_of(&key("web"))[1].terminating_fallback);
 }
+
+#[test]
+fn backend_ids_are_counted_by_the_change_among_other_services() {
+    // Three backend ids, and services whose slices share backends: the
+    // check counts only the backends a slice adds or drops, against the
+    // ids the other services hold.
+    let mut t = ServiceTable::with_id_ranges(NODE, (1, 3), (1, 10));
+    for (name, ip) in [("a", "10.96.1.1"), ("b", "10.96.1.2"), ("c", "10.96.1.3")] {
+        t.upsert_service(service(name, json!({"clusterIP": ip, "ports": [{"port": 80}]}))).expect("ids");
+    }
+    let eps = |ips: &[&str]| Value::Array(ips.iter().map(|i| ep(i, NODE, ready())).collect());
+    let port = || json!([{"port": 8080}]);
+    t.upsert_slice(slice("a-1", "a", eps(&["10.244.1.2", "10.244.1.3"]), port())).expect("two fit");
+    // A shared backend takes no new id: one new of the one left.
+    t.upsert_slice(slice("b-1", "b", eps(&["10.244.1.3", "10.244.1.4"]), port())).expect("shared fits");
+    let full = t.upsert_slice(slice("c-1", "c", eps(&["10.244.1.5"]), port()));
+    assert_eq!(full.unwrap_err(), IdsExhausted { first: 1, last: 3 });
+    assert!(t.frontends_of(&key("c"))[0].backends.is_empty());
+    // b lets go of its own backend (the shared one stays a's): c fits.
+    t.upsert_slice(slice("b-1", "b", eps(&["10.244.1.3"]), port())).expect("ids");
+    assert_eq!(id_of(&t, "10.244.1.4", 8080), None);
+    t.upsert_slice(slice("c-1", "c", eps(&["10.244.1.5"]), port())).expect("a freed id fits");
+    // A slice moved from c to a: a gains one backend c gives up.
+    t.upsert_slice(slice("c-1", "a", eps(&["10.244.1.5"]), port())).expect("a move needs no new id");
+    assert!(t.frontends_of(&key("c"))[0].backends.is_empty());
+    assert_eq!(t.frontends_of(&key("a"))[0].backends.len(), 3);
+    // Still full for a backend nobody holds.
+    let more = t.upsert_slice(slice("c-2", "c", eps(&["10.244.1.6"]), port()));
+    assert!(more.is_err());
+}

@@ -198,14 +198,17 @@ pub fn delete(agent: &Agent, n: &ServiceName) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The services thread's view, for `weft service list`.
+/// The services thread's view, for `weft service list`: kept per service
+/// and updated for the services a batch of changes touched only (rebuilt
+/// whole per batch, applying many Services one by one grew with the
+/// square of their number).
 #[derive(Default)]
 pub struct ServicesState {
-    view: Mutex<Vec<ServiceView>>,
+    view: Mutex<BTreeMap<ServiceKey, ServiceView>>,
 }
 
 pub fn list(agent: &Agent) -> Vec<ServiceView> {
-    agent.services.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    agent.services.view.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
 }
 
 /// Starts following services and slices, programming the service maps.
@@ -366,6 +369,10 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             }
         }
         let mut departed: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
+        // Backends whose last user this batch let go (only these can have
+        // become unused).
+        let mut released: BTreeSet<u32> = BTreeSet::new();
+        let mut views: Vec<(ServiceKey, Option<ServiceView>)> = Vec::new();
         for key in touched {
             let fronts = table.frontends_of(&key);
             let mut now = Vec::new();
@@ -396,12 +403,16 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             for id in per_service_backends.remove(&key).unwrap_or_default() {
                 if let Some(n) = backends_in_use.get_mut(&id) {
                     *n -= 1;
+                    if *n == 0 {
+                        released.insert(id);
+                    }
                 }
             }
             for id in &ids {
                 *backends_in_use.entry(*id).or_default() += 1;
             }
             per_service_backends.insert(key.clone(), ids);
+            views.push((key.clone(), view(&table, &key)));
             if now.is_empty() {
                 programmed.remove(&key);
             } else {
@@ -411,46 +422,45 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
         if !departed.is_empty() {
             sockets::end_connected_to(agent, departed);
         }
-        let unused: Vec<u32> = backends_in_use.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
-        for id in unused {
-            let _ = maps.delete_backend(id);
-            backends_in_use.remove(&id);
+        for id in released {
+            if backends_in_use.get(&id) == Some(&0) {
+                let _ = maps.delete_backend(id);
+                backends_in_use.remove(&id);
+            }
         }
-        *agent.services.view.lock().unwrap_or_else(|p| p.into_inner()) = views(&table);
+        let mut shown = agent.services.view.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, v) in views {
+            match v {
+                Some(v) => shown.insert(key, v),
+                None => shown.remove(&key),
+            };
+        }
     }
 }
 
-fn views(table: &ServiceTable) -> Vec<ServiceView> {
-    table
-        .service_keys()
-        .filter_map(|k| {
-            let s = table.service(k)?;
-            let fronts = table.frontends_of(k);
-            Some(ServiceView {
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
-                kind: format!("{:?}", s.spec.type_),
-                cluster_ip: match s.spec.cluster_ip() {
-                    weft_service::ClusterIp::Addr(a) => a.to_string(),
-                    weft_service::ClusterIp::Headless => "None".into(),
-                    weft_service::ClusterIp::Unassigned => "-".into(),
-                },
-                frontends: fronts
-                    .iter()
-                    .map(|f| {
-                        let what = match f.frontend {
-                            Frontend::ClusterIp { ip, port, protocol } => format!("{ip}:{port}/{protocol:?}"),
-                            Frontend::NodePort { port, protocol } => format!("<node>:{port}/{protocol:?}"),
-                        };
-                        let to: Vec<String> =
-                            f.backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
-                        format!(
-                            "{what} -> {}",
-                            if to.is_empty() { format!("{:?}", f.action) } else { to.join(",") }
-                        )
-                    })
-                    .collect(),
+/// What `weft service list` shows of one service (`None`: not stored).
+fn view(table: &ServiceTable, k: &ServiceKey) -> Option<ServiceView> {
+    let s = table.service(k)?;
+    let fronts = table.frontends_of(k);
+    Some(ServiceView {
+        namespace: k.namespace.clone(),
+        name: k.name.clone(),
+        kind: format!("{:?}", s.spec.type_),
+        cluster_ip: match s.spec.cluster_ip() {
+            weft_service::ClusterIp::Addr(a) => a.to_string(),
+            weft_service::ClusterIp::Headless => "None".into(),
+            weft_service::ClusterIp::Unassigned => "-".into(),
+        },
+        frontends: fronts
+            .iter()
+            .map(|f| {
+                let what = match f.frontend {
+                    Frontend::ClusterIp { ip, port, protocol } => format!("{ip}:{port}/{protocol:?}"),
+                    Frontend::NodePort { port, protocol } => format!("<node>:{port}/{protocol:?}"),
+                };
+                let to: Vec<String> = f.backends.iter().map(|b| format!("{}:{}", b.ip, b.port)).collect();
+                format!("{what} -> {}", if to.is_empty() { format!("{:?}", f.action) } else { to.join(",") })
             })
-        })
-        .collect()
+            .collect(),
+    })
 }
