@@ -202,13 +202,7 @@ fn api_err(e: impl std::fmt::Display) -> ApiError {
 
 /// An entry as `weft bpf ct list` shows it.
 pub fn view(k: &CtKey, e: &CtEntry, now: u32) -> CtView {
-    let proto = match k.proto {
-        6 => "TCP".to_string(),
-        17 => "UDP".to_string(),
-        1 => "ICMP".to_string(),
-        132 => "SCTP".to_string(),
-        n => n.to_string(),
-    };
+    let proto = weft_api::proto_name(k.proto);
     let state = if k.proto != 6 {
         "active"
     } else if e.flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING) != 0 {

@@ -125,15 +125,6 @@ fn api_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(code::DATAPATH, "reading the NAT map failed", e.to_string())
 }
 
-fn proto_name(p: u8) -> String {
-    match p {
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        1 => "ICMP".into(),
-        n => n.to_string(),
-    }
-}
-
 /// A translated flow as `weft bpf nat list` shows it.
 pub fn view(f: &NatFlow, now: u32) -> NatView {
     let port = |p: u16| u16::from_be(p);
@@ -148,7 +139,7 @@ pub fn view(f: &NatFlow, now: u32) -> NatView {
     };
     NatView {
         kind: if f.rev_nat_id != 0 { "nodeport" } else { "masquerade" }.into(),
-        proto: proto_name(f.out.proto),
+        proto: weft_api::proto_name(f.out.proto),
         src: format!("{}:{}", be_to_ip(f.out.saddr), port(f.out.sport)),
         dst: format!("{}:{}", be_to_ip(f.out.daddr), port(f.out.dport)),
         translated: format!("{}:{}", be_to_ip(f.to.addr), port(f.to.port)),

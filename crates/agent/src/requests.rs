@@ -137,12 +137,7 @@ fn lb_list(agent: &Agent) -> Result<Vec<weft_api::LbView>, ApiError> {
         ApiError::new(code::DATAPATH, "reading the service maps failed", e.to_string())
     };
     let maps = weft_datapath::lb::ServiceMaps::open(&agent.cfg.bpffs).map_err(err)?;
-    let proto = |p: u8| match p {
-        6 => "TCP".to_string(),
-        17 => "UDP".to_string(),
-        132 => "SCTP".to_string(),
-        n => n.to_string(),
-    };
+    let proto = weft_api::proto_name;
     Ok(maps
         .list()
         .map_err(err)?

@@ -176,6 +176,18 @@ pub struct ContainerPort {
     pub port: u16,
 }
 
+/// How views name an IP protocol: "TCP", "UDP", "ICMP", "SCTP", or its
+/// number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        132 => "SCTP".into(),
+        n => n.to_string(),
+    }
+}
+
 impl ContainerPort {
     /// The protocol's number, or None for an unknown protocol.
     pub fn proto_number(&self) -> Option<u8> {
