@@ -111,6 +111,14 @@ fn nodeport_reaches_the_other_nodes_backend(lab: &TestLab, ports: std::ops::Rang
     );
     let via2 = fetch(lab, "net", &node2, 30080);
     assert!(via2.starts_with(weft_lab::layout::ETCD_IP), "a local backend sees the client itself: {via2}");
+    // From a pod, any node's address on the NodePort: translated at
+    // connect() (bpf/sock.c), the connection goes straight to the backend,
+    // which sees the pod.
+    let pod = lab.pod_ip("pod1-1");
+    for node in [&node1, &node2] {
+        let got = fetch(lab, "pod1-1", node, 30080);
+        assert!(got.starts_with(&format!("{pod}:")), "{node}:30080 from a pod: {got}");
+    }
     let nat = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "nat", "list"]).stdout).to_string();
     assert!(nat.contains("nodeport") && nat.contains(&format!("{backend}:8080")), "{nat}");
 }

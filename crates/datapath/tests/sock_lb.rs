@@ -65,7 +65,7 @@ fn services_are_translated_at_connect_and_replies_read_as_the_service() {
         root_cgroup,
         netns: format!("weft-sock-{pid}"),
     };
-    let _dp = Datapath::load(&env.base).expect("load datapath (root?)");
+    let mut dp = Datapath::load(&env.base).expect("load datapath (root?)");
     let mut lb = SocketLb::load(&env.base).unwrap();
     std::fs::create_dir_all(&env.cgroup).unwrap();
     lb.attach(&env.cgroup, &env.base).unwrap();
@@ -125,6 +125,23 @@ fn services_are_translated_at_connect_and_replies_read_as_the_service() {
     let dns = Frontend { address: Ipv4Addr::new(10, 96, 0, 12), port: 53, proto: UDP };
     let udp_backend = Backend { id: 3, address: b[0], port: 5353, proto: UDP };
     maps.put(dns, FrontendInfo { rev_nat_id: 3, ..Default::default() }, &[udp_backend]).unwrap();
+    // A NodePort, programmed (as the agent does) under this node's address
+    // only; another node's address on its port reaches it too.
+    let (node, other_node) = (Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(198, 18, 0, 12));
+    let mut c = dp.config().unwrap();
+    c.node_ip4 = weft_datapath::maps::ip_to_be(node);
+    dp.set_config(c).unwrap();
+    let as_node = weft_datapath::maps::IpcacheInfo {
+        sec_identity: 6,
+        tunnel_endpoint: weft_datapath::maps::ip_to_be(other_node),
+        flags: weft_datapath::maps::IPCACHE_F_NODE,
+        pad: 0,
+    };
+    dp.put_ipcache(other_node, 32, as_node).unwrap();
+    let np = Frontend { address: node, port: 30080, proto: TCP };
+    let np_info =
+        FrontendInfo { rev_nat_id: 5, flags: weft_datapath::maps::LB_F_NODEPORT, affinity_timeout: 0 };
+    maps.put(np, np_info, &backends[1..]).unwrap();
 
     let results = in_ns(&env.netns, move || {
         // TCP to the ClusterIP: some backend answers, the socket's peer
@@ -166,11 +183,23 @@ fn services_are_translated_at_connect_and_replies_read_as_the_service() {
         let mut direct = TcpStream::connect((b[1], 8080)).unwrap();
         let mut who = String::new();
         direct.read_to_string(&mut who).unwrap();
-        (seen, peers, refused.is_err(), refused_after, from, who, direct.peer_addr().unwrap())
+        // Another node's address on a NodePort: its backend, read as that node.
+        let mut np =
+            TcpStream::connect_timeout(&SocketAddr::from((other_node, 30080)), Duration::from_secs(1))
+                .expect("another node's NodePort is served");
+        let mut np_who = String::new();
+        np.read_to_string(&mut np_who).unwrap();
+        let np_seen = (np_who, np.peer_addr().unwrap());
+        (seen, peers, refused.is_err(), refused_after, from, who, direct.peer_addr().unwrap(), np_seen)
     })
     .join()
     .unwrap();
-    let (seen, peers, refused, refused_after, udp_from, direct_who, direct_peer) = results;
+    let (seen, peers, refused, refused_after, udp_from, direct_who, direct_peer, np_seen) = results;
+    assert_eq!(
+        np_seen,
+        ("10.200.0.3".to_string(), SocketAddr::from((other_node, 30080))),
+        "another node's address on a NodePort: the backend answers, the peer reads as that node"
+    );
     let want: std::collections::BTreeSet<String> = b.iter().map(|a| a.to_string()).collect();
     assert_eq!(seen, want, "40 connections reach both backends");
     assert_eq!(
