@@ -10,7 +10,8 @@
  * node as the node (SNAT, lib/nat.h). Replies to translated flows (a
  * masqueraded pod's, a NodePort's from another node's backend) go back to
  * where the flow came from. Everything else is the node's own traffic:
- * untouched. */
+ * untouched. to-network, at the device's egress, gives the host's replies
+ * to the NodePorts it serves itself their node port back. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
@@ -207,6 +208,25 @@ static __always_inline int nodeport_related(struct __sk_buff *skb, struct iphdr 
 	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
 }
 
+/* A NodePort flow whose backend is this node's host (a hostNetwork pod):
+ * up to the stack, to the backend's port. Its flow is tracked (no local
+ * endpoint: endpoint id 0) with the service's reverse-NAT id, so the
+ * host's reply leaves from the node port again (to-network). */
+static __always_inline int nodeport_to_host(struct __sk_buff *skb, struct ct_packet *p, struct drop_ctx *d)
+{
+	struct trace_ctx t = { .src_id = d->src_id, .dst_id = IDENTITY_HOST };
+	int ret, state = ct_lookup(skb, 0, p);
+
+	if (state == CT_NEW) {
+		ret = ct_create(skb, 0, d->src_id, p);
+		if (ret < 0)
+			return ret;
+	}
+	t.state = state;
+	send_trace(skb, TRACE_TO_HOST, &t);
+	return CTX_ACT_OK;
+}
+
 /* A connection from outside to one of the node's addresses on a NodePort:
  * translated to a backend on this node (lib/lb.h) and on to the delivery
  * stage, which keeps the reverse-NAT id in the flow's entry. Returns 1
@@ -256,7 +276,7 @@ static __always_inline int nodeport_in(struct __sk_buff *skb, struct iphdr *ip, 
 	if (!dst)
 		return nodeport_to_node(skb, l4_off, &p, cfg, d);
 	if (dst->flags & ENDPOINT_F_HOST)
-		return DROP(DROP_UNROUTABLE);
+		return nodeport_to_host(skb, &p, d);
 	d->dst_ep = dst->ep_id;
 	d->dst_id = dst->sec_identity;
 	st = pipeline_start(0, d->src_id, HOOK_INGRESS);
@@ -346,6 +366,62 @@ SEC("classifier/from-network")
 int from_network(struct __sk_buff *skb)
 {
 	return do_from_network(skb);
+}
+
+/* to-network: tc egress of the underlay device. The host's reply to a
+ * NodePort flow it serves itself (nodeport_to_host) leaves from the node
+ * port again; everything else leaves untouched, and without a lookup
+ * while no NodePort of this node has the host as a backend (the agent
+ * sets CFG_F_HOST_BACKENDS). */
+static __always_inline int to_network_ipv4(struct __sk_buff *skb)
+{
+	struct weft_config *cfg = config_get();
+	struct trace_ctx t = { .src_id = IDENTITY_HOST };
+	struct ct_entry *e;
+	struct ct_packet p;
+	struct iphdr *ip;
+	struct ct_key k;
+	__u32 l4_off;
+	int ret;
+
+	ip = ip4_hdr(skb);
+	if (!ip || !cfg || !(cfg->flags & CFG_F_HOST_BACKENDS) || ip->saddr != cfg->node_ip4 ||
+	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+		return CTX_ACT_OK;
+	l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
+	ret = ct_extract(skb, ip, CT_EGRESS, &p);
+	if (ret < 0)
+		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? CTX_ACT_OK : ret;
+	/* Only the entry nodeport_to_host made: the flow as it came in. */
+	ct_key_reverse(&k, &p.key);
+	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
+	if (!e || !e->rev_nat_id || e->ep_id)
+		return CTX_ACT_OK;
+	ct_update(e, &p, 1);
+	p.rev_nat_id = e->rev_nat_id;
+	ret = lb_reverse(skb, l4_off, &p);
+	if (ret < 0)
+		return ret;
+	t.state = CT_REPLY;
+	t.ifindex = skb->ifindex;
+	send_trace(skb, TRACE_TO_NETWORK, &t);
+	return CTX_ACT_OK;
+}
+
+static __always_inline int do_to_network(struct __sk_buff *skb)
+{
+	struct drop_ctx d = { .src_id = IDENTITY_HOST };
+	struct ethhdr *eth = eth_hdr(skb);
+
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return CTX_ACT_OK;
+	return finish(skb, to_network_ipv4(skb), &d);
+}
+
+SEC("classifier/to-network")
+int to_network(struct __sk_buff *skb)
+{
+	return do_to_network(skb);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -51,8 +51,8 @@ static __always_inline int vxlan_to_node(struct __sk_buff *skb, const struct enc
 }
 
 /* Out of the underlay device, the next hop being the remote node. */
-static __always_inline int to_network(struct __sk_buff *skb, const struct encap_ctx *c,
-				      __u32 dst_id, __be32 node, __u32 ifindex)
+static __always_inline int underlay_to_node(struct __sk_buff *skb, const struct encap_ctx *c,
+					    __u32 dst_id, __be32 node, __u32 ifindex)
 {
 	struct trace_ctx t = { .source = c->src_ep, .src_id = c->src_id,
 			       .dst_id = dst_id, .ifindex = ifindex, .state = c->state };
@@ -83,7 +83,7 @@ static __always_inline int encap_to_node(struct __sk_buff *skb, const struct enc
 	} else {
 		send_debug(skb, DBG_ROUTE, c->src_ep, node, c->src_id, 0);
 	}
-	return to_network(skb, c, dst->sec_identity, node, ifindex);
+	return underlay_to_node(skb, c, dst->sec_identity, node, ifindex);
 }
 
 #endif /* WEFT_ENCAP_H */

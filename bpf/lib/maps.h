@@ -63,6 +63,7 @@ struct ipcache_info {
 #define CFG_F_TRACE 0x1      /* emit trace events (a monitor is listening) */
 #define CFG_F_DEBUG 0x2      /* emit debug and capture events (monitor -v) */
 #define CFG_F_MASQUERADE 0x4 /* pods' traffic leaving the cluster leaves as the node (lib/nat.h) */
+#define CFG_F_HOST_BACKENDS 0x8 /* a NodePort is served by this node's host: to-network looks up its replies */
 
 struct weft_config {
 	__u32 flags;         /* CFG_F_* */

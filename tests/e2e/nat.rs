@@ -242,6 +242,21 @@ fn nodeport_replies_too_big_for_the_clients_path_arrive_whole(lab: &TestLab) {
     }
 }
 
+/// A NodePort whose backend is node1's host itself (a hostNetwork pod, as
+/// an EndpointSlice names it: the node's address): from outside through
+/// node1 (up to its stack, the reply from the node port again: to-network)
+/// and through node2 (SNATed on to node1's host).
+fn nodeport_served_by_the_host(lab: &TestLab) {
+    let node1: Ipv4Addr = lab.lab.node("node1").unwrap().underlay_ip;
+    serve_peer(lab, "node1", node1, 8091);
+    nodeport_to(lab, &node1.to_string(), "node1", 8091);
+    let via1 = fetch(lab, "net", &node1.to_string(), 30080);
+    assert!(via1.starts_with(weft_lab::layout::ETCD_IP), "the host serves, seeing the client: {via1}");
+    let node2 = lab.lab.node("node2").unwrap().underlay_ip.to_string();
+    let via2 = fetch(lab, "net", &node2, 30080);
+    assert!(via2.starts_with(&node2), "through node2, the host sees node2: {via2}");
+}
+
 #[test]
 fn pods_reach_the_outside_as_their_node_and_a_small_port_range_runs_out_with_a_counted_drop() {
     let lab = TestLab::up_with("nat", 2, 1, |o| {
@@ -283,6 +298,7 @@ fn pods_reach_the_outside_as_their_node_and_a_small_port_range_runs_out_with_a_c
 
     nodeport_reaches_the_other_nodes_backend(&lab, 61000..=61003);
     nodeport_replies_too_big_for_the_clients_path_arrive_whole(&lab);
+    nodeport_served_by_the_host(&lab);
 
     // Four ports towards one host and port (a port no earlier flow used):
     // four connections hold them, the fifth is dropped (counted, and

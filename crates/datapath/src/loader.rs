@@ -32,6 +32,7 @@ pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_FROM_HOST: &str = "from_host";
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
 pub const PROG_FROM_NETWORK: &str = "from_network";
+pub const PROG_TO_NETWORK: &str = "to_network";
 
 #[derive(Debug)]
 pub struct Error(pub String);
@@ -198,7 +199,8 @@ pub fn local_ipcache_entry(info: &EndpointInfo) -> IpcacheInfo {
 
 /// The programs weft attaches; a legacy filter is recognised as weft's by
 /// its program name.
-pub const PROGRAMS: [&str; 4] = [PROG_FROM_CONTAINER, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_NETWORK];
+pub const PROGRAMS: [&str; 5] =
+    [PROG_FROM_CONTAINER, PROG_FROM_HOST, PROG_FROM_OVERLAY, PROG_FROM_NETWORK, PROG_TO_NETWORK];
 
 pub struct Datapath {
     dir: PathBuf,
@@ -259,7 +261,7 @@ impl Datapath {
         install_stages(&mut lxc)?;
         let host = load(HOST_OBJ, &[PROG_FROM_HOST])?;
         let overlay = load(OVERLAY_OBJ, &[PROG_FROM_OVERLAY])?;
-        let netdev = load(NETDEV_OBJ, &[PROG_FROM_NETWORK])?;
+        let netdev = load(NETDEV_OBJ, &[PROG_FROM_NETWORK, PROG_TO_NETWORK])?;
         Ok(Self { dir, lxc, host, overlay, netdev, adopted, attach })
     }
 
@@ -323,9 +325,11 @@ impl Datapath {
         self.attach(ifname, PROG_FROM_OVERLAY, Hook::Ingress)
     }
 
-    /// Attaches from-network to the ingress of the underlay device.
+    /// Attaches from-network to the ingress of the underlay device and
+    /// to-network to its egress.
     pub fn attach_netdev(&mut self, ifname: &str) -> Result<(), Error> {
-        self.attach(ifname, PROG_FROM_NETWORK, Hook::Ingress)
+        self.attach(ifname, PROG_FROM_NETWORK, Hook::Ingress)?;
+        self.attach(ifname, PROG_TO_NETWORK, Hook::Egress)
     }
 
     /// The object that holds a program.
@@ -333,7 +337,7 @@ impl Datapath {
         match prog_name {
             PROG_FROM_HOST => &mut self.host,
             PROG_FROM_OVERLAY => &mut self.overlay,
-            PROG_FROM_NETWORK => &mut self.netdev,
+            PROG_FROM_NETWORK | PROG_TO_NETWORK => &mut self.netdev,
             _ => &mut self.lxc,
         }
     }

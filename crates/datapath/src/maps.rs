@@ -135,6 +135,9 @@ pub const CFG_F_TRACE: u32 = 0x1;
 pub const CFG_F_DEBUG: u32 = 0x2;
 /// `CFG_F_MASQUERADE`: pods' traffic leaving the cluster leaves as the node.
 pub const CFG_F_MASQUERADE: u32 = 0x4;
+/// `CFG_F_HOST_BACKENDS`: a NodePort of this node has the node's host (a
+/// hostNetwork pod) as a backend: to-network looks up the host's replies.
+pub const CFG_F_HOST_BACKENDS: u32 = 0x8;
 
 /// Captured packet bytes per event (`EVENT_CAP_LEN`).
 pub const EVENT_CAP_LEN: usize = 128;

@@ -152,6 +152,7 @@ fn constants_match_the_c_headers() {
     assert_eq!(def(maps_h, "CFG_F_TRACE"), CFG_F_TRACE as u64);
     assert_eq!(def(maps_h, "CFG_F_DEBUG"), CFG_F_DEBUG as u64);
     assert_eq!(def(maps_h, "CFG_F_MASQUERADE"), CFG_F_MASQUERADE as u64);
+    assert_eq!(def(maps_h, "CFG_F_HOST_BACKENDS"), CFG_F_HOST_BACKENDS as u64);
     let nat_h = include_str!("../../../bpf/lib/nat.h");
     assert_eq!(def(nat_h, "NAT_OUT"), NAT_OUT as u64);
     assert_eq!(def(nat_h, "NAT_IN"), NAT_IN as u64);

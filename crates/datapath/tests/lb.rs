@@ -259,6 +259,54 @@ fn the_host_per_packet_reaches_a_backend_and_a_service_without_one_refuses_into_
     assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
 }
 
+/// A NodePort whose backend is the node's host (a hostNetwork pod): the
+/// connection goes up to the host's stack on the backend's port, tracked;
+/// the host's reply gets the node port back at the underlay's egress
+/// (to-network) once the agent has turned that lookup on, and the host's
+/// other traffic is left alone.
+#[test]
+fn a_nodeport_served_by_the_host_goes_up_to_it_and_its_reply_leaves_from_the_node_port() {
+    let mut f = masquerading(61000, 61099);
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let np = Frontend { address: NODE, port: 30080, proto: 6 };
+    let info = FrontendInfo { rev_nat_id: 31, flags: LB_F_NODEPORT, affinity_timeout: 0 };
+    maps.put(np, info, &[Backend { id: 6, address: NODE, port: 8080, proto: 6 }]).unwrap();
+    let syn = pkt::tcp(ROUTER_MAC, ROUTER_MAC, CLIENT, 50000, NODE, 30080, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_network", &syn);
+    assert_eq!(verdict, TC_ACT_OK, "up to the host: {:?}", drop_reasons(&mut f));
+    assert_eq!(
+        (addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])),
+        (NODE, 8080),
+        "the backend's port"
+    );
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+
+    let host_mac = [0x02, 0, 0, 0, 0, 0x01];
+    let synack = pkt::tcp(host_mac, ROUTER_MAC, NODE, 8080, CLIENT, 50000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (_, out) = run(&mut f, "to_network", &synack);
+    assert_eq!(out, synack, "untouched while no NodePort has the host as a backend (no lookup)");
+    let mut c = f.dp.config().unwrap();
+    c.flags |= CFG_F_HOST_BACKENDS;
+    f.dp.set_config(c).unwrap();
+    events(&mut f);
+    let (verdict, out) = run(&mut f, "to_network", &synack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        (addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])),
+        (NODE, 30080),
+        "from the node port"
+    );
+    assert_eq!((addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])), (CLIENT, 50000));
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+    let ev = events(&mut f);
+    let to = ev.iter().find(|e| e.observation_point.as_deref() == Some("to-network")).expect("traced");
+    assert_eq!(to.state, "reply");
+
+    // The host's own connections from the same port: untouched.
+    let own = pkt::tcp(host_mac, ROUTER_MAC, NODE, 8080, EXT, 443, pkt::TCP_SYN);
+    assert_eq!(run(&mut f, "to_network", &own).1, own);
+}
+
 /// A flow's CT_SERVICE entry is admitted like any conntrack entry: it
 /// counts against the limit, and a full table drops a new service flow
 /// (with conntrack's reason, not the "no backend" reject) before writing

@@ -20,7 +20,9 @@ use std::{
 use weft_api::{ApiError, ServiceApplyResult, ServiceName, ServiceView, code};
 use weft_datapath::{
     lb::{Backend as LbBackend, Frontend as LbFrontend, FrontendInfo, ServiceMaps},
-    maps::{LB_F_AFFINITY, LB_F_LOCAL, LB_F_MAGLEV, LB_F_NODEPORT, LB_F_SNAT, LB_MAGLEV_SIZE},
+    maps::{
+        CFG_F_HOST_BACKENDS, LB_F_AFFINITY, LB_F_LOCAL, LB_F_MAGLEV, LB_F_NODEPORT, LB_F_SNAT, LB_MAGLEV_SIZE,
+    },
 };
 use weft_service::{
     Action, ClusterIpRange, Frontend, MaglevBackend, NodePortRange, Protocol, Service, ServiceDocument,
@@ -302,6 +304,9 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
     let mut per_service_backends: BTreeMap<ServiceKey, Vec<u32>> = BTreeMap::new();
     // A UDP frontend's backends as programmed, to see which ones leave.
     let mut udp_backends: BTreeMap<LbFrontend, BTreeSet<(Ipv4Addr, u16)>> = BTreeMap::new();
+    // NodePort frontends served by this node's host (a hostNetwork pod).
+    let mut host_served: BTreeSet<LbFrontend> = BTreeSet::new();
+    let mut host_flag: Option<bool> = None;
     loop {
         let Ok(first) = rx.recv_timeout(Duration::from_secs(5)) else { continue };
         let mut batch = vec![first];
@@ -386,6 +391,12 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
                     if let Err(e) = maps.put(fe, info, &backends) {
                         log::error!("services: {}/{}: writing {fe:?}: {e}", key.namespace, key.name);
                     }
+                    if info.flags & LB_F_NODEPORT != 0 && backends.iter().any(|b| b.address == agent.node_ip)
+                    {
+                        host_served.insert(fe);
+                    } else {
+                        host_served.remove(&fe);
+                    }
                     if fe.proto == proto(Protocol::Udp) {
                         let set: BTreeSet<_> = backends.iter().map(|b| (b.address, b.port)).collect();
                         let old = udp_backends.insert(fe, set.clone()).unwrap_or_default();
@@ -399,6 +410,7 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
                     log::error!("services: {}/{}: removing {gone:?}: {e}", key.namespace, key.name);
                 }
                 departed.extend(udp_backends.remove(gone).unwrap_or_default());
+                host_served.remove(gone);
             }
             for id in per_service_backends.remove(&key).unwrap_or_default() {
                 if let Some(n) = backends_in_use.get_mut(&id) {
@@ -422,6 +434,10 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
         if !departed.is_empty() {
             sockets::end_connected_to(agent, departed);
         }
+        let wanted = !host_served.is_empty();
+        if host_flag != Some(wanted) && set_host_backends(agent, wanted) {
+            host_flag = Some(wanted);
+        }
         for id in released {
             if backends_in_use.get(&id) == Some(&0) {
                 let _ = maps.delete_backend(id);
@@ -436,6 +452,24 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             };
         }
     }
+}
+
+/// Turns to-network's lookup of the host's NodePort replies on or off
+/// (CFG_F_HOST_BACKENDS; only that bit of the config). Returns whether the
+/// config holds it now (a failure is logged and retried at the next batch).
+fn set_host_backends(agent: &Agent, on: bool) -> bool {
+    let mut dp = agent.dp();
+    let written = dp.config().and_then(|mut c| {
+        c.flags = if on { c.flags | CFG_F_HOST_BACKENDS } else { c.flags & !CFG_F_HOST_BACKENDS };
+        dp.set_config(c)
+    });
+    if let Err(e) = &written {
+        log::error!(
+            "services: cannot {} the host's NodePort replies: {e}",
+            if on { "translate" } else { "stop translating" }
+        );
+    }
+    written.is_ok()
 }
 
 /// What `weft service list` shows of one service (`None`: not stored).
