@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a one-node lab with two pods, then a 3-node VXLAN cluster on
-# etcd (with masquerade and a NodePort served by another node) and a 2-node
+# etcd (with masquerade, NodePorts served by another node and by the host,
+# and reached from a pod through any node) and a 2-node
 # IP-in-IP one; shows the main flows with the `weft monitor` lines (and
 # tcpdump) each one produces, then tears everything down.
 set -euo pipefail
@@ -239,6 +240,38 @@ LINES=7 watch "-v -t debug" sh -c "echo hello nodeport | $WEFT lab exec $LAB net
 wait $TD || true
 printf -- '--- (the SYN and its answer; every later packet of the flow the same)\n--- tcpdump in pod2-1: the connection comes from node1\n'
 sed 's/^/    /' "$MON_OUT.td"; rm -f "$MON_OUT.td"
+kill $NC 2>/dev/null || true
+
+say "From a pod, any node's address on the NodePort (here node3's): translated at connect() to the backend"
+in_lab pod2-1 busybox nc -l -p 8080 >/dev/null 2>&1 &
+NC=$!
+sleep 0.5
+LINES=2 watch "-t trace-sock" sh -c "echo hello | $WEFT lab exec $LAB pod1-1 busybox nc -w 1 198.18.0.13 30080"
+kill $NC 2>/dev/null || true
+
+say "A NodePort served by node1's host itself (a hostNetwork pod): up to its stack, the reply from the node port (to-network)"
+SVC=$(mktemp /tmp/weft-demo-svc.XXXXXX)
+cat >"$SVC" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: hostweb}
+spec:
+  type: NodePort
+  ports: [{port: 80, targetPort: 8091, nodePort: 30091}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: hostweb-1, labels: {kubernetes.io/service-name: hostweb}}
+addressType: IPv4
+ports: [{port: 8091, protocol: TCP}]
+endpoints: [{addresses: [198.18.0.11], nodeName: node1}]
+YAML
+run in_lab node1 "$WEFT" service apply -f "$SVC"
+rm -f "$SVC"
+in_lab node1 sh -c 'echo "hello from the node itself" | busybox nc -l -p 8091' >/dev/null 2>&1 &
+NC=$!
+sleep 1
+LINES=4 watch "-t trace" sh -c "$WEFT lab exec $LAB net busybox nc -w 1 198.18.0.11 30091"
 kill $NC 2>/dev/null || true
 run "$WEFT" lab down "$LAB"
 
