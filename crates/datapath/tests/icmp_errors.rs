@@ -185,3 +185,92 @@ fn a_pods_icmp_error_about_no_flow_of_its_own_is_dropped_with_its_reason() {
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(drop_reasons(&mut f), vec!["ICMP error about no flow of the pod".to_string()]);
 }
+
+// ---- Review: what a hostile pod can send as an "ICMP error", and a PMTU
+// ---- error about a NodePort the host serves itself.
+
+const POD_C: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 4);
+
+fn as_pod(f: &mut Fixture, ip: Ipv4Addr, ep: u16) {
+    f.dp.lxc().unwrap().insert(TEST_IFINDEX, LxcInfo { ip4: ip_to_be(ip), ep_id: ep, pad: 0 }, 0).unwrap();
+}
+
+fn enforce(f: &Fixture, ep: u16, ingress: bool, egress: bool) {
+    weft_datapath::policy::PolicyMaps::open(&f.base)
+        .unwrap()
+        .set_endpoint(ep, Some(PolicyEndpoint { ingress: ingress as u8, egress: egress as u8, pad: 0, revision: 1 }))
+        .unwrap();
+}
+
+/// Pod A (egress: nothing allowed) sends pod B (ingress: nothing allowed)
+/// a "port unreachable" quoting B's own datagram to a third pod C. A never
+/// saw that datagram; B's kernel would take the error for its flow to C
+/// (ECONNREFUSED on a connected UDP socket, a lowered PMTU for TCP with
+/// code 4). The ICMP payload after the quote is A's to choose. It must be
+/// dropped: the outer header does not answer the quoted packet.
+#[test]
+fn review_a_pod_cannot_forge_an_error_about_another_pods_flow_past_policy() {
+    let mut f = fixture();
+    f.dp.put_endpoint(
+        POD_C,
+        EndpointInfo { ifindex: 4343, sec_identity: 258, ep_id: 33, flags: 0, mac: [2, 0, 0, 0, 0, 0xc1], node_mac: [2, 0, 0, 0, 0, 0xc2] },
+    )
+    .unwrap();
+    // B's own flow to C.
+    as_pod(&mut f, POD_B, 22);
+    let b_to_c = pkt::udp(MAC_B, LXC_B, POD_B, 5000, POD_C, 53, 20);
+    assert_eq!(run(&mut f, "from_container", &b_to_c).0, TC_ACT_REDIRECT);
+    // Lock both down.
+    enforce(&f, 11, false, true);
+    enforce(&f, 22, true, false);
+    as_pod(&mut f, POD_A, 11);
+    let plain = pkt::udp(MAC_A, LXC_A, POD_A, 6000, POD_B, 53, 20);
+    assert_eq!(run(&mut f, "from_container", &plain).0, TC_ACT_SHOT, "A may not reach B");
+    events(&mut f);
+
+    let forged = pkt::icmp_error(MAC_A, LXC_A, POD_A, POD_B, 3, 3, &b_to_c);
+    let (v, out) = run(&mut f, "from_container", &forged);
+    assert_eq!(v, TC_ACT_SHOT, "forged error delivered to B (dst mac {:02x?}); drops: {:?}", &out[0..6], drop_reasons(&mut f));
+}
+
+/// A NodePort backend pod's "error" about its NodePort datagram, sent to
+/// any address but the client: the node rewrites it to come from its own
+/// address and puts it on the wire to that address.
+#[test]
+fn review_a_backend_pod_cannot_make_the_node_send_icmp_as_itself_anywhere() {
+    let mut f = masquerading(61000, 61099);
+    nodeport(&f, 30053, UDP, 0, POD_A, 5353);
+    let q = pkt::udp(ROUTER_MAC, ROUTER_MAC, CLIENT, 50000, NODE, 30053, 20);
+    let (_, got) = run(&mut f, "from_network", &q);
+    let victim = Ipv4Addr::new(192, 0, 2, 77);
+    let forged = pkt::icmp_error(MAC_A, LXC_A, POD_A, victim, 3, 3, &got);
+    let (v, out) = run(&mut f, "from_container", &forged);
+    assert_ne!(
+        (v, addr(&out[26..30]), addr(&out[30..34])),
+        (TC_ACT_REDIRECT, NODE, victim),
+        "the node sent the pod's ICMP, as itself, to an address that never had the flow"
+    );
+}
+
+/// Fragmentation needed about the reply of a NodePort the host serves
+/// (nodeport_to_host + to-network): the host must hear it quoting its own
+/// port, or its TCP never lowers the path MTU.
+#[test]
+fn review_fragmentation_needed_about_a_host_served_nodeport_reply_reaches_the_host() {
+    let mut f = masquerading(61000, 61099);
+    nodeport(&f, 30080, TCP, 0, NODE, 8080);
+    let mut c = f.dp.config().unwrap();
+    c.flags |= CFG_F_HOST_BACKENDS;
+    f.dp.set_config(c).unwrap();
+    let syn = pkt::tcp(ROUTER_MAC, ROUTER_MAC, CLIENT, 50000, NODE, 30080, pkt::TCP_SYN);
+    assert_eq!(run(&mut f, "from_network", &syn).0, TC_ACT_OK);
+    let host_mac = [0x02, 0, 0, 0, 0, 0x01];
+    let synack = pkt::tcp(host_mac, ROUTER_MAC, NODE, 8080, CLIENT, 50000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (_, reply) = run(&mut f, "to_network", &synack);
+    assert_eq!(port(&reply[34..36]), 30080);
+    events(&mut f);
+    let (v, out) = run(&mut f, "from_network", &frag_needed(ROUTER, NODE, &reply));
+    assert_eq!(v, TC_ACT_OK, "up to the host; drops: {:?}", drop_reasons(&mut f));
+    let (_, src, _) = read_error(&out);
+    assert_eq!(src, (NODE, 8080), "quoting the host's own segment");
+}
