@@ -274,3 +274,16 @@ fn review_fragmentation_needed_about_a_host_served_nodeport_reply_reaches_the_ho
     let (_, src, _) = read_error(&out);
     assert_eq!(src, (NODE, 8080), "quoting the host's own segment");
 }
+
+/// A large ping with echo id 0 (first fragment): ct_extract returns from
+/// ct_fragment before it marks the echo, so nat_proto_ok sees id 0 and no
+/// echo mark.
+#[test]
+fn review_a_fragmented_ping_with_id_0_is_masqueraded_too() {
+    let mut f = masquerading(61000, 61099);
+    let mut body = vec![8u8, 0, 0, 0, 0, 0, 0, 1];
+    body.extend_from_slice(&[0xab; 64]);
+    let frag = pkt::ipv4_fragment(MAC_A, LXC_A, POD_A, EXT, 1, 77, 0, true, &body);
+    let (v, _) = run(&mut f, "from_container", &frag);
+    assert_eq!(v, TC_ACT_REDIRECT, "drops: {:?}", drop_reasons(&mut f));
+}
