@@ -250,13 +250,17 @@ static __always_inline int hairpin_back(struct __sk_buff *skb, __u32 l4_off, con
  * flow the pod has is dropped: it would carry anything past policy. */
 static __always_inline int icmp_error_from_lxc(struct __sk_buff *skb, struct pipeline_state *st,
 					       struct drop_ctx *d, struct ct_packet *p, __u32 l4_off,
-					       __be32 daddr, struct trace_ctx *t, struct encap_ctx *c)
+					       __be32 saddr, __be32 daddr, struct trace_ctx *t, struct encap_ctx *c)
 {
 	struct weft_config *cfg = config_get();
 	struct ipcache_info *remote;
 	struct endpoint_info *dst;
 	int ret;
 
+	/* The error answers a packet the pod got: quoted to the pod, sent
+	 * back to the quoted sender. */
+	if (p->key.daddr != saddr || p->key.saddr != daddr)
+		return DROP(DROP_ICMP_NO_FLOW);
 	if (ct_lookup(skb, st->src_ep, p) != CT_RELATED)
 		return DROP(DROP_ICMP_NO_FLOW);
 	st->ct_state = CT_RELATED;
@@ -320,7 +324,7 @@ static __always_inline int ipv4_from_lxc(struct __sk_buff *skb, struct pipeline_
 	if (ret < 0)
 		return ret;
 	if (p.related)
-		return icmp_error_from_lxc(skb, st, d, &p, l4_off, ip->daddr, &t, &c);
+		return icmp_error_from_lxc(skb, st, d, &p, l4_off, ip->saddr, ip->daddr, &t, &c);
 	/* A service address becomes the flow's backend (lib/lb.h). */
 	vip = lb_translate(skb, l4_off, &p);
 	if (vip < 0 && drop_reason((int)vip) == DROP_NO_SERVICE_BACKEND)

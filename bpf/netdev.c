@@ -193,6 +193,8 @@ static __always_inline int nodeport_related(struct __sk_buff *skb, struct iphdr 
 		if (icmp_quote_rewrite(skb, l4_off, p.key.proto, 1, p.key.daddr, ne->addr, p.key.dport, ne->port) < 0)
 			return DROP(DROP_WRITE_ERROR);
 	}
+	if (dst && (dst->flags & ENDPOINT_F_HOST))
+		return CTX_ACT_OK; /* the host's own port: up to its stack */
 	if (icmp_outer_rewrite(skb, 1, node, backend) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	if (!dst) {
