@@ -401,3 +401,32 @@ fn with_maglev_every_node_picks_the_same_backend_and_a_removal_moves_little_else
     assert!(c.iter().all(|x| *x != addrs[2]), "nothing goes to the removed backend");
     assert!(moved <= 10, "{moved} of the flows on the remaining backends moved");
 }
+
+/// Review: a pod's ICMP error about a packet of its hairpin flow (it is
+/// its own service's backend): the pod, as the client, must get it from
+/// the service, quoting its packet to the service.
+#[test]
+fn review_an_icmp_error_about_a_hairpin_packet_reaches_the_pod() {
+    let mut f = fixture();
+    service(&f, &[Backend { id: 1, address: POD_A, port: 8080, proto: 6 }]);
+    let mut c = f.dp.config().unwrap();
+    c.flags |= CFG_F_MASQUERADE;
+    c.node_ip4 = ip_to_be(Ipv4Addr::new(198, 18, 0, 11));
+    c.underlay_ifindex = TEST_IFINDEX;
+    c.snat_port_min = 61000;
+    c.snat_port_max = 61099;
+    f.dp.set_config(c).unwrap();
+    let q = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, VIP, 80, pkt::TCP_SYN);
+    let (v, got) = run(&mut f, "from_container", &q);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    let hairpin = Ipv4Addr::new(169, 254, 42, 1);
+    assert_eq!((addr(&got[26..30]), addr(&got[30..34])), (hairpin, POD_A));
+    let err = pkt::icmp_error(MAC_A, LXC_A, POD_A, hairpin, 3, 3, &got);
+    let (v, out) = run(&mut f, "from_container", &err);
+    events(&mut f);
+    assert_eq!(
+        (v, addr(&out[26..30]), addr(&out[30..34])),
+        (TC_ACT_REDIRECT, VIP, POD_A),
+        "back to the pod from the service"
+    );
+}
