@@ -277,6 +277,14 @@ static __always_inline int icmp_error_from_lxc(struct __sk_buff *skb, struct pip
 		if (ret != 1)
 			return ret;
 	}
+	if (daddr == LB_HAIRPIN_IP4) {
+		/* About the pod's own hairpin flow: the client is the pod,
+		 * which sent from its own address (hairpin_out). */
+		if (icmp_quote_rewrite(skb, l4_off, p->key.proto, 0, daddr, saddr, p->key.sport, p->key.sport) < 0 ||
+		    icmp_outer_rewrite(skb, 1, daddr, saddr) < 0)
+			return DROP(DROP_WRITE_ERROR);
+		daddr = saddr;
+	}
 	send_trace(skb, TRACE_FROM_ENDPOINT, t);
 	dst = lookup_endpoint(daddr);
 	if (dst && (dst->flags & ENDPOINT_F_HOST)) {

@@ -173,7 +173,9 @@ static __always_inline void ct_key_reverse(struct ct_key *r, const struct ct_key
 	r->pad = 0;
 }
 
-/* The ports of the L4 header at `off` (ICMP echo: the id twice). */
+/* The ports of the L4 header at `off` (ICMP echo: the id twice). Returns
+ * 1 for an ICMP echo or echo reply (its id, even 0, is its port), 0 for
+ * anything else, or a DROP() code. */
 static __always_inline int ct_ports(struct __sk_buff *skb, __u32 off, __u8 proto,
 				    struct ct_key *k)
 {
@@ -192,6 +194,7 @@ static __always_inline int ct_ports(struct __sk_buff *skb, __u32 off, __u8 proto
 		if (icmp[0] == ICMP_ECHO || icmp[0] == ICMP_ECHOREPLY) {
 			__builtin_memcpy(&k->sport, &icmp[4], 2);
 			k->dport = k->sport;
+			return 1;
 		}
 		return 0;
 	default:
@@ -217,8 +220,12 @@ static __always_inline int ct_fragment(struct __sk_buff *skb, const struct iphdr
 		ret = ct_ports(skb, off, ip->protocol, &p->key);
 		if (ret < 0)
 			return ret;
+		p->icmp_echo = ret;
 		ports.sport = p->key.sport;
-		ports.dport = p->key.dport;
+		/* An echo's id is in both ports; its record marks it an echo
+		 * with the id's complement as the second (an id of 0 would
+		 * otherwise read as "not an echo"). */
+		ports.dport = ret ? p->key.sport ^ 0xffff : p->key.dport;
 		bpf_map_update_elem(&weft_frags, &fk, &ports, BPF_ANY);
 		return 0;
 	}
@@ -227,6 +234,10 @@ static __always_inline int ct_fragment(struct __sk_buff *skb, const struct iphdr
 		return DROP(DROP_FRAG_NOT_FOUND);
 	p->key.sport = fp->sport;
 	p->key.dport = fp->dport;
+	if (ip->protocol == IPPROTO_ICMP && (__u16)(fp->sport ^ fp->dport) == 0xffff) {
+		p->icmp_echo = 1;
+		p->key.dport = fp->sport;
+	}
 	p->later_fragment = 1;
 	return 0;
 }
@@ -265,12 +276,18 @@ static __always_inline int ct_extract(struct __sk_buff *skb, const struct iphdr 
 			p->key.saddr = inner.saddr;
 			p->key.daddr = inner.daddr;
 			p->key.proto = inner.protocol;
-			return ct_ports(skb, off + 8 + inner.ihl * 4, inner.protocol, &p->key);
+			ret = ct_ports(skb, off + 8 + inner.ihl * 4, inner.protocol, &p->key);
+			if (ret < 0)
+				return ret;
+			p->icmp_echo = ret;
+			return 0;
 		}
-		p->icmp_echo = type == ICMP_ECHO || type == ICMP_ECHOREPLY;
 	}
 	ret = ct_ports(skb, off, ip->protocol, &p->key);
-	return ret;
+	if (ret < 0)
+		return ret;
+	p->icmp_echo = ret;
+	return 0;
 }
 
 /* How long a flow in state `flags` (CT_F_*) lives after its last packet;

@@ -186,7 +186,7 @@ fn a_pods_icmp_error_about_no_flow_of_its_own_is_dropped_with_its_reason() {
     assert_eq!(drop_reasons(&mut f), vec!["ICMP error about no flow of the pod".to_string()]);
 }
 
-// ---- Review: what a hostile pod can send as an "ICMP error", and a PMTU
+// ---- What a hostile pod can send as an "ICMP error", and a PMTU
 // ---- error about a NodePort the host serves itself.
 
 const POD_C: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 4);
@@ -198,7 +198,10 @@ fn as_pod(f: &mut Fixture, ip: Ipv4Addr, ep: u16) {
 fn enforce(f: &Fixture, ep: u16, ingress: bool, egress: bool) {
     weft_datapath::policy::PolicyMaps::open(&f.base)
         .unwrap()
-        .set_endpoint(ep, Some(PolicyEndpoint { ingress: ingress as u8, egress: egress as u8, pad: 0, revision: 1 }))
+        .set_endpoint(
+            ep,
+            Some(PolicyEndpoint { ingress: ingress as u8, egress: egress as u8, pad: 0, revision: 1 }),
+        )
         .unwrap();
 }
 
@@ -209,11 +212,18 @@ fn enforce(f: &Fixture, ep: u16, ingress: bool, egress: bool) {
 /// code 4). The ICMP payload after the quote is A's to choose. It must be
 /// dropped: the outer header does not answer the quoted packet.
 #[test]
-fn review_a_pod_cannot_forge_an_error_about_another_pods_flow_past_policy() {
+fn a_pod_cannot_forge_an_error_about_another_pods_flow_past_policy() {
     let mut f = fixture();
     f.dp.put_endpoint(
         POD_C,
-        EndpointInfo { ifindex: 4343, sec_identity: 258, ep_id: 33, flags: 0, mac: [2, 0, 0, 0, 0, 0xc1], node_mac: [2, 0, 0, 0, 0, 0xc2] },
+        EndpointInfo {
+            ifindex: 4343,
+            sec_identity: 258,
+            ep_id: 33,
+            flags: 0,
+            mac: [2, 0, 0, 0, 0, 0xc1],
+            node_mac: [2, 0, 0, 0, 0, 0xc2],
+        },
     )
     .unwrap();
     // B's own flow to C.
@@ -230,14 +240,20 @@ fn review_a_pod_cannot_forge_an_error_about_another_pods_flow_past_policy() {
 
     let forged = pkt::icmp_error(MAC_A, LXC_A, POD_A, POD_B, 3, 3, &b_to_c);
     let (v, out) = run(&mut f, "from_container", &forged);
-    assert_eq!(v, TC_ACT_SHOT, "forged error delivered to B (dst mac {:02x?}); drops: {:?}", &out[0..6], drop_reasons(&mut f));
+    assert_eq!(
+        v,
+        TC_ACT_SHOT,
+        "forged error delivered to B (dst mac {:02x?}); drops: {:?}",
+        &out[0..6],
+        drop_reasons(&mut f)
+    );
 }
 
 /// A NodePort backend pod's "error" about its NodePort datagram, sent to
 /// any address but the client: the node rewrites it to come from its own
 /// address and puts it on the wire to that address.
 #[test]
-fn review_a_backend_pod_cannot_make_the_node_send_icmp_as_itself_anywhere() {
+fn a_backend_pod_cannot_make_the_node_send_icmp_as_itself_anywhere() {
     let mut f = masquerading(61000, 61099);
     nodeport(&f, 30053, UDP, 0, POD_A, 5353);
     let q = pkt::udp(ROUTER_MAC, ROUTER_MAC, CLIENT, 50000, NODE, 30053, 20);
@@ -256,7 +272,7 @@ fn review_a_backend_pod_cannot_make_the_node_send_icmp_as_itself_anywhere() {
 /// (nodeport_to_host + to-network): the host must hear it quoting its own
 /// port, or its TCP never lowers the path MTU.
 #[test]
-fn review_fragmentation_needed_about_a_host_served_nodeport_reply_reaches_the_host() {
+fn fragmentation_needed_about_a_host_served_nodeport_reply_reaches_the_host() {
     let mut f = masquerading(61000, 61099);
     nodeport(&f, 30080, TCP, 0, NODE, 8080);
     let mut c = f.dp.config().unwrap();
@@ -279,7 +295,7 @@ fn review_fragmentation_needed_about_a_host_served_nodeport_reply_reaches_the_ho
 /// ct_fragment before it marks the echo, so nat_proto_ok sees id 0 and no
 /// echo mark.
 #[test]
-fn review_a_fragmented_ping_with_id_0_is_masqueraded_too() {
+fn a_fragmented_ping_with_id_0_is_masqueraded_too() {
     let mut f = masquerading(61000, 61099);
     let mut body = vec![8u8, 0, 0, 0, 0, 0, 0, 1];
     body.extend_from_slice(&[0xab; 64]);

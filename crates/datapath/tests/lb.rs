@@ -402,11 +402,11 @@ fn with_maglev_every_node_picks_the_same_backend_and_a_removal_moves_little_else
     assert!(moved <= 10, "{moved} of the flows on the remaining backends moved");
 }
 
-/// Review: a pod's ICMP error about a packet of its hairpin flow (it is
+/// A pod's ICMP error about a packet of its hairpin flow (it is
 /// its own service's backend): the pod, as the client, must get it from
 /// the service, quoting its packet to the service.
 #[test]
-fn review_an_icmp_error_about_a_hairpin_packet_reaches_the_pod() {
+fn an_icmp_error_about_a_hairpin_packet_reaches_the_pod() {
     let mut f = fixture();
     service(&f, &[Backend { id: 1, address: POD_A, port: 8080, proto: 6 }]);
     let mut c = f.dp.config().unwrap();

@@ -304,9 +304,14 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
     let mut per_service_backends: BTreeMap<ServiceKey, Vec<u32>> = BTreeMap::new();
     // A UDP frontend's backends as programmed, to see which ones leave.
     let mut udp_backends: BTreeMap<LbFrontend, BTreeSet<(Ipv4Addr, u16)>> = BTreeMap::new();
-    // NodePort frontends served by this node's host (a hostNetwork pod).
+    // NodePort frontends served by this node's host (a hostNetwork pod),
+    // and whether to-network translates the host's replies (the bit as the
+    // pinned config has it: an earlier agent set it for the maps it left).
     let mut host_served: BTreeSet<LbFrontend> = BTreeSet::new();
-    let mut host_flag: Option<bool> = None;
+    let mut host_flag = agent.dp().config().ok().map(|c| c.flags & CFG_F_HOST_BACKENDS != 0);
+    // Which of services and slices have been listed whole: until both
+    // have, the view is partial and says nothing about the host's NodePorts.
+    let mut listed = [false; 2];
     loop {
         let Ok(first) = rx.recv_timeout(Duration::from_secs(5)) else { continue };
         let mut batch = vec![first];
@@ -316,6 +321,7 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             let which = if is_service { 0 } else { 1 };
             let changes: Vec<(String, Option<Vec<u8>>)> = match u {
                 Update::Reset { items, .. } => {
+                    listed[which] = true;
                     let mut c: Vec<_> = raw[which]
                         .keys()
                         .filter(|k| !items.contains_key(*k))
@@ -435,7 +441,7 @@ fn run(agent: &Agent, rx: std::sync::mpsc::Receiver<(bool, Update)>, maps: Servi
             sockets::end_connected_to(agent, departed);
         }
         let wanted = !host_served.is_empty();
-        if host_flag != Some(wanted) && set_host_backends(agent, wanted) {
+        if listed == [true, true] && host_flag != Some(wanted) && set_host_backends(agent, wanted) {
             host_flag = Some(wanted);
         }
         for id in released {
