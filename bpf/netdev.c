@@ -388,20 +388,34 @@ static __always_inline int to_network_ipv4(struct __sk_buff *skb)
 
 	ip = ip4_hdr(skb);
 	if (!ip || !cfg || !(cfg->flags & CFG_F_HOST_BACKENDS) || ip->saddr != cfg->node_ip4 ||
-	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
+	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_ICMP))
 		return CTX_ACT_OK;
 	l4_off = sizeof(struct ethhdr) + ip->ihl * 4;
 	ret = ct_extract(skb, ip, CT_EGRESS, &p);
 	if (ret < 0)
 		return drop_reason(ret) == DROP_FRAG_NOT_FOUND ? CTX_ACT_OK : ret;
-	/* Only the entry nodeport_to_host made: the flow as it came in. */
-	ct_key_reverse(&k, &p.key);
+	if (ip->protocol == IPPROTO_ICMP && !p.related)
+		return CTX_ACT_OK;
+	/* Only the entry nodeport_to_host made: the flow as it came in (an
+	 * error quotes the client's packet: that very tuple). */
+	if (p.related) {
+		k = p.key;
+		k.scope = CT_INGRESS;
+	} else {
+		ct_key_reverse(&k, &p.key);
+	}
 	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
 	if (!e || !e->rev_nat_id || e->ep_id)
 		return CTX_ACT_OK;
-	ct_update(e, &p, 1);
 	p.rev_nat_id = e->rev_nat_id;
-	ret = lb_reverse(skb, l4_off, &p);
+	if (p.related) {
+		/* The host refused the client's datagram: about the node
+		 * port, as the client sent it. */
+		ret = lb_related_untranslate(skb, l4_off, &p);
+	} else {
+		ct_update(e, &p, 1);
+		ret = lb_reverse(skb, l4_off, &p);
+	}
 	if (ret < 0)
 		return ret;
 	t.state = CT_REPLY;

@@ -473,7 +473,7 @@ static __always_inline int lb_related_untranslate(struct __sk_buff *skb, __u32 l
 	if (!id || (p->key.proto != IPPROTO_TCP && p->key.proto != IPPROTO_UDP))
 		return 0;
 	rn = bpf_map_lookup_elem(&weft_lb_revnat, &id);
-	if (!rn || rn->address == p->key.daddr)
+	if (!rn || (rn->address == p->key.daddr && rn->port == p->key.dport))
 		return 0;
 	if (!ip)
 		return DROP(DROP_INVALID);

@@ -305,6 +305,26 @@ fn a_nodeport_served_by_the_host_goes_up_to_it_and_its_reply_leaves_from_the_nod
     // The host's own connections from the same port: untouched.
     let own = pkt::tcp(host_mac, ROUTER_MAC, NODE, 8080, EXT, 443, pkt::TCP_SYN);
     assert_eq!(run(&mut f, "to_network", &own).1, own);
+
+    // A UDP NodePort the host serves, with nothing listening: the host's
+    // "port unreachable" quotes the datagram as the client sent it.
+    let dns = Frontend { address: NODE, port: 30053, proto: 17 };
+    let info = FrontendInfo { rev_nat_id: 32, flags: LB_F_NODEPORT, affinity_timeout: 0 };
+    maps.put(dns, info, &[Backend { id: 7, address: NODE, port: 5353, proto: 17 }]).unwrap();
+    let q = pkt::udp(ROUTER_MAC, ROUTER_MAC, CLIENT, 50001, NODE, 30053, 20);
+    let (verdict, got) = run(&mut f, "from_network", &q);
+    assert_eq!((verdict, u16::from_be_bytes([got[36], got[37]])), (TC_ACT_OK, 5353));
+    let refused = pkt::icmp_error(host_mac, ROUTER_MAC, NODE, CLIENT, 3, 3, &got);
+    let (_, out) = run(&mut f, "to_network", &refused);
+    let inner = &out[42..];
+    assert_eq!(
+        (addr(&inner[16..20]), u16::from_be_bytes([inner[22], inner[23]])),
+        (NODE, 30053),
+        "the node port"
+    );
+    assert_eq!((addr(&out[26..30]), addr(&out[30..34])), (NODE, CLIENT));
+    assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
+    assert_eq!(pkt::csum(&inner[..20]), 0, "the quoted header's checksum");
 }
 
 /// A flow's CT_SERVICE entry is admitted like any conntrack entry: it
