@@ -55,29 +55,6 @@ static __always_inline __be32 sock_client(struct bpf_sock_addr *ctx)
 	return (__u32)c ^ (__u32)(c >> 32);
 }
 
-/* The NodePort frontend a connection to another node's address on `port`
- * reaches: this node's own (the agent programs NodePorts under this
- * node's address only). Translated here, at connect(), the connection
- * goes straight to a backend, as to this node's NodePort; sent on as it
- * is, it would reach the other node through the tunnel, where no NodePort
- * is served to pods, and its answer could not come back as the node.
- * NULL when `addr` is no node's or the port no NodePort. */
-static __always_inline struct lb_frontend *sock_remote_nodeport(__be32 addr, __be16 port, __u8 proto,
-								__be32 *lookup)
-{
-	struct weft_config *cfg = config_get();
-	struct ipcache_info *node = ipcache_lookup(addr);
-	struct lb_frontend *fe;
-
-	if (!cfg || !cfg->node_ip4 || !node || !(node->flags & IPCACHE_F_NODE))
-		return NULL;
-	fe = lb_lookup(cfg->node_ip4, port, proto);
-	if (!fe || !(fe->flags & LB_F_NODEPORT))
-		return NULL;
-	*lookup = cfg->node_ip4;
-	return fe;
-}
-
 /* Translates the socket's destination if it is a service. */
 static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int remember, __u8 kind)
 {
@@ -92,7 +69,7 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int remembe
 
 	fe = lb_lookup(addr, port, proto);
 	if (!fe)
-		fe = sock_remote_nodeport(addr, port, proto, &lookup);
+		fe = lb_remote_nodeport(addr, port, proto, &lookup);
 	if (!fe)
 		return SYS_PROCEED;
 	be = lb_pick(lookup, port, proto, fe, &id, sock_client(ctx), 0, &slot);

@@ -76,7 +76,9 @@ struct ct_entry {
 	__u16 flags;       /* CT_F_* */
 	__u16 rev_nat_id;  /* replies are translated back to this service (0: none) */
 	__u16 backend_slot; /* CT_SERVICE entries: the frontend slot it had then */
-	__u32 backend_id;  /* CT_SERVICE entries: the backend the flow got */
+	__u32 backend_id;  /* CT_SERVICE entries: the backend the flow got; a
+			    * client's flow to another node's NodePort: that
+			    * node's address, which replies come from (lib/lb.h) */
 };
 
 struct {
@@ -150,6 +152,7 @@ struct ct_packet {
 	__u8  later_fragment; /* no L4 header here: ports came from the first */
 	__u8  icmp_echo;    /* an echo or echo reply (its id, even 0, is its port) */
 	__u8  pad[2];
+	__be32 asked_addr;  /* lookup: the found entry's; create: the one to store (lib/lb.h) */
 };
 
 static __always_inline __u32 ct_now(void)
@@ -413,6 +416,7 @@ static __always_inline int ct_lookup(struct __sk_buff *skb, __u16 ep,
 			send_debug(skb, DBG_CT_FOUND, ep, e->expires - ct_now(), 0, 0);
 			ct_update(e, p, 1);
 			p->rev_nat_id = e->rev_nat_id;
+			p->asked_addr = e->rev_nat_id ? e->backend_id : 0;
 			state = CT_REPLY;
 		}
 	}
@@ -463,6 +467,7 @@ static __always_inline int ct_create(struct __sk_buff *skb, __u16 ep, __u32 peer
 	e.peer_id = peer_id;
 	e.ep_id = ep;
 	e.rev_nat_id = p->rev_nat_id;
+	e.backend_id = p->asked_addr;
 	e.tx_packets = 1;
 	e.tx_bytes = p->len;
 	if (p->tcp_flags & TCP_FLAG_RST)

@@ -111,6 +111,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_lb_maglev SEC(".maps");
 
+/* Where lb_flow_backend builds a new CT_SERVICE entry: on the stack, its
+ * 56 bytes would count in the frame of lb_translate, which the stack of
+ * every caller must leave room for (the verifier allows 512 bytes for all
+ * frames together). Per CPU, filled and written within one run of a
+ * program: no other packet comes in between. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_lb_scratch SEC(".maps");
+
 /* Session affinity (ClientIP): which backend a client address got from a
  * service, and when it last used it. */
 struct lb_affinity_key {
@@ -341,19 +354,19 @@ static __always_inline int lb_rewrite(struct __sk_buff *skb, __u32 l4_off, __u8 
  * has no usable backend; with a DROP() code: the conntrack table is full
  * (the entry is admitted as any flow's). */
 static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet *p,
-							  const struct lb_frontend *fe, int *err)
+							  const struct lb_frontend *fe, __be32 fe_addr, int *err)
 {
 	struct ct_key k = p->key;
-	struct ct_entry *e, fresh = {};
+	struct ct_entry *e, *fresh;
 	struct lb_backend *be;
 	__u64 *n_created;
-	__u32 id = 0;
+	__u32 id = 0, zero = 0;
 	__u16 picked = 0;
 
 	k.scope = CT_SERVICE;
 	e = bpf_map_lookup_elem(ct_map(k.proto), &k);
 	if (e) {
-		be = lb_member(k.daddr, k.dport, k.proto, fe, e->backend_id, e->backend_slot);
+		be = lb_member(fe_addr, k.dport, k.proto, fe, e->backend_id, e->backend_slot);
 		if (be) {
 			/* Replies never pass here: the client's first ACK after
 			 * its SYN says the flow was answered, so the entry
@@ -364,7 +377,7 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 		/* That backend left the service: the flow moves to another
 		 * (a UDP client on a fixed port notices at its next datagram). */
 	}
-	be = lb_pick(k.daddr, k.dport, k.proto, fe, &id, k.saddr, lb_flow_hash(&k) | 1, &picked);
+	be = lb_pick(fe_addr, k.dport, k.proto, fe, &id, k.saddr, lb_flow_hash(&k) | 1, &picked);
 	if (!be)
 		return NULL;
 	n_created = e ? NULL : ct_admit(k.proto);
@@ -372,16 +385,47 @@ static __always_inline struct lb_backend *lb_flow_backend(const struct ct_packet
 		*err = DROP(DROP_CT_CREATE_FAILED);
 		return NULL;
 	}
-	fresh.created = ct_now();
-	fresh.backend_id = id;
-	fresh.backend_slot = picked;
-	fresh.rev_nat_id = fe->rev_nat_id;
-	fresh.tx_packets = 1;
-	fresh.tx_bytes = p->len;
-	fresh.expires = fresh.created + ct_lifetime(&fresh, k.proto);
-	if (!bpf_map_update_elem(ct_map(k.proto), &k, &fresh, BPF_ANY) && n_created)
+	fresh = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
+	if (!fresh)
+		return be; /* unreachable (an array's only slot); unremembered */
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	fresh->created = ct_now();
+	fresh->backend_id = id;
+	fresh->backend_slot = picked;
+	fresh->rev_nat_id = fe->rev_nat_id;
+	fresh->tx_packets = 1;
+	fresh->tx_bytes = p->len;
+	fresh->expires = fresh->created + ct_lifetime(fresh, k.proto);
+	if (!bpf_map_update_elem(ct_map(k.proto), &k, fresh, BPF_ANY) && n_created)
 		__sync_fetch_and_add(n_created, 1);
 	return be;
+}
+
+/* Another node's address on a NodePort: the NodePort frontend of this
+ * node (the agent programs NodePorts under this node's address only), its
+ * address in `*fe_addr`; NULL when `addr` is no other node's or the port
+ * no NodePort. Ports outside the node port range cost no lookup. Socket
+ * LB (bpf/sock.c) and the per-packet path both use it: a pod's connection
+ * to another node's NodePort goes straight to a backend; sent on as it
+ * is, it would reach that node's host stack through the tunnel. */
+static __always_inline struct lb_frontend *lb_remote_nodeport(__be32 addr, __be16 port, __u8 proto,
+							      __be32 *fe_addr)
+{
+	struct weft_config *cfg = config_get();
+	struct ipcache_info *node;
+	struct lb_frontend *fe;
+
+	if (!cfg || !cfg->node_ip4 || addr == cfg->node_ip4 || bpf_ntohs(port) < cfg->nodeport_min ||
+	    bpf_ntohs(port) > cfg->nodeport_max)
+		return NULL;
+	node = ipcache_lookup(addr);
+	if (!node || !(node->flags & IPCACHE_F_NODE))
+		return NULL;
+	fe = lb_lookup(cfg->node_ip4, port, proto);
+	if (!fe || !(fe->flags & LB_F_NODEPORT))
+		return NULL;
+	*fe_addr = cfg->node_ip4;
+	return fe;
 }
 
 /* A packet to a service: DNAT to the flow's backend, and `p` follows
@@ -397,7 +441,7 @@ __attribute__((noinline)) __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off
 {
 	struct lb_frontend *fe;
 	struct lb_backend *be;
-	__be32 vip;
+	__be32 vip, fe_addr;
 	__be16 vport;
 	int err = 0;
 
@@ -405,11 +449,14 @@ __attribute__((noinline)) __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off
 		return 0;
 	vip = p->key.daddr;
 	vport = p->key.dport;
+	fe_addr = vip;
 	fe = lb_lookup(vip, vport, p->key.proto);
+	if (!fe)
+		fe = lb_remote_nodeport(vip, vport, p->key.proto, &fe_addr);
 	if (!fe)
 		return 0;
 	send_debug(skb, DBG_LB_LOOKUP, 0, vip, ((__u32)bpf_ntohs(vport) << 16) | p->key.proto, fe->count);
-	be = lb_flow_backend(p, fe, &err);
+	be = lb_flow_backend(p, fe, fe_addr, &err);
 	if (!be)
 		return err ? err : DROP(DROP_NO_SERVICE_BACKEND);
 	send_debug(skb, DBG_LB_BACKEND, 0, be->address, bpf_ntohs(be->port), 0);
@@ -418,6 +465,9 @@ __attribute__((noinline)) __s64 lb_translate(struct __sk_buff *skb, __u32 l4_off
 	p->key.daddr = be->address;
 	p->key.dport = be->port;
 	p->rev_nat_id = fe->rev_nat_id;
+	/* Replies come from the address the client asked, when it is not
+	 * the frontend's own (another node's, on a NodePort). */
+	p->asked_addr = vip != fe_addr ? vip : 0;
 	return vip;
 }
 
@@ -437,7 +487,8 @@ static __always_inline int lb_restore(struct __sk_buff *skb, __u32 l4_off, const
 	if (!dst)
 		send_debug(skb, DBG_LB_REVNAT, 0, rn->address, bpf_ntohs(rn->port), id);
 	if (lb_rewrite(skb, l4_off, p->key.proto, dst, !p->later_fragment, dst ? p->key.daddr : p->key.saddr,
-		       rn->address, dst ? p->key.dport : p->key.sport, rn->port) < 0)
+		       p->asked_addr ? p->asked_addr : rn->address, dst ? p->key.dport : p->key.sport,
+		       rn->port) < 0)
 		return DROP(DROP_WRITE_ERROR);
 	return 0;
 }

@@ -119,6 +119,22 @@ fn nodeport_reaches_the_other_nodes_backend(lab: &TestLab, ports: std::ops::Rang
         let got = fetch(lab, "pod1-1", node, 30080);
         assert!(got.starts_with(&format!("{pod}:")), "{node}:30080 from a pod: {got}");
     }
+    // The same per packet: a process outside the node's cgroup (this
+    // test's own thread in the pod's namespace) reaches node2's NodePort;
+    // the answer comes from node2, or its TCP would refuse it.
+    let to: std::net::SocketAddr = format!("{node2}:30080").parse().unwrap();
+    let got = spawn_in_ns(&lab.netns_path("pod1-1"), move || {
+        let mut c =
+            std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut line = [0u8; 64];
+        let n = c.read(&mut line).map_err(|e| e.to_string())?;
+        Ok::<_, String>((String::from_utf8_lossy(&line[..n]).to_string(), c.peer_addr().unwrap()))
+    })
+    .join()
+    .unwrap();
+    let (seen, peer) = got.expect("node2's NodePort per packet");
+    assert!(seen.starts_with(&format!("{pod}:")) && peer == to, "per packet: {seen} from {peer}");
     let nat = String::from_utf8_lossy(&lab.weft("node1", &["bpf", "nat", "list"]).stdout).to_string();
     assert!(nat.contains("nodeport") && nat.contains(&format!("{backend}:8080")), "{nat}");
 }

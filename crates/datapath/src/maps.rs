@@ -34,6 +34,8 @@ pub const MAP_LB_SOCK_REVNAT: &str = "weft_lb_sock_revnat";
 pub const MAP_LB_AFFINITY: &str = "weft_lb_affinity";
 pub const MAP_NAT: &str = "weft_nat";
 pub const MAP_LB_MAGLEV: &str = "weft_lb_maglev";
+/// Per-CPU scratch where lib/lb.h builds a CT_SERVICE entry (off the stack).
+pub const MAP_LB_SCRATCH: &str = "weft_lb_scratch";
 
 /// `LB_F_*`: flags of a service frontend (`bpf/lib/lb.h`).
 pub const LB_F_NODEPORT: u8 = 0x1;
@@ -47,7 +49,7 @@ pub const LB_MAGLEV_SIZE: usize = 1021;
 
 /// Every map the datapath pins (the layout test checks that the C headers
 /// declare exactly these).
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 24] = [
     MAP_ENDPOINTS,
     MAP_LXC,
     MAP_CONFIG,
@@ -71,6 +73,7 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_LB_AFFINITY,
     MAP_NAT,
     MAP_LB_MAGLEV,
+    MAP_LB_SCRATCH,
 ];
 
 /// Policy directions, peer kinds, actions and flags (`bpf/lib/policy.h`).

@@ -327,6 +327,49 @@ fn a_nodeport_served_by_the_host_goes_up_to_it_and_its_reply_leaves_from_the_nod
     assert_eq!(pkt::csum(&inner[..20]), 0, "the quoted header's checksum");
 }
 
+/// A pod (outside socket LB's cgroup) connecting to another node's address
+/// on a NodePort: translated per packet with this node's NodePort (the
+/// agent programs NodePorts under this node's address only), and the reply
+/// comes from the node it asked, not from this one.
+#[test]
+fn a_pod_reaches_another_nodes_nodeport_per_packet_and_hears_that_node() {
+    let mut f = masquerading(61000, 61099);
+    let mut c = f.dp.config().unwrap();
+    c.mode = MODE_NATIVE;
+    f.dp.set_config(c).unwrap();
+    let maps = ServiceMaps::open(&f.base).unwrap();
+    let np = Frontend { address: NODE, port: 30080, proto: 6 };
+    let info = FrontendInfo { rev_nat_id: 31, flags: LB_F_NODEPORT | LB_F_SNAT, affinity_timeout: 0 };
+    maps.put(np, info, &[Backend { id: 6, address: REMOTE_POD, port: 8080, proto: 6 }]).unwrap();
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40000, NODE2, 30080, pkt::TCP_SYN);
+    let (verdict, out) = run(&mut f, "from_container", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "{:?}", drop_reasons(&mut f));
+    assert_eq!(
+        (addr(&out[30..34]), u16::from_be_bytes([out[36], out[37]])),
+        (REMOTE_POD, 8080),
+        "to the backend"
+    );
+    assert_eq!(addr(&out[26..30]), POD_A, "from the pod itself (no SNAT between pods)");
+    let synack =
+        pkt::tcp(ROUTER_MAC, ROUTER_MAC, REMOTE_POD, 8080, POD_A, 40000, pkt::TCP_SYN | pkt::TCP_ACK);
+    let (verdict, out) = run(&mut f, "from_network", &synack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "to the pod");
+    assert_eq!(
+        (addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])),
+        (NODE2, 30080),
+        "from the node it asked"
+    );
+    assert!(l4_ok(&out) && pkt::csum(&out[14..34]) == 0, "checksums");
+
+    // This node's own address on the NodePort: replies from it, as before.
+    let syn = pkt::tcp(MAC_A, LXC_A, POD_A, 40001, NODE, 30080, pkt::TCP_SYN);
+    assert_eq!(run(&mut f, "from_container", &syn).0, TC_ACT_REDIRECT);
+    let synack =
+        pkt::tcp(ROUTER_MAC, ROUTER_MAC, REMOTE_POD, 8080, POD_A, 40001, pkt::TCP_SYN | pkt::TCP_ACK);
+    let out = run(&mut f, "from_network", &synack).1;
+    assert_eq!((addr(&out[26..30]), u16::from_be_bytes([out[34], out[35]])), (NODE, 30080));
+}
+
 /// A flow's CT_SERVICE entry is admitted like any conntrack entry: it
 /// counts against the limit, and a full table drops a new service flow
 /// (with conntrack's reason, not the "no backend" reject) before writing

@@ -130,6 +130,7 @@ fn services_are_translated_at_connect_and_replies_read_as_the_service() {
     let (node, other_node) = (Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(198, 18, 0, 12));
     let mut c = dp.config().unwrap();
     c.node_ip4 = weft_datapath::maps::ip_to_be(node);
+    (c.nodeport_min, c.nodeport_max) = (30000, 32767);
     dp.set_config(c).unwrap();
     let as_node = weft_datapath::maps::IpcacheInfo {
         sec_identity: 6,
