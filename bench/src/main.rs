@@ -43,10 +43,12 @@ struct Args {
     only_services: bool,
     /// Numbers of services of the services data plane.
     services_scales: Vec<usize>,
-    /// Services programmed from empty (weft's maps, iptables, nftables).
+    /// Services programmed from empty (weft's maps, iptables, nftables);
+    /// 0 leaves the programming measurement out.
     services_program: usize,
     /// Services applied through weft's agent API (in files of
-    /// `services::API_CHUNK`, one apply after the other).
+    /// `services::API_CHUNK`, one apply after the other); 0 leaves the API
+    /// measurement out.
     services_api: usize,
     /// Propagation samples and window length of the scale measurement.
     scale_samples: usize,
@@ -393,7 +395,8 @@ fn policy_rounds(a: &Args) -> usize {
 
 /// Rounds and seconds per measurement of the services section (4 subjects
 /// at up to 4 numbers of services, and programming 10,000 services up to
-/// 3 times: about 5 minutes at most on 2 cores).
+/// twice: about 5 minutes on 2 cores, besides the 12–16 minutes `nft -f`
+/// takes to load the nftables shape's 50,000 services).
 fn services_rounds(a: &Args) -> usize {
     a.rounds.min(3)
 }
