@@ -47,30 +47,15 @@ static __always_inline int from_pod(__be32 saddr)
 /* On to the delivery stage, or to the host when not for a local pod. */
 static __always_inline int to_endpoint_or_host(struct __sk_buff *skb, struct drop_ctx *d)
 {
-	struct trace_ctx t = { .src_id = d->src_id };
 	struct endpoint_info *dst;
 	struct iphdr *ip = ip4_hdr(skb);
 
 	if (!ip)
 		return DROP(DROP_INVALID);
 	dst = lookup_endpoint(ip->daddr);
-	if (!dst || (dst->flags & ENDPOINT_F_HOST)) {
-		int ret = nat_reply(skb, d);
-
-		if (ret != 1)
-			return ret;
-		ret = lb_host_reply(skb);
-		if (ret < 0)
-			return ret;
-		t.dst_id = IDENTITY_HOST;
-		send_trace(skb, TRACE_TO_HOST, &t);
-		return CTX_ACT_OK;
-	}
-	d->dst_ep = dst->ep_id;
-	d->dst_id = dst->sec_identity;
-	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
-		return DROP(DROP_NO_STATE);
-	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+	if (!dst || (dst->flags & ENDPOINT_F_HOST))
+		return up_to_host(skb, d);
+	return to_delivery_stage(skb, d, dst);
 }
 
 /* A NodePort packet that will not fit the path to the backend's node once
@@ -201,13 +186,7 @@ static __always_inline int nodeport_related(struct __sk_buff *skb, struct iphdr 
 		d->dst_id = remote->sec_identity;
 		return encap_to_node(skb, &c, remote);
 	}
-	if (dst->flags & ENDPOINT_F_HOST)
-		return DROP(DROP_UNROUTABLE);
-	d->dst_ep = dst->ep_id;
-	d->dst_id = dst->sec_identity;
-	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
-		return DROP(DROP_NO_STATE);
-	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+	return to_delivery_stage(skb, d, dst);
 }
 
 /* A NodePort flow whose backend is this node's host (a hostNetwork pod):

@@ -75,26 +75,10 @@ static __always_inline int from_overlay_checks(struct __sk_buff *skb, struct dro
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst)
 		return DROP(DROP_UNROUTABLE);
-	if (dst->flags & ENDPOINT_F_HOST) {
-		/* The answer to a NodePort flow this node sent on, or to a
-		 * service flow of the host's. */
-		int ret = nat_reply(skb, d);
-
-		if (ret != 1)
-			return ret;
-		ret = lb_host_reply(skb);
-		if (ret < 0)
-			return ret;
-		t.dst_id = IDENTITY_HOST;
-		send_trace(skb, TRACE_TO_HOST, &t);
-		return CTX_ACT_OK;
-	}
+	if (dst->flags & ENDPOINT_F_HOST)
+		return up_to_host(skb, d);
 	send_debug(skb, DBG_IP_ID_MAP_SUCCEED4, 0, ip->daddr, dst->sec_identity, 0);
-	d->dst_ep = dst->ep_id;
-	d->dst_id = dst->sec_identity;
-	if (!pipeline_start(0, src_id, HOOK_INGRESS))
-		return DROP(DROP_NO_STATE);
-	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+	return to_delivery_stage(skb, d, dst);
 }
 
 static __always_inline int do_from_overlay(struct __sk_buff *skb)

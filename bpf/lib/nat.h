@@ -574,11 +574,25 @@ static __always_inline int nat_reply(struct __sk_buff *skb, struct drop_ctx *d)
 	dst = lookup_endpoint(ip->daddr);
 	if (!dst || (dst->flags & ENDPOINT_F_HOST))
 		return DROP(DROP_UNROUTABLE);
-	d->dst_ep = dst->ep_id;
-	d->dst_id = dst->sec_identity;
-	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
-		return DROP(DROP_NO_STATE);
-	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+	return to_delivery_stage(skb, d, dst);
+}
+
+/* A packet for one of the node's own addresses goes up to the host, unless
+ * it answers a flow this node translated (nat_reply) or is a backend's
+ * reply to a service flow of the host's (lb_host_reply, which translates
+ * it on the way). */
+static __always_inline int up_to_host(struct __sk_buff *skb, struct drop_ctx *d)
+{
+	struct trace_ctx t = { .src_id = d->src_id, .dst_id = IDENTITY_HOST };
+	int ret = nat_reply(skb, d);
+
+	if (ret != 1)
+		return ret;
+	ret = lb_host_reply(skb);
+	if (ret < 0)
+		return ret;
+	send_trace(skb, TRACE_TO_HOST, &t);
+	return CTX_ACT_OK;
 }
 
 #endif /* WEFT_NAT_H */

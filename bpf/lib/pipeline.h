@@ -108,4 +108,17 @@ static __always_inline int stage_ipv4_from_lxc(struct __sk_buff *skb);
 #define tail_call_stage(skb, slot)        tail_call_slot(skb, slot)
 #endif
 
+/* On to the delivery stage (lxc.c ipv4_to_endpoint) for the local
+ * endpoint `dst`, from a source of identity d->src_id: what every program
+ * does with a packet for a pod of this node. */
+static __always_inline int to_delivery_stage(struct __sk_buff *skb, struct drop_ctx *d,
+					     const struct endpoint_info *dst)
+{
+	d->dst_ep = dst->ep_id;
+	d->dst_id = dst->sec_identity;
+	if (!pipeline_start(0, d->src_id, HOOK_INGRESS))
+		return DROP(DROP_NO_STATE);
+	return tail_call_stage(skb, CALL_IPV4_TO_ENDPOINT);
+}
+
 #endif /* WEFT_PIPELINE_H */
