@@ -22,24 +22,28 @@ fn fetch(lab: &TestLab, target: &str, addr: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// A TCP server on `ip:port` in `target`'s namespace writing each client
-/// the address it came from, then holding the connection until the client
-/// closes it; returns once it listens.
-fn serve_peer(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16) {
+/// A TCP server on `ip:port` in `target`'s namespace handing each
+/// connection to `serve` on a thread of its own; returns once it listens.
+fn serve_tcp(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16, serve: fn(std::net::TcpStream)) {
     let (ready, listening) = std::sync::mpsc::channel();
     spawn_in_ns(&lab.netns_path(target), move || {
         let l = TcpListener::bind((ip, port)).unwrap();
         ready.send(()).unwrap();
         for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = c;
-                let peer = c.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                let _ = c.write_all(format!("{peer}\n").as_bytes());
-                let _ = c.read(&mut [0u8; 16]);
-            });
+            std::thread::spawn(move || serve(c));
         }
     });
     listening.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// A TCP server writing each client the address it came from, then
+/// holding the connection until the client closes it.
+fn serve_peer(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16) {
+    serve_tcp(lab, target, ip, port, |mut c| {
+        let peer = c.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let _ = c.write_all(format!("{peer}\n").as_bytes());
+        let _ = c.read(&mut [0u8; 16]);
+    });
 }
 
 /// A UDP server on the internet host answering each datagram with its
@@ -223,21 +227,14 @@ impl Drop for FarClient {
     }
 }
 
-/// A TCP server on `ip:port` in `target`'s namespace sending each client
-/// `len` bytes, then closing.
-fn serve_bulk(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16, len: usize) {
-    let (ready, listening) = std::sync::mpsc::channel();
-    spawn_in_ns(&lab.netns_path(target), move || {
-        let l = TcpListener::bind((ip, port)).unwrap();
-        ready.send(()).unwrap();
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = c;
-                let _ = c.write_all(&vec![b'x'; len]);
-            });
-        }
+/// How many bytes `serve_bulk` sends each client.
+const BULK: usize = 300_000;
+
+/// A TCP server sending each client BULK bytes, then closing.
+fn serve_bulk(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16) {
+    serve_tcp(lab, target, ip, port, |mut c| {
+        let _ = c.write_all(&vec![b'x'; BULK]);
     });
-    listening.recv_timeout(Duration::from_secs(5)).unwrap();
 }
 
 /// The backend's replies do not fit the client's path: the router's
@@ -248,13 +245,12 @@ fn serve_bulk(lab: &TestLab, target: &str, ip: Ipv4Addr, port: u16, len: usize) 
 /// through the tunnel.
 fn nodeport_replies_too_big_for_the_clients_path_arrive_whole(lab: &TestLab) {
     let backend: Ipv4Addr = lab.pod_ip("pod1-1").parse().unwrap();
-    const LEN: usize = 300_000;
-    serve_bulk(lab, "pod1-1", backend, 8090, LEN);
+    serve_bulk(lab, "pod1-1", backend, 8090);
     nodeport_to(lab, &backend.to_string(), "node1", 8090);
     let far = FarClient::new(lab);
     for node in ["node1", "node2"] {
         let ip = lab.lab.node(node).unwrap().underlay_ip.to_string();
-        assert_eq!(far.read_all(&ip, 30080), LEN, "all of the reply through {node}");
+        assert_eq!(far.read_all(&ip, 30080), BULK, "all of the reply through {node}");
     }
 }
 

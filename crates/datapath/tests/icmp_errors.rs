@@ -15,7 +15,6 @@ use weft_datapath::{
     maps::*,
 };
 
-const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const UDP: u8 = 17;
 const TCP: u8 = 6;
 
@@ -35,16 +34,6 @@ fn read_error(out: &[u8]) -> Quote {
         (addr(&inner[12..16]), port(&inner[20..22])),
         (addr(&inner[16..20]), port(&inner[22..24])),
     )
-}
-
-/// "Fragmentation needed, next-hop MTU 1400" from `from` to `to`, about `about`.
-fn frag_needed(from: Ipv4Addr, to: Ipv4Addr, about: &[u8]) -> Vec<u8> {
-    let mut err = pkt::icmp_error(ROUTER_MAC, ROUTER_MAC, from, to, 3, 4, about);
-    err[40..42].copy_from_slice(&1400u16.to_be_bytes());
-    err[36..38].copy_from_slice(&[0, 0]);
-    let c = pkt::csum(&err[34..]);
-    err[36..38].copy_from_slice(&c.to_be_bytes());
-    err
 }
 
 fn nodeport(f: &Fixture, port: u16, proto: u8, flags: u8, backend: Ipv4Addr, be_port: u16) {

@@ -158,10 +158,7 @@ fn a_ping_to_the_outside_gets_an_id_of_the_node_and_the_reply_its_own_again() {
     // The host answers with the id it saw.
     let mut reply = pkt::icmp_echo(ROUTER_MAC, ROUTER_MAC, EXT, NODE, 64);
     reply[34] = 0; // echo reply
-    reply[38..40].copy_from_slice(&nat_id.to_be_bytes());
-    reply[36..38].copy_from_slice(&[0, 0]);
-    let c = pkt::csum(&reply[34..]);
-    reply[36..38].copy_from_slice(&c.to_be_bytes());
+    set_echo_id(&mut reply, nat_id);
     let (verdict, out) = run(&mut f, "from_network", &reply);
     assert_eq!(verdict, TC_ACT_REDIRECT, "to the pod");
     assert_eq!((addr(&out[30..34]), port(&out[38..40])), (POD_A, id), "its address and id again");
@@ -170,19 +167,13 @@ fn a_ping_to_the_outside_gets_an_id_of_the_node_and_the_reply_its_own_again() {
 
     // An echo id of 0 (some pingers use it) is an id like any other.
     let mut zero = pkt::icmp_echo(MAC_A, LXC_A, POD_A, EXT, 64);
-    zero[38..40].copy_from_slice(&[0, 0]);
-    zero[36..38].copy_from_slice(&[0, 0]);
-    let c = pkt::csum(&zero[34..]);
-    zero[36..38].copy_from_slice(&c.to_be_bytes());
+    set_echo_id(&mut zero, 0);
     let (verdict, out) = run(&mut f, "from_container", &zero);
     assert_eq!(verdict, TC_ACT_REDIRECT, "translated, not dropped: {:?}", drop_reasons(&mut f));
     let zero_id = port(&out[38..40]);
     assert!((61000..=61099).contains(&zero_id) && zero_id != nat_id, "an id of its own: {zero_id}");
     assert_eq!(pkt::csum(&out[34..]), 0, "ICMP checksum");
-    reply[38..40].copy_from_slice(&zero_id.to_be_bytes());
-    reply[36..38].copy_from_slice(&[0, 0]);
-    let c = pkt::csum(&reply[34..]);
-    reply[36..38].copy_from_slice(&c.to_be_bytes());
+    set_echo_id(&mut reply, zero_id);
     let (verdict, out) = run(&mut f, "from_network", &reply);
     assert_eq!(verdict, TC_ACT_REDIRECT, "to the pod");
     assert_eq!((addr(&out[30..34]), port(&out[38..40])), (POD_A, 0), "with id 0 again");
@@ -196,13 +187,7 @@ fn fragmentation_needed_about_a_masqueraded_flow_reaches_the_pod_about_its_own_p
     let (_, left) = run(&mut f, "from_container", &syn);
     let nat_port = port(&left[34..36]);
     // A router on the way cannot forward the packet as it left the node.
-    let router = Ipv4Addr::new(198, 18, 0, 1);
-    let mut err = pkt::icmp_error(ROUTER_MAC, ROUTER_MAC, router, NODE, 3, 4, &left);
-    err[40..42].copy_from_slice(&1400u16.to_be_bytes()); // next-hop MTU
-    err[36..38].copy_from_slice(&[0, 0]);
-    let c = pkt::csum(&err[34..]);
-    err[36..38].copy_from_slice(&c.to_be_bytes());
-    let (verdict, out) = run(&mut f, "from_network", &err);
+    let (verdict, out) = run(&mut f, "from_network", &frag_needed(ROUTER, NODE, &left));
     assert_eq!(verdict, TC_ACT_REDIRECT, "to the pod");
     assert_eq!(&out[0..6], &MAC_A);
     assert_eq!(addr(&out[30..34]), POD_A, "addressed to the pod");
